@@ -1,0 +1,22 @@
+//! pulselake's domain: device messages and their mappings, the metric catalog,
+//! validation, the canonical reading and the lake layout. Plain types and functions,
+//! no AWS types and no I/O, so every rule here is unit-tested in isolation.
+
+pub mod mapping;
+pub mod message;
+pub mod metric;
+pub mod partition;
+pub mod reading;
+pub mod reason;
+pub mod registry;
+pub mod time;
+pub mod validate;
+
+pub use mapping::{DeviceMappings, MappingError};
+pub use message::{DeviceMessage, MAX_PAYLOAD_BYTES, RawReading};
+pub use metric::Metric;
+pub use partition::Partition;
+pub use reading::{Reading, ReadingId, Source};
+pub use reason::{Reason, Rejection};
+pub use registry::{Assignment, DeviceRecord};
+pub use validate::{Provenance, TimePolicy, normalize};
