@@ -27,7 +27,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::message::{
-    DeviceMessage, Scalar, TimeFormat, build_reading, json_rejection, parse_v1_envelope, require_text,
+    DeviceMessage, Scalar, TimeFormat, build_reading, json_rejection, parse_v1_envelope,
+    require_text,
 };
 use crate::reason::{Reason, Rejection};
 
@@ -143,7 +144,9 @@ fn check_expr(mapping: &str, what: &str, e: &Expr, timestamp: bool) -> Result<()
         )));
     }
     if !timestamp && e.format.is_some() {
-        return Err(MappingError(format!("mapping {mapping:?}: {what} takes no \"format\"")));
+        return Err(MappingError(format!(
+            "mapping {mapping:?}: {what} takes no \"format\""
+        )));
     }
     Ok(())
 }
@@ -157,16 +160,23 @@ impl DeviceMappings {
 
     /// Loads and validates a mapping document, with an error that names the mapping and field.
     pub fn from_json(doc: &str) -> Result<DeviceMappings, MappingError> {
-        let doc: Document = serde_json::from_str(doc).map_err(|e| MappingError(format!("not a valid document: {e}")))?;
+        let doc: Document = serde_json::from_str(doc)
+            .map_err(|e| MappingError(format!("not a valid document: {e}")))?;
         if doc.version != 1 {
-            return Err(MappingError(format!("document version {} is not supported (expected 1)", doc.version)));
+            return Err(MappingError(format!(
+                "document version {} is not supported (expected 1)",
+                doc.version
+            )));
         }
         let mut native_v1 = false;
         let mut declarative = Vec::new();
         let mut names = std::collections::HashSet::new();
         for m in doc.mappings {
             if !names.insert(m.name.clone()) {
-                return Err(MappingError(format!("mapping {:?} is defined twice", m.name)));
+                return Err(MappingError(format!(
+                    "mapping {:?} is defined twice",
+                    m.name
+                )));
             }
             if let Some(parser) = &m.parser {
                 if parser != NATIVE_V1 {
@@ -175,7 +185,11 @@ impl DeviceMappings {
                         m.name
                     )));
                 }
-                if !m.when.is_empty() || m.device_id.is_some() || m.reading.is_some() || m.readings.is_some() {
+                if !m.when.is_empty()
+                    || m.device_id.is_some()
+                    || m.reading.is_some()
+                    || m.readings.is_some()
+                {
                     return Err(MappingError(format!(
                         "mapping {:?}: a native parser takes no expressions (it selects on v = 1)",
                         m.name
@@ -186,7 +200,9 @@ impl DeviceMappings {
             }
             let name = m.name;
             if m.when.is_empty() {
-                return Err(MappingError(format!("mapping {name:?}: \"when\" must hold at least one condition")));
+                return Err(MappingError(format!(
+                    "mapping {name:?}: \"when\" must hold at least one condition"
+                )));
             }
             for c in &m.when {
                 check_pointer(&name, "when", &c.path)?;
@@ -196,9 +212,9 @@ impl DeviceMappings {
                     )));
                 }
             }
-            let device_id = m
-                .device_id
-                .ok_or_else(|| MappingError(format!("mapping {name:?}: \"device_id\" is required")))?;
+            let device_id = m.device_id.ok_or_else(|| {
+                MappingError(format!("mapping {name:?}: \"device_id\" is required"))
+            })?;
             check_expr(&name, "device_id", &device_id, false)?;
             if let Some(e) = &m.message_id {
                 check_expr(&name, "message_id", e, false)?;
@@ -206,9 +222,9 @@ impl DeviceMappings {
             if let Some(p) = &m.readings {
                 check_pointer(&name, "readings", p)?;
             }
-            let reading = m
-                .reading
-                .ok_or_else(|| MappingError(format!("mapping {name:?}: \"reading\" is required")))?;
+            let reading = m.reading.ok_or_else(|| {
+                MappingError(format!("mapping {name:?}: \"reading\" is required"))
+            })?;
             check_expr(&name, "reading.sensor_id", &reading.sensor_id, false)?;
             check_expr(&name, "reading.metric", &reading.metric, false)?;
             check_expr(&name, "reading.value", &reading.value, false)?;
@@ -226,7 +242,10 @@ impl DeviceMappings {
         if !native_v1 && declarative.is_empty() {
             return Err(MappingError("the document holds no mapping".into()));
         }
-        Ok(DeviceMappings { native_v1, declarative })
+        Ok(DeviceMappings {
+            native_v1,
+            declarative,
+        })
     }
 
     /// Names of the declarative mappings, in priority order.
@@ -247,7 +266,10 @@ impl DeviceMappings {
         }
         let value: Value = serde_json::from_slice(payload).map_err(json_rejection)?;
         if !value.is_object() {
-            return Err(Rejection::new(Reason::WrongShape, "payload is not a JSON object"));
+            return Err(Rejection::new(
+                Reason::WrongShape,
+                "payload is not a JSON object",
+            ));
         }
         for m in &self.declarative {
             if m.matches(&value) {
@@ -260,8 +282,14 @@ impl DeviceMappings {
                 Reason::UnsupportedVersion,
                 format!("message version {v} has no parser or mapping"),
             )),
-            Some(_) => Err(Rejection::new(Reason::UnsupportedVersion, "message version is not a number")),
-            None => Err(Rejection::new(Reason::NoMapping, "no device mapping matches the payload")),
+            Some(_) => Err(Rejection::new(
+                Reason::UnsupportedVersion,
+                "message version is not a number",
+            )),
+            None => Err(Rejection::new(
+                Reason::NoMapping,
+                "no device mapping matches the payload",
+            )),
         }
     }
 }
@@ -312,10 +340,19 @@ impl Mapping {
                     return Err(Rejection::new(Reason::NoReadings, format!("{p} is empty")));
                 }
                 Some(Value::Array(items)) => items.iter().map(one).collect(),
-                _ => return Err(Rejection::new(Reason::WrongShape, format!("{p} must be a list of readings"))),
+                _ => {
+                    return Err(Rejection::new(
+                        Reason::WrongShape,
+                        format!("{p} must be a list of readings"),
+                    ));
+                }
             },
         };
-        Ok(DeviceMessage { device_id: Cow::Owned(device_id), message_id, readings })
+        Ok(DeviceMessage {
+            device_id: Cow::Owned(device_id),
+            message_id,
+            readings,
+        })
     }
 }
 
@@ -338,7 +375,8 @@ fn eval<'v>(e: &'v Expr, item: &'v Value) -> Option<Scalar<'v>> {
 mod tests {
     use super::*;
 
-    const ACME: &str = r#"{"serial": "ACME-7781", "type": "HR", "val": 72.0, "uom": "bpm", "ts": 1763806530123}"#;
+    const ACME: &str =
+        r#"{"serial": "ACME-7781", "type": "HR", "val": 72.0, "uom": "bpm", "ts": 1763806530123}"#;
 
     #[test]
     fn builtin_document_loads_with_both_vendor_shapes() {
@@ -371,16 +409,33 @@ mod tests {
             .unwrap();
         assert_eq!(msg.device_id, "77");
         assert_eq!(msg.message_id.as_deref(), Some("9"));
-        assert_eq!(msg.readings[0].as_ref().unwrap().measured_at, 1_763_806_530_000);
-        assert_eq!(msg.readings[1].as_ref().unwrap_err().reason, Reason::ValueNotNumber);
+        assert_eq!(
+            msg.readings[0].as_ref().unwrap().measured_at,
+            1_763_806_530_000
+        );
+        assert_eq!(
+            msg.readings[1].as_ref().unwrap_err().reason,
+            Reason::ValueNotNumber
+        );
     }
 
     #[test]
     fn unknown_version_and_unknown_shape_are_told_apart() {
         let m = DeviceMappings::builtin();
-        assert_eq!(m.map(br#"{"v":2,"device_id":"d","readings":[]}"#).unwrap_err().reason, Reason::UnsupportedVersion);
-        assert_eq!(m.map(br#"{"v":"1","device_id":"d"}"#).unwrap_err().reason, Reason::UnsupportedVersion);
-        assert_eq!(m.map(br#"{"hello":"world"}"#).unwrap_err().reason, Reason::NoMapping);
+        assert_eq!(
+            m.map(br#"{"v":2,"device_id":"d","readings":[]}"#)
+                .unwrap_err()
+                .reason,
+            Reason::UnsupportedVersion
+        );
+        assert_eq!(
+            m.map(br#"{"v":"1","device_id":"d"}"#).unwrap_err().reason,
+            Reason::UnsupportedVersion
+        );
+        assert_eq!(
+            m.map(br#"{"hello":"world"}"#).unwrap_err().reason,
+            Reason::NoMapping
+        );
         assert_eq!(m.map(b"[]").unwrap_err().reason, Reason::WrongShape);
         assert_eq!(m.map(b"\xff\xfe").unwrap_err().reason, Reason::NotJson);
     }
@@ -391,7 +446,10 @@ mod tests {
         let msg = m
             .map(br#"{"serial":"ACME-1","type":"HR","val":"72","uom":"bpm","ts":1763806530123}"#)
             .unwrap();
-        assert_eq!(msg.readings[0].as_ref().unwrap_err().reason, Reason::ValueNotNumber);
+        assert_eq!(
+            msg.readings[0].as_ref().unwrap_err().reason,
+            Reason::ValueNotNumber
+        );
     }
 
     #[test]
@@ -399,7 +457,10 @@ mod tests {
         let cases = [
             (r#"{"version":2,"mappings":[]}"#, "version 2"),
             (r#"{"version":1,"mappings":[]}"#, "no mapping"),
-            (r#"{"version":1,"mappings":[{"name":"a","parser":"v9"}]}"#, "unknown parser"),
+            (
+                r#"{"version":1,"mappings":[{"name":"a","parser":"v9"}]}"#,
+                "unknown parser",
+            ),
             (
                 r#"{"version":1,"mappings":[{"name":"a","when":[{"path":"x","exists":true}],"device_id":{"path":"/d"}}]}"#,
                 "JSON pointer",
@@ -409,8 +470,14 @@ mod tests {
                    "reading":{"sensor_id":{"const":"s"},"metric":{"const":"spo2"},"value":{"path":"/v"},"unit":{"const":"%"},"measured_at":{"path":"/t"}}}]}"#,
                 "reading.measured_at needs a \"format\"",
             ),
-            (r#"{"version":1,"mappings":[{"name":"a","parser":"pulselake-v1"},{"name":"a","parser":"pulselake-v1"}]}"#, "twice"),
-            (r#"{"version":1,"mappings":[{"name":"a","parser":"pulselake-v1","extra":1}]}"#, "unknown field"),
+            (
+                r#"{"version":1,"mappings":[{"name":"a","parser":"pulselake-v1"},{"name":"a","parser":"pulselake-v1"}]}"#,
+                "twice",
+            ),
+            (
+                r#"{"version":1,"mappings":[{"name":"a","parser":"pulselake-v1","extra":1}]}"#,
+                "unknown field",
+            ),
         ];
         for (doc, expect) in cases {
             let err = DeviceMappings::from_json(doc).unwrap_err().to_string();

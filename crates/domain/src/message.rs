@@ -7,8 +7,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::reason::{Reason, Rejection};
 use crate::time::parse_rfc3339_ms;
@@ -139,11 +139,15 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
 }
 
 /// Field accessors shared by the v1 parser and the declarative mappings.
-pub(crate) fn require_text<'a>(field: &str, v: Option<Scalar<'a>>) -> Result<Cow<'a, str>, Rejection> {
+pub(crate) fn require_text<'a>(
+    field: &str,
+    v: Option<Scalar<'a>>,
+) -> Result<Cow<'a, str>, Rejection> {
     match v {
-        Some(Scalar::Str(s)) if s.is_empty() => {
-            Err(Rejection::new(Reason::MissingField, format!("{field} is empty")))
-        }
+        Some(Scalar::Str(s)) if s.is_empty() => Err(Rejection::new(
+            Reason::MissingField,
+            format!("{field} is empty"),
+        )),
         Some(Scalar::Str(s)) if s.len() > MAX_ID_BYTES => Err(Rejection::new(
             Reason::WrongShape,
             format!("{field} is longer than {MAX_ID_BYTES} bytes"),
@@ -153,9 +157,10 @@ pub(crate) fn require_text<'a>(field: &str, v: Option<Scalar<'a>>) -> Result<Cow
         Some(Scalar::Num(n)) if n.fract() == 0.0 && n.abs() < 1e15 => {
             Ok(Cow::Owned(format!("{}", n as i64)))
         }
-        None | Some(Scalar::Null) => {
-            Err(Rejection::new(Reason::MissingField, format!("{field} is missing")))
-        }
+        None | Some(Scalar::Null) => Err(Rejection::new(
+            Reason::MissingField,
+            format!("{field} is missing"),
+        )),
         Some(other) => Err(Rejection::new(
             Reason::WrongShape,
             format!("{field} must be a string, found {}", other.kind()),
@@ -166,7 +171,10 @@ pub(crate) fn require_text<'a>(field: &str, v: Option<Scalar<'a>>) -> Result<Cow
 pub(crate) fn require_value(v: Option<Scalar<'_>>) -> Result<f64, Rejection> {
     match v {
         Some(Scalar::Num(n)) if n.is_finite() => Ok(n),
-        Some(Scalar::Num(_)) => Err(Rejection::new(Reason::NonFiniteValue, "value is not finite")),
+        Some(Scalar::Num(_)) => Err(Rejection::new(
+            Reason::NonFiniteValue,
+            "value is not finite",
+        )),
         None | Some(Scalar::Null) => Err(Rejection::new(Reason::MissingField, "value is missing")),
         Some(other) => Err(Rejection::new(
             Reason::ValueNotNumber,
@@ -175,16 +183,26 @@ pub(crate) fn require_value(v: Option<Scalar<'_>>) -> Result<f64, Rejection> {
     }
 }
 
-pub(crate) fn require_time(field: &str, v: Option<Scalar<'_>>, format: TimeFormat) -> Result<i64, Rejection> {
-    let invalid = |what: String| Rejection::new(Reason::InvalidTimestamp, format!("{field} {what}"));
+pub(crate) fn require_time(
+    field: &str,
+    v: Option<Scalar<'_>>,
+    format: TimeFormat,
+) -> Result<i64, Rejection> {
+    let invalid =
+        |what: String| Rejection::new(Reason::InvalidTimestamp, format!("{field} {what}"));
     match (v, format) {
-        (None | Some(Scalar::Null), _) => {
-            Err(Rejection::new(Reason::MissingField, format!("{field} is missing")))
-        }
+        (None | Some(Scalar::Null), _) => Err(Rejection::new(
+            Reason::MissingField,
+            format!("{field} is missing"),
+        )),
         (Some(Scalar::Str(s)), TimeFormat::Rfc3339) => parse_rfc3339_ms(&s)
             .ok_or_else(|| invalid("is not an RFC 3339 timestamp with a time zone".into())),
         (Some(Scalar::Num(n)), TimeFormat::EpochMillis | TimeFormat::EpochSeconds) => {
-            let ms = if format == TimeFormat::EpochSeconds { n * 1000.0 } else { n };
+            let ms = if format == TimeFormat::EpochSeconds {
+                n * 1000.0
+            } else {
+                n
+            };
             // About +-31,000 years: anything beyond is garbage, and the cast must not saturate silently.
             if ms.is_finite() && ms.abs() < 1e15 {
                 Ok(ms as i64)
@@ -343,7 +361,10 @@ pub(crate) fn parse_v1_envelope(payload: &[u8]) -> Result<V1Envelope<'_>, Reject
 pub(crate) fn json_rejection(e: serde_json::Error) -> Rejection {
     use serde_json::error::Category;
     match e.classify() {
-        Category::Data => Rejection::new(Reason::WrongShape, format!("payload is not a device message: {e}")),
+        Category::Data => Rejection::new(
+            Reason::WrongShape,
+            format!("payload is not a device message: {e}"),
+        ),
         Category::Syntax | Category::Eof | Category::Io => {
             Rejection::new(Reason::NotJson, format!("payload is not valid JSON: {e}"))
         }
@@ -364,7 +385,10 @@ impl<'a> V1Envelope<'a> {
         let list = match self.readings {
             None => return Err(Rejection::new(Reason::WrongShape, "readings is missing")),
             Some(LenientList::NotAList(found)) => {
-                return Err(Rejection::new(Reason::WrongShape, format!("readings must be a list, found {found}")));
+                return Err(Rejection::new(
+                    Reason::WrongShape,
+                    format!("readings must be a list, found {found}"),
+                ));
             }
             Some(LenientList::List(list)) => list,
         };
@@ -374,9 +398,10 @@ impl<'a> V1Envelope<'a> {
         let readings = list
             .into_iter()
             .map(|r| match r {
-                LenientReading::NotAnObject => {
-                    Err(Rejection::new(Reason::WrongShape, "reading is not an object"))
-                }
+                LenientReading::NotAnObject => Err(Rejection::new(
+                    Reason::WrongShape,
+                    "reading is not an object",
+                )),
                 LenientReading::Fields(f) => build_reading(
                     f.sensor_id,
                     f.metric,
@@ -387,7 +412,11 @@ impl<'a> V1Envelope<'a> {
                 ),
             })
             .collect();
-        Ok(DeviceMessage { device_id, message_id, readings })
+        Ok(DeviceMessage {
+            device_id,
+            message_id,
+            readings,
+        })
     }
 }
 
@@ -411,7 +440,10 @@ mod tests {
         assert!(matches!(msg.device_id, Cow::Borrowed(_)));
         assert_eq!(msg.message_id.as_deref(), Some("m-1"));
         let r = msg.readings[1].as_ref().unwrap();
-        assert_eq!((r.metric.as_ref(), r.value, r.unit.as_ref()), ("body_temp", 98.9, "[degF]"));
+        assert_eq!(
+            (r.metric.as_ref(), r.value, r.unit.as_ref()),
+            ("body_temp", 98.9, "[degF]")
+        );
         assert_eq!(r.measured_at, 1_795_342_529_000);
     }
 
@@ -424,7 +456,11 @@ mod tests {
             [1,2],
             {"sensor_id":"e","metric":"heart_rate","value":71,"unit":"/min","measured_at":"2026-11-22T10:15:30Z"}]}"#;
         let msg = v1(payload).unwrap();
-        let reasons: Vec<_> = msg.readings.iter().map(|r| r.as_ref().err().map(|e| e.reason)).collect();
+        let reasons: Vec<_> = msg
+            .readings
+            .iter()
+            .map(|r| r.as_ref().err().map(|e| e.reason))
+            .collect();
         assert_eq!(
             reasons,
             [
@@ -453,17 +489,32 @@ mod tests {
         assert_eq!(reason("42"), Reason::WrongShape);
         assert_eq!(reason(r#"{"v":1,"readings":[]}"#), Reason::MissingField);
         assert_eq!(reason(r#"{"v":1,"device_id":"d"}"#), Reason::WrongShape);
-        assert_eq!(reason(r#"{"v":1,"device_id":"d","readings":{"a":1}}"#), Reason::WrongShape);
-        assert_eq!(reason(r#"{"v":1,"device_id":"d","readings":[]}"#), Reason::NoReadings);
-        assert_eq!(reason(r#"{"v":1,"device_id":{"id":1},"readings":[]}"#), Reason::WrongShape);
-        let long = format!(r#"{{"v":1,"device_id":"{}","readings":[]}}"#, "x".repeat(200));
+        assert_eq!(
+            reason(r#"{"v":1,"device_id":"d","readings":{"a":1}}"#),
+            Reason::WrongShape
+        );
+        assert_eq!(
+            reason(r#"{"v":1,"device_id":"d","readings":[]}"#),
+            Reason::NoReadings
+        );
+        assert_eq!(
+            reason(r#"{"v":1,"device_id":{"id":1},"readings":[]}"#),
+            Reason::WrongShape
+        );
+        let long = format!(
+            r#"{{"v":1,"device_id":"{}","readings":[]}}"#,
+            "x".repeat(200)
+        );
         assert_eq!(reason(&long), Reason::WrongShape);
     }
 
     #[test]
     fn huge_numbers_are_not_json_rather_than_infinite() {
         let p = r#"{"v":1,"device_id":"d","readings":[{"sensor_id":"a","metric":"heart_rate","value":1e999,"unit":"/min","measured_at":"2026-11-22T10:15:30Z"}]}"#;
-        assert_eq!(parse_v1_envelope(p.as_bytes()).err().map(|r| r.reason), Some(Reason::NotJson));
+        assert_eq!(
+            parse_v1_envelope(p.as_bytes()).err().map(|r| r.reason),
+            Some(Reason::NotJson)
+        );
     }
 
     #[test]

@@ -25,11 +25,19 @@ pub struct Conversion {
 }
 
 const fn same(unit: &'static str) -> Conversion {
-    Conversion { unit, scale: 1.0, offset: 0.0 }
+    Conversion {
+        unit,
+        scale: 1.0,
+        offset: 0.0,
+    }
 }
 
 const fn linear(unit: &'static str, scale: f64, offset: f64) -> Conversion {
-    Conversion { unit, scale, offset }
+    Conversion {
+        unit,
+        scale,
+        offset,
+    }
 }
 
 /// One catalog entry.
@@ -62,7 +70,12 @@ static CATALOG: [MetricSpec; 7] = [
         loinc: "8867-4",
         loinc_alternates: &[],
         unit: "/min",
-        accepted: &[same("/min"), same("{beats}/min"), same("beats/min"), same("bpm")],
+        accepted: &[
+            same("/min"),
+            same("{beats}/min"),
+            same("beats/min"),
+            same("bpm"),
+        ],
         min: 20.0,
         max: 300.0,
     },
@@ -72,7 +85,12 @@ static CATALOG: [MetricSpec; 7] = [
         loinc: "9279-1",
         loinc_alternates: &[],
         unit: "/min",
-        accepted: &[same("/min"), same("{breaths}/min"), same("breaths/min"), same("brpm")],
+        accepted: &[
+            same("/min"),
+            same("{breaths}/min"),
+            same("breaths/min"),
+            same("brpm"),
+        ],
         min: 0.0,
         max: 100.0,
     },
@@ -82,7 +100,11 @@ static CATALOG: [MetricSpec; 7] = [
         loinc: "59408-5",
         loinc_alternates: &["2708-6"],
         unit: "%",
-        accepted: &[same("%"), linear("1", 100.0, 0.0), linear("{ratio}", 100.0, 0.0)],
+        accepted: &[
+            same("%"),
+            linear("1", 100.0, 0.0),
+            linear("{ratio}", 100.0, 0.0),
+        ],
         min: 40.0,
         max: 100.0,
     },
@@ -110,7 +132,11 @@ static CATALOG: [MetricSpec; 7] = [
         loinc: "8480-6",
         loinc_alternates: &[],
         unit: "mm[Hg]",
-        accepted: &[same("mm[Hg]"), same("mmHg"), linear("kPa", MMHG_PER_KPA, 0.0)],
+        accepted: &[
+            same("mm[Hg]"),
+            same("mmHg"),
+            linear("kPa", MMHG_PER_KPA, 0.0),
+        ],
         min: 40.0,
         max: 300.0,
     },
@@ -120,7 +146,11 @@ static CATALOG: [MetricSpec; 7] = [
         loinc: "8462-4",
         loinc_alternates: &[],
         unit: "mm[Hg]",
-        accepted: &[same("mm[Hg]"), same("mmHg"), linear("kPa", MMHG_PER_KPA, 0.0)],
+        accepted: &[
+            same("mm[Hg]"),
+            same("mmHg"),
+            linear("kPa", MMHG_PER_KPA, 0.0),
+        ],
         min: 20.0,
         max: 200.0,
     },
@@ -220,7 +250,11 @@ mod tests {
         for m in Metric::all() {
             assert_eq!(m.spec().metric, m, "catalog order must follow the enum");
             assert_eq!(Metric::from_name(m.name()), Some(m));
-            assert_eq!(m.spec().accepted[0].unit, m.unit(), "canonical unit is accepted first");
+            assert_eq!(
+                m.spec().accepted[0].unit,
+                m.unit(),
+                "canonical unit is accepted first"
+            );
             assert!(m.spec().min < m.spec().max);
         }
         let expect = [
@@ -251,9 +285,18 @@ mod tests {
 
     #[test]
     fn rejects_units_that_cannot_be_converted() {
-        assert_eq!(Metric::HeartRate.normalize(72.0, "mg/dL"), Err(NormalizeError::UnknownUnit));
-        assert_eq!(Metric::BodyTemp.normalize(37.0, "cel"), Err(NormalizeError::UnknownUnit));
-        assert_eq!(Metric::Glucose.normalize(99.0, ""), Err(NormalizeError::UnknownUnit));
+        assert_eq!(
+            Metric::HeartRate.normalize(72.0, "mg/dL"),
+            Err(NormalizeError::UnknownUnit)
+        );
+        assert_eq!(
+            Metric::BodyTemp.normalize(37.0, "cel"),
+            Err(NormalizeError::UnknownUnit)
+        );
+        assert_eq!(
+            Metric::Glucose.normalize(99.0, ""),
+            Err(NormalizeError::UnknownUnit)
+        );
     }
 
     #[test]
@@ -266,8 +309,15 @@ mod tests {
             Metric::Spo2.normalize(101.0, "%"),
             Err(NormalizeError::OutOfRange { .. })
         ));
-        assert_eq!(Metric::Spo2.normalize(100.0, "%"), Ok(100.0), "range is inclusive");
-        assert_eq!(Metric::HeartRate.normalize(f64::NAN, "/min"), Err(NormalizeError::NonFinite));
+        assert_eq!(
+            Metric::Spo2.normalize(100.0, "%"),
+            Ok(100.0),
+            "range is inclusive"
+        );
+        assert_eq!(
+            Metric::HeartRate.normalize(f64::NAN, "/min"),
+            Err(NormalizeError::NonFinite)
+        );
         assert_eq!(
             Metric::HeartRate.normalize(f64::INFINITY, "/min"),
             Err(NormalizeError::NonFinite)

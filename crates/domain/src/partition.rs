@@ -20,7 +20,10 @@ pub struct Partition {
 
 impl Partition {
     pub fn of(metric: Metric, measured_at_ms: i64) -> Partition {
-        Partition { metric, date: Date::from_epoch_ms(measured_at_ms) }
+        Partition {
+            metric,
+            date: Date::from_epoch_ms(measured_at_ms),
+        }
     }
 
     /// Partition values in Glue's key order: metric, year, month, day.
@@ -85,7 +88,10 @@ mod tests {
 
     #[test]
     fn object_keys_parse_back_and_junk_does_not() {
-        let p = Partition::from_object_key("readings/metric=heart_rate/year=2020/month=10/day=12/a.parquet").unwrap();
+        let p = Partition::from_object_key(
+            "readings/metric=heart_rate/year=2020/month=10/day=12/a.parquet",
+        )
+        .unwrap();
         assert_eq!(p.to_string(), "metric=heart_rate/year=2020/month=10/day=12");
         for junk in [
             "errors/format-conversion-failed/2026/11/22/x",

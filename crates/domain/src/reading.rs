@@ -92,7 +92,8 @@ impl Serialize for ReadingId {
 impl<'de> Deserialize<'de> for ReadingId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = Cow::<str>::deserialize(d)?;
-        ReadingId::parse_hex(&s).ok_or_else(|| de::Error::custom("reading_id must be 32 lowercase hex digits"))
+        ReadingId::parse_hex(&s)
+            .ok_or_else(|| de::Error::custom("reading_id must be 32 lowercase hex digits"))
     }
 }
 
@@ -214,12 +215,18 @@ mod tests {
         assert_eq!(a, ReadingId::derive("dev-1", "hr-0", 1_795_342_530_000));
         assert_ne!(a, ReadingId::derive("dev-1", "hr-0", 1_795_342_530_001));
         assert_ne!(a, ReadingId::derive("dev-1", "hr-1", 1_795_342_530_000));
-        assert_ne!(ReadingId::derive("ab", "c", 0), ReadingId::derive("a", "bc", 0));
+        assert_ne!(
+            ReadingId::derive("ab", "c", 0),
+            ReadingId::derive("a", "bc", 0)
+        );
         // Pinned: the id is a contract with the lake; changing the derivation would
         // break idempotency against data already stored. (Checked independently with Python hashlib.)
         assert_eq!(a.to_string(), "2e3479e83ea6bf362af61de6aa8a0c0a");
         assert_eq!(ReadingId::parse_hex(&a.to_string()), Some(a));
-        assert_eq!(ReadingId::parse_hex("2E3479E83EA6BF362AF61DE6AA8A0C0A"), None);
+        assert_eq!(
+            ReadingId::parse_hex("2E3479E83EA6BF362AF61DE6AA8A0C0A"),
+            None
+        );
     }
 
     #[test]

@@ -44,8 +44,16 @@ mod tests {
         DeviceRecord {
             device_id: "dev-1".into(),
             assignments: vec![
-                Assignment { subject_id: "s-a".into(), valid_from: 100, valid_to: Some(200) },
-                Assignment { subject_id: "s-b".into(), valid_from: 300, valid_to: None },
+                Assignment {
+                    subject_id: "s-a".into(),
+                    valid_from: 100,
+                    valid_to: Some(200),
+                },
+                Assignment {
+                    subject_id: "s-b".into(),
+                    valid_from: 300,
+                    valid_to: None,
+                },
             ],
         }
     }
@@ -57,14 +65,22 @@ mod tests {
         assert_eq!(r.subject_at(100), Some("s-a"));
         assert_eq!(r.subject_at(199), Some("s-a"));
         assert_eq!(r.subject_at(200), None, "valid_to is exclusive");
-        assert_eq!(r.subject_at(250), None, "a gap between patients is unassigned");
+        assert_eq!(
+            r.subject_at(250),
+            None,
+            "a gap between patients is unassigned"
+        );
         assert_eq!(r.subject_at(i64::MAX), Some("s-b"));
     }
 
     #[test]
     fn overlapping_assignments_resolve_to_the_latest() {
         let mut r = record();
-        r.assignments.push(Assignment { subject_id: "s-c".into(), valid_from: 150, valid_to: None });
+        r.assignments.push(Assignment {
+            subject_id: "s-c".into(),
+            valid_from: 150,
+            valid_to: None,
+        });
         assert_eq!(r.subject_at(160), Some("s-c"));
     }
 }

@@ -185,10 +185,22 @@ mod tests {
     #[test]
     fn parses_utc_with_and_without_fraction() {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339_ms("2026-11-22T10:15:30Z"), Some(1_795_342_530_000));
-        assert_eq!(parse_rfc3339_ms("2026-11-22T10:15:30.250Z"), Some(1_795_342_530_250));
-        assert_eq!(parse_rfc3339_ms("2026-11-22T10:15:30.2Z"), Some(1_795_342_530_200));
-        assert_eq!(parse_rfc3339_ms("2026-11-22T10:15:30.123456789Z"), Some(1_795_342_530_123));
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-22T10:15:30Z"),
+            Some(1_795_342_530_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-22T10:15:30.250Z"),
+            Some(1_795_342_530_250)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-22T10:15:30.2Z"),
+            Some(1_795_342_530_200)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-22T10:15:30.123456789Z"),
+            Some(1_795_342_530_123)
+        );
     }
 
     #[test]
@@ -223,15 +235,33 @@ mod tests {
             let d = civil_from_days(days);
             assert_eq!(days_from_civil(d.year, d.month, d.day), days);
         }
-        assert_eq!(civil_from_days(0), Date { year: 1970, month: 1, day: 1 });
-        assert_eq!(Date::from_epoch_ms(-1), Date { year: 1969, month: 12, day: 31 });
+        assert_eq!(
+            civil_from_days(0),
+            Date {
+                year: 1970,
+                month: 1,
+                day: 1
+            }
+        );
+        assert_eq!(
+            Date::from_epoch_ms(-1),
+            Date {
+                year: 1969,
+                month: 12,
+                day: 31
+            }
+        );
         assert_eq!(Date::parse_compact("20240229"), Date::new(2024, 2, 29));
         assert_eq!(Date::parse_compact("20230229"), None);
     }
 
     #[test]
     fn formats_what_it_parses() {
-        for s in ["2026-11-22T10:15:30.250Z", "1999-12-31T23:59:59.999Z", "2020-10-12T00:00:00.000Z"] {
+        for s in [
+            "2026-11-22T10:15:30.250Z",
+            "1999-12-31T23:59:59.999Z",
+            "2020-10-12T00:00:00.000Z",
+        ] {
             assert_eq!(format_rfc3339_ms(parse_rfc3339_ms(s).unwrap()), s);
         }
     }

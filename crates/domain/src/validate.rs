@@ -25,12 +25,20 @@ impl TimePolicy {
     /// Live device data: 5 minutes of clock skew, up to 7 days late (a device offline for
     /// a week flushing its buffer; Kinesis keeps records at most 7 days anyway).
     pub fn stream() -> TimePolicy {
-        TimePolicy { max_future_skew_ms: 5 * 60_000, max_age_ms: Some(7 * DAY_MS), earliest_ms: earliest() }
+        TimePolicy {
+            max_future_skew_ms: 5 * 60_000,
+            max_age_ms: Some(7 * DAY_MS),
+            earliest_ms: earliest(),
+        }
     }
 
     /// Files and migration backfills are history: any age after 2000-01-01 is accepted.
     pub fn history() -> TimePolicy {
-        TimePolicy { max_future_skew_ms: 5 * 60_000, max_age_ms: None, earliest_ms: earliest() }
+        TimePolicy {
+            max_future_skew_ms: 5 * 60_000,
+            max_age_ms: None,
+            earliest_ms: earliest(),
+        }
     }
 
     pub fn check(&self, measured_at: i64, received_at: i64) -> Result<(), Rejection> {
@@ -45,11 +53,16 @@ impl TimePolicy {
             ));
         }
         let too_old = measured_at < self.earliest_ms
-            || self.max_age_ms.is_some_and(|age| measured_at < received_at.saturating_sub(age));
+            || self
+                .max_age_ms
+                .is_some_and(|age| measured_at < received_at.saturating_sub(age));
         if too_old {
             return Err(Rejection::new(
                 Reason::TimestampTooOld,
-                format!("measured_at {} is older than accepted", format_rfc3339_ms(measured_at)),
+                format!(
+                    "measured_at {} is older than accepted",
+                    format_rfc3339_ms(measured_at)
+                ),
             ));
         }
         Ok(())
@@ -76,27 +89,44 @@ pub fn normalize<'a>(
     policy: &TimePolicy,
 ) -> Result<Reading<'a>, Rejection> {
     let metric = Metric::from_name(&raw.metric).ok_or_else(|| {
-        Rejection::new(Reason::UnknownMetric, format!("metric {:?} is not in the catalog", truncate(&raw.metric)))
+        Rejection::new(
+            Reason::UnknownMetric,
+            format!("metric {:?} is not in the catalog", truncate(&raw.metric)),
+        )
     })?;
-    let value = metric.normalize(raw.value, &raw.unit).map_err(|e| match e {
-        NormalizeError::UnknownUnit => Rejection::new(
-            Reason::UnknownUnit,
-            format!("unit {:?} cannot be converted to {} for {metric}", truncate(&raw.unit), metric.unit()),
-        ),
-        NormalizeError::OutOfRange { canonical } => {
-            let s = metric.spec();
-            Rejection::new(
-                Reason::OutOfRange,
-                format!("{metric} {canonical} {} is outside {}..={}", s.unit, s.min, s.max),
-            )
-        }
-        NormalizeError::NonFinite => Rejection::new(Reason::NonFiniteValue, "value is not finite"),
-    })?;
+    let value = metric
+        .normalize(raw.value, &raw.unit)
+        .map_err(|e| match e {
+            NormalizeError::UnknownUnit => Rejection::new(
+                Reason::UnknownUnit,
+                format!(
+                    "unit {:?} cannot be converted to {} for {metric}",
+                    truncate(&raw.unit),
+                    metric.unit()
+                ),
+            ),
+            NormalizeError::OutOfRange { canonical } => {
+                let s = metric.spec();
+                Rejection::new(
+                    Reason::OutOfRange,
+                    format!(
+                        "{metric} {canonical} {} is outside {}..={}",
+                        s.unit, s.min, s.max
+                    ),
+                )
+            }
+            NormalizeError::NonFinite => {
+                Rejection::new(Reason::NonFiniteValue, "value is not finite")
+            }
+        })?;
     policy.check(raw.measured_at, prov.received_at)?;
     let subject = device.subject_at(raw.measured_at).ok_or_else(|| {
         Rejection::new(
             Reason::DeviceUnassigned,
-            format!("device has no subject assigned at {}", format_rfc3339_ms(raw.measured_at)),
+            format!(
+                "device has no subject assigned at {}",
+                format_rfc3339_ms(raw.measured_at)
+            ),
         )
     })?;
     Ok(Reading {
@@ -131,7 +161,11 @@ mod tests {
     fn device() -> DeviceRecord {
         DeviceRecord {
             device_id: "dev-1".into(),
-            assignments: vec![Assignment { subject_id: "subj-9".into(), valid_from: NOW - 30 * DAY_MS, valid_to: None }],
+            assignments: vec![Assignment {
+                subject_id: "subj-9".into(),
+                valid_from: NOW - 30 * DAY_MS,
+                valid_to: None,
+            }],
         }
     }
 
@@ -147,15 +181,31 @@ mod tests {
 
     fn check(r: RawReading<'static>) -> Result<f64, Reason> {
         let d = device();
-        let prov = Provenance { source: Source::Stream, source_ref: "x", received_at: NOW };
-        normalize(r, &d, prov, &TimePolicy::stream()).map(|r| r.value).map_err(|e| e.reason)
+        let prov = Provenance {
+            source: Source::Stream,
+            source_ref: "x",
+            received_at: NOW,
+        };
+        normalize(r, &d, prov, &TimePolicy::stream())
+            .map(|r| r.value)
+            .map_err(|e| e.reason)
     }
 
     #[test]
     fn a_valid_reading_is_normalized_with_subject_and_id() {
         let d = device();
-        let prov = Provenance { source: Source::Stream, source_ref: "shard:1", received_at: NOW };
-        let r = normalize(raw("body_temp", 98.6, "[degF]", NOW - 1000), &d, prov, &TimePolicy::stream()).unwrap();
+        let prov = Provenance {
+            source: Source::Stream,
+            source_ref: "shard:1",
+            received_at: NOW,
+        };
+        let r = normalize(
+            raw("body_temp", 98.6, "[degF]", NOW - 1000),
+            &d,
+            prov,
+            &TimePolicy::stream(),
+        )
+        .unwrap();
         assert_eq!(r.value, 37.0);
         assert_eq!(r.subject_id, "subj-9");
         assert_eq!(r.reading_id, ReadingId::derive("dev-1", "s", NOW - 1000));
@@ -163,27 +213,61 @@ mod tests {
 
     #[test]
     fn each_fault_has_its_own_reason() {
-        assert_eq!(check(raw("mood", 1.0, "1", NOW)), Err(Reason::UnknownMetric));
-        assert_eq!(check(raw("heart_rate", 72.0, "mg/dL", NOW)), Err(Reason::UnknownUnit));
-        assert_eq!(check(raw("heart_rate", 720.0, "/min", NOW)), Err(Reason::OutOfRange));
-        assert_eq!(check(raw("heart_rate", 72.0, "/min", NOW + 10 * 60_000)), Err(Reason::TimestampInFuture));
-        assert_eq!(check(raw("heart_rate", 72.0, "/min", NOW - 8 * DAY_MS)), Err(Reason::TimestampTooOld));
-        assert_eq!(check(raw("heart_rate", 72.0, "/min", NOW - 31 * DAY_MS)), Err(Reason::TimestampTooOld));
-        assert_eq!(check(raw("heart_rate", 72.0, "/min", NOW + 60_000)), Ok(72.0), "small skew is accepted");
+        assert_eq!(
+            check(raw("mood", 1.0, "1", NOW)),
+            Err(Reason::UnknownMetric)
+        );
+        assert_eq!(
+            check(raw("heart_rate", 72.0, "mg/dL", NOW)),
+            Err(Reason::UnknownUnit)
+        );
+        assert_eq!(
+            check(raw("heart_rate", 720.0, "/min", NOW)),
+            Err(Reason::OutOfRange)
+        );
+        assert_eq!(
+            check(raw("heart_rate", 72.0, "/min", NOW + 10 * 60_000)),
+            Err(Reason::TimestampInFuture)
+        );
+        assert_eq!(
+            check(raw("heart_rate", 72.0, "/min", NOW - 8 * DAY_MS)),
+            Err(Reason::TimestampTooOld)
+        );
+        assert_eq!(
+            check(raw("heart_rate", 72.0, "/min", NOW - 31 * DAY_MS)),
+            Err(Reason::TimestampTooOld)
+        );
+        assert_eq!(
+            check(raw("heart_rate", 72.0, "/min", NOW + 60_000)),
+            Ok(72.0),
+            "small skew is accepted"
+        );
     }
 
     #[test]
     fn readings_outside_every_assignment_are_unassigned() {
         let d = device();
-        let prov = Provenance { source: Source::File, source_ref: "x", received_at: NOW };
-        let r = normalize(raw("heart_rate", 72.0, "/min", NOW - 40 * DAY_MS), &d, prov, &TimePolicy::history());
+        let prov = Provenance {
+            source: Source::File,
+            source_ref: "x",
+            received_at: NOW,
+        };
+        let r = normalize(
+            raw("heart_rate", 72.0, "/min", NOW - 40 * DAY_MS),
+            &d,
+            prov,
+            &TimePolicy::history(),
+        );
         assert_eq!(r.unwrap_err().reason, Reason::DeviceUnassigned);
     }
 
     #[test]
     fn history_accepts_old_data_but_not_before_2000() {
         let p = TimePolicy::history();
-        assert!(p.check(parse_rfc3339_ms("2020-10-12T00:00:00Z").unwrap(), NOW).is_ok());
+        assert!(
+            p.check(parse_rfc3339_ms("2020-10-12T00:00:00Z").unwrap(), NOW)
+                .is_ok()
+        );
         assert_eq!(p.check(0, NOW).unwrap_err().reason, Reason::TimestampTooOld);
     }
 }

@@ -1,1 +1,16 @@
-fn main() {}
+//! Lambda entry point: wiring only. Clients are built once per cold start and lent to every invocation.
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use stream_ingest::{Config, StreamBatch, build, function_handler};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let sdk = pulselake_adapters::load_config().await;
+    let ingest = build(&config, &sdk).await?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<StreamBatch>| {
+        function_handler(event, &ingest)
+    }))
+    .await
+}

@@ -1,0 +1,376 @@
+//! The stream-ingest logic, generic over its ports: a Kinesis batch in; readings to
+//! Firehose, rejects to quarantine, and the records that could not be finished back
+//! to Lambda as batch item failures. Nothing is lost and nothing panics on input.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ops::Range;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use pulselake_adapters::{AwsError, CachedRegistry, ObjectStore, RecordSink, RegistryLookup};
+use pulselake_domain::message::DeviceMessage;
+use pulselake_domain::time::{Date, format_rfc3339_ms};
+use pulselake_domain::{
+    DeviceMappings, MAX_PAYLOAD_BYTES, Provenance, QuarantineEntry, ReadingId, Reason,
+    RejectedReading, Rejection, Source, TimePolicy, normalize,
+};
+use tokio::time::Instant;
+
+use crate::delivery::{DeliveryReport, Packer, RetryPolicy, deliver};
+use crate::event::{StreamBatch, StreamRecord};
+
+/// Everything the handler needs, built once per cold start.
+pub struct Ingest<S, Q, R> {
+    pub sink: S,
+    pub quarantine: Q,
+    pub registry: CachedRegistry<R>,
+    pub mappings: DeviceMappings,
+    pub policy: TimePolicy,
+    pub retry: RetryPolicy,
+}
+
+/// What one batch came to. Every reading and record is in exactly one bucket.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Stats {
+    pub records: usize,
+    /// Readings handed to Firehose and accepted.
+    pub readings_delivered: usize,
+    /// Readings whose Firehose record failed after all retries (their Kinesis records are reported as failures).
+    pub readings_failed: usize,
+    /// The same reading twice in one batch: delivered once, the copy absorbed.
+    pub duplicates: usize,
+    /// Quarantined readings by reason (record-level rejections count the readings they carried).
+    pub quarantined_readings: BTreeMap<Reason, usize>,
+    /// Records rejected before their readings could be counted, by reason.
+    pub unreadable_records: BTreeMap<Reason, usize>,
+    pub firehose_records: usize,
+    pub firehose_calls: u32,
+    pub firehose_resent: usize,
+    /// Kinesis records reported back for retry.
+    pub failed_records: usize,
+    /// Largest (receipt -> processing) lag in the batch, ms.
+    pub max_lag_ms: i64,
+}
+
+impl Stats {
+    pub fn readings_quarantined(&self) -> usize {
+        self.quarantined_readings.values().sum()
+    }
+}
+
+/// The batch's result: the sequence numbers to report as failures, and the stats.
+#[derive(Debug)]
+pub struct Outcome {
+    pub failed_sequence_numbers: Vec<String>,
+    pub stats: Stats,
+}
+
+/// Why a whole batch must be retried by Lambda (and bisected, if configured).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("device registry unavailable, the batch will be retried: {0}")]
+    Registry(AwsError),
+    #[error(
+        "no record of the batch could be finished ({failed} records), the batch will be retried: {cause}"
+    )]
+    AllFailed { failed: usize, cause: String },
+}
+
+impl From<IngestError> for lambda_runtime::Diagnostic {
+    fn from(e: IngestError) -> Self {
+        let error_type = match e {
+            IngestError::Registry(_) => "Transient.RegistryUnavailable",
+            IngestError::AllFailed { .. } => "Transient.AllRecordsFailed",
+        };
+        lambda_runtime::Diagnostic {
+            error_type: error_type.into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// Base64 of a 128 KB payload is about 171 KB; anything much longer is oversized unseen.
+const MAX_ENCODED_BYTES: usize = MAX_PAYLOAD_BYTES / 3 * 4 + 8;
+
+impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
+    pub async fn handle(
+        &self,
+        batch: &StreamBatch,
+        deadline: Instant,
+        now_ms: i64,
+    ) -> Result<Outcome, IngestError> {
+        let records = &batch.records;
+        let mut stats = Stats {
+            records: records.len(),
+            ..Stats::default()
+        };
+        if records.is_empty() {
+            return Ok(Outcome {
+                failed_sequence_numbers: Vec::new(),
+                stats,
+            });
+        }
+
+        // 1. Decode every payload into one buffer (one allocation for the batch).
+        let mut arena =
+            Vec::with_capacity(records.iter().map(|r| r.kinesis.data.len() / 4 * 3).sum());
+        let spans: Vec<Result<Range<usize>, Rejection>> =
+            records.iter().map(|r| decode_into(r, &mut arena)).collect();
+
+        // 2. Map payloads to device messages.
+        let messages: Vec<Result<DeviceMessage<'_>, Rejection>> = spans
+            .iter()
+            .map(|span| match span {
+                Ok(range) => self.mappings.map(&arena[range.clone()]),
+                Err(rej) => Err(rej.clone()),
+            })
+            .collect();
+
+        // 3. One registry resolution for the batch (served from the cache once warm).
+        let devices = self
+            .registry
+            .resolve(
+                messages
+                    .iter()
+                    .filter_map(|m| m.as_ref().ok())
+                    .map(|m| m.device_id.as_ref()),
+            )
+            .await
+            .map_err(IngestError::Registry)?;
+
+        // 4. Validate and normalize; readings to the packer, rejects to quarantine entries.
+        let mut packer = Packer::default();
+        let mut quarantined: Vec<(u32, QuarantineEntry)> = Vec::new();
+        let mut seen: HashSet<ReadingId> = HashSet::with_capacity(records.len() * 32);
+        let mut line = Vec::with_capacity(512);
+        for (i, (record, message)) in records.iter().zip(messages).enumerate() {
+            let index = i as u32;
+            let received_at = record.arrival_ms();
+            stats.max_lag_ms = stats.max_lag_ms.max(now_ms - received_at);
+            let message = match message {
+                Ok(m) => m,
+                Err(rej) => {
+                    *stats.unreadable_records.entry(rej.reason).or_default() += 1;
+                    quarantined.push((
+                        index,
+                        entry_for(record, &arena, &spans[i], Some(rej), None, Vec::new()),
+                    ));
+                    continue;
+                }
+            };
+            let total = message.readings.len();
+            let Some(Some(device)) = devices.get(message.device_id.as_ref()) else {
+                *stats
+                    .quarantined_readings
+                    .entry(Reason::UnknownDevice)
+                    .or_default() += total;
+                let rej = Rejection::new(Reason::UnknownDevice, "device is not in the registry");
+                quarantined.push((
+                    index,
+                    entry_for(
+                        record,
+                        &arena,
+                        &spans[i],
+                        Some(rej),
+                        Some(total),
+                        Vec::new(),
+                    ),
+                ));
+                continue;
+            };
+            let source_ref = format!("{}:{}", record.shard_id(), record.kinesis.sequence_number);
+            let prov = Provenance {
+                source: Source::Stream,
+                source_ref: &source_ref,
+                received_at,
+            };
+            let mut rejected = Vec::new();
+            for (n, raw) in message.readings.into_iter().enumerate() {
+                match raw.and_then(|raw| normalize(raw, device, prov, &self.policy)) {
+                    Ok(reading) if seen.insert(reading.reading_id) => {
+                        line.clear();
+                        reading.write_json_line(&mut line);
+                        packer.push_line(&line, index);
+                    }
+                    Ok(_) => stats.duplicates += 1,
+                    Err(rej) => {
+                        *stats.quarantined_readings.entry(rej.reason).or_default() += 1;
+                        rejected.push(RejectedReading::new(n, rej));
+                    }
+                }
+            }
+            if !rejected.is_empty() {
+                quarantined.push((
+                    index,
+                    entry_for(record, &arena, &spans[i], None, Some(total), rejected),
+                ));
+            }
+        }
+
+        // 5. Deliver and quarantine concurrently.
+        let quarantine_body = quarantine_report(&quarantined);
+        let key = quarantine_key(records);
+        let (report, quarantine_result) = tokio::join!(
+            deliver(&self.sink, &packer.records, deadline, self.retry),
+            self.write_quarantine(&key, quarantine_body),
+        );
+
+        // 6. Whatever could not be finished goes back to Lambda by sequence number.
+        let mut failed: BTreeSet<u32> = BTreeSet::new();
+        self.account_delivery(&packer, &report, &mut stats, &mut failed);
+        let mut causes = report.last_error.clone().into_iter().collect::<Vec<_>>();
+        if let Err(e) = quarantine_result {
+            tracing::error!(error = %e, records = quarantined.len(), "quarantine write failed; those records will be retried");
+            failed.extend(quarantined.iter().map(|(i, _)| *i));
+            causes.push(e.to_string());
+        }
+        stats.failed_records = failed.len();
+        if !failed.is_empty() && failed.len() == records.len() {
+            return Err(IngestError::AllFailed {
+                failed: failed.len(),
+                cause: causes.join("; "),
+            });
+        }
+        let failed_sequence_numbers = failed
+            .iter()
+            .map(|&i| records[i as usize].kinesis.sequence_number.clone())
+            .filter(|s| !s.is_empty())
+            .collect();
+        Ok(Outcome {
+            failed_sequence_numbers,
+            stats,
+        })
+    }
+
+    fn account_delivery(
+        &self,
+        packer: &Packer,
+        report: &DeliveryReport,
+        stats: &mut Stats,
+        failed: &mut BTreeSet<u32>,
+    ) {
+        stats.firehose_records = packer.records.len();
+        stats.firehose_calls = report.calls;
+        stats.firehose_resent = report.resent;
+        let total_lines: usize = packer.lines.iter().sum();
+        let failed_lines: usize = report.failed.iter().map(|&r| packer.lines[r]).sum();
+        for &r in &report.failed {
+            failed.extend(packer.sources[r].iter().copied());
+        }
+        stats.readings_delivered = total_lines - failed_lines;
+        stats.readings_failed = failed_lines;
+    }
+
+    /// Writes the report, retrying transient errors a few times.
+    async fn write_quarantine(&self, key: &str, body: Vec<u8>) -> Result<(), AwsError> {
+        if body.is_empty() {
+            return Ok(());
+        }
+        let mut attempt = 0;
+        loop {
+            match self
+                .quarantine
+                .put(key, body.clone(), "application/x-ndjson")
+                .await
+            {
+                Err(e) if e.retryable && attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(self.retry.base * (1 << attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn decode_into(record: &StreamRecord, arena: &mut Vec<u8>) -> Result<Range<usize>, Rejection> {
+    let data = record.kinesis.data.as_bytes();
+    if data.len() > MAX_ENCODED_BYTES {
+        return Err(Rejection::new(
+            Reason::Oversized,
+            format!("payload exceeds {MAX_PAYLOAD_BYTES} bytes"),
+        ));
+    }
+    let start = arena.len();
+    match STANDARD.decode_vec(data, arena) {
+        Ok(()) if arena.len() - start > MAX_PAYLOAD_BYTES => {
+            arena.truncate(start);
+            Err(Rejection::new(
+                Reason::Oversized,
+                format!("payload exceeds {MAX_PAYLOAD_BYTES} bytes"),
+            ))
+        }
+        Ok(()) => Ok(start..arena.len()),
+        Err(e) => {
+            arena.truncate(start);
+            Err(Rejection::new(
+                Reason::InvalidBase64,
+                format!("record data is not base64: {e}"),
+            ))
+        }
+    }
+}
+
+fn entry_for(
+    record: &StreamRecord,
+    arena: &[u8],
+    span: &Result<Range<usize>, Rejection>,
+    whole: Option<Rejection>,
+    readings_total: Option<usize>,
+    rejected: Vec<RejectedReading>,
+) -> QuarantineEntry {
+    let (payload, payload_base64) = match span {
+        Ok(range) => match std::str::from_utf8(&arena[range.clone()]) {
+            Ok(text) => (Some(text.to_owned()), None),
+            Err(_) => (None, Some(record.kinesis.data.clone())),
+        },
+        // Undecodable or oversized: keep what Kinesis delivered, as delivered.
+        Err(_) => (None, Some(record.kinesis.data.clone())),
+    };
+    let (reason, detail) = match whole {
+        Some(r) => (Some(r.reason), Some(r.detail)),
+        None => (None, None),
+    };
+    QuarantineEntry {
+        source: Source::Stream.as_str().into(),
+        reference: format!("{}:{}", record.shard_id(), record.kinesis.sequence_number),
+        received_at: format_rfc3339_ms(record.arrival_ms()),
+        reason,
+        detail,
+        readings_total,
+        rejected,
+        payload,
+        payload_base64,
+    }
+}
+
+fn quarantine_report(entries: &[(u32, QuarantineEntry)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (_, e) in entries {
+        if serde_json::to_writer(&mut body, e).is_ok() {
+            body.push(b'\n');
+        }
+    }
+    body
+}
+
+/// `stream/year=YYYY/month=MM/day=DD/<shard>/<first seq>-<last seq>.ndjson`: deterministic
+/// for a batch, so Lambda retrying the same batch overwrites rather than duplicates;
+/// shard and sequence numbers only, no identifier of a device or patient.
+pub fn quarantine_key(records: &[StreamRecord]) -> String {
+    let first = records.first();
+    let date = Date::from_epoch_ms(first.map_or(0, StreamRecord::arrival_ms));
+    let shard = first.map_or("unknown-shard", StreamRecord::shard_id);
+    let seq = |r: Option<&StreamRecord>| {
+        r.map_or("0", |r| r.kinesis.sequence_number.as_str())
+            .to_owned()
+    };
+    format!(
+        "stream/year={:04}/month={:02}/day={:02}/{shard}/{}-{}.ndjson",
+        date.year,
+        date.month,
+        date.day,
+        seq(first),
+        seq(records.last())
+    )
+}
