@@ -1,1 +1,73 @@
+//! pulselake on one machine: moto as the AWS API, and a harness that does what AWS
+//! does between services (IoT rule routing, the Kinesis event source mapping,
+//! Firehose delivery), so the functions' code paths are exactly those that run in AWS.
 
+pub mod esm;
+pub mod firehose;
+pub mod http;
+pub mod inspect;
+pub mod invoke;
+pub mod iot;
+pub mod moto;
+pub mod names;
+pub mod provision;
+pub mod proxy;
+pub mod scenario;
+pub mod simulator;
+
+use std::time::Duration;
+
+pub use moto::Moto;
+pub use provision::Stack;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A running local platform: moto, the provisioned resources and, optionally, a
+/// fault-injecting proxy the functions reach AWS through.
+pub struct LocalPlatform {
+    pub moto: Moto,
+    pub stack: Stack,
+    pub proxy: Option<proxy::FaultProxy>,
+}
+
+impl LocalPlatform {
+    /// Starts moto on a free port and provisions everything.
+    pub async fn start(faults: Option<proxy::FaultPlan>) -> Result<LocalPlatform> {
+        let moto = Moto::start()?;
+        let stack = Stack::provision(moto.sdk_config().await, 2).await?;
+        let proxy = match faults {
+            Some(plan) => Some(proxy::FaultProxy::start(&moto.endpoint, plan).await?),
+            None => None,
+        };
+        Ok(LocalPlatform { moto, stack, proxy })
+    }
+
+    /// The endpoint functions use: the proxy when faults are injected, else moto.
+    pub fn function_endpoint(&self) -> &str {
+        self.proxy
+            .as_ref()
+            .map_or(self.moto.endpoint.as_str(), |p| p.endpoint.as_str())
+    }
+
+    /// stream-ingest, in process, configured as `template.yaml` configures it.
+    pub async fn stream_ingest(&self) -> Result<invoke::StreamIngestFn> {
+        let names = &self.stack.names;
+        let config = stream_ingest::Config {
+            delivery_stream: names.delivery_stream.clone(),
+            quarantine_bucket: names.quarantine_bucket.clone(),
+            registry_table: names.registry_table.clone(),
+            mappings_parameter: Some(names.mappings_parameter.clone()),
+            policy: pulselake_domain::TimePolicy::stream(),
+            registry_ttl: Duration::from_secs(300),
+        };
+        let sdk = moto::sdk_config_for(self.function_endpoint()).await;
+        let ingest = stream_ingest::build(&config, &sdk)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(invoke::StreamIngestFn {
+            ingest,
+            timeout: Duration::from_secs(60),
+        })
+    }
+}

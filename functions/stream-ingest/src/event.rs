@@ -26,9 +26,22 @@ pub struct KinesisData {
     pub sequence_number: String,
     #[serde(default)]
     pub partition_key: String,
-    /// Seconds since the epoch, with a fraction.
-    #[serde(default)]
+    /// Seconds since the epoch, with a fraction (a JSON number from Lambda; a string is accepted too).
+    #[serde(default, deserialize_with = "seconds")]
     pub approximate_arrival_timestamp: f64,
+}
+
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrText {
+        Num(f64),
+        Text(String),
+    }
+    match NumOrText::deserialize(d)? {
+        NumOrText::Num(n) => Ok(n),
+        NumOrText::Text(s) => s.trim().parse().map_err(serde::de::Error::custom),
+    }
 }
 
 impl StreamRecord {
@@ -65,6 +78,13 @@ mod tests {
         let json = r#"{"Records":[{"eventID":"shardId-000000000001:1","kinesis":{"data":"%%%not base64","sequenceNumber":"1","partitionKey":"k","approximateArrivalTimestamp":1795342530.25}}]}"#;
         let batch: StreamBatch = serde_json::from_str(json).unwrap();
         assert_eq!(batch.records[0].kinesis.data, "%%%not base64");
+        assert_eq!(batch.records[0].arrival_ms(), 1_795_342_530_250);
+    }
+
+    #[test]
+    fn an_arrival_time_written_as_text_is_read_too() {
+        let json = r#"{"Records":[{"eventID":"s:1","kinesis":{"data":"","sequenceNumber":"1","approximateArrivalTimestamp":"1795342530.25"}}]}"#;
+        let batch: StreamBatch = serde_json::from_str(json).unwrap();
         assert_eq!(batch.records[0].arrival_ms(), 1_795_342_530_250);
     }
 }

@@ -1,0 +1,33 @@
+//! A minimal HTTP/1.1 client for the harness (invoking functions over the Lambda invoke API).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::Result;
+
+/// POSTs JSON; returns status, headers and body.
+pub async fn post_json(
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<(u16, Vec<(String, String)>, Bytes)> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = http::Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+    let resp = client.request(req).await?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, headers, body))
+}

@@ -1,0 +1,129 @@
+//! Reading the local lake and quarantine back, to report and to check.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use bytes::Bytes;
+use pulselake_domain::{Partition, QuarantineEntry, Reading, ReadingId, Reason};
+
+use crate::Result;
+use crate::provision::Stack;
+
+pub async fn list_keys(stack: &Stack, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut pages = stack
+        .s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        keys.extend(
+            page?
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+    }
+    Ok(keys)
+}
+
+pub async fn get_bytes(stack: &Stack, bucket: &str, key: &str) -> Result<Bytes> {
+    let obj = stack.s3.get_object().bucket(bucket).key(key).send().await?;
+    Ok(obj.body.collect().await?.into_bytes())
+}
+
+/// The readings table as it stands in the local lake.
+#[derive(Debug, Default)]
+pub struct LakeContents {
+    pub rows: Vec<Reading<'static>>,
+    pub files: usize,
+    /// Rows per partition.
+    pub partitions: BTreeMap<Partition, usize>,
+}
+
+impl LakeContents {
+    pub fn distinct_ids(&self) -> usize {
+        self.rows
+            .iter()
+            .map(|r| r.reading_id)
+            .collect::<HashSet<ReadingId>>()
+            .len()
+    }
+}
+
+pub async fn lake(stack: &Stack) -> Result<LakeContents> {
+    let mut out = LakeContents::default();
+    for key in list_keys(stack, &stack.names.lake_bucket, "readings/").await? {
+        let Some(partition) = Partition::from_object_key(&key) else {
+            continue;
+        };
+        let rows = pulselake_lake::read_readings(
+            get_bytes(stack, &stack.names.lake_bucket, &key).await?,
+            partition.metric,
+        )?;
+        *out.partitions.entry(partition).or_default() += rows.len();
+        out.rows.extend(rows);
+        out.files += 1;
+    }
+    Ok(out)
+}
+
+/// The quarantine as it stands, one entry per rejected record (an entry written twice,
+/// by a retried batch, is counted once).
+#[derive(Debug, Default)]
+pub struct QuarantineContents {
+    pub entries: Vec<QuarantineEntry>,
+}
+
+impl QuarantineContents {
+    pub fn readings(&self) -> usize {
+        self.entries
+            .iter()
+            .map(QuarantineEntry::readings_quarantined)
+            .sum()
+    }
+
+    pub fn readings_by_reason(&self) -> BTreeMap<Reason, usize> {
+        let mut m = BTreeMap::new();
+        for e in &self.entries {
+            match e.reason {
+                Some(r) if !e.is_unreadable() => {
+                    *m.entry(r).or_default() += e.readings_quarantined()
+                }
+                Some(_) => {}
+                None => {
+                    for r in &e.rejected {
+                        *m.entry(r.reason).or_default() += 1;
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    pub fn unreadable_by_reason(&self) -> BTreeMap<Reason, usize> {
+        let mut m = BTreeMap::new();
+        for e in self.entries.iter().filter(|e| e.is_unreadable()) {
+            if let Some(r) = e.reason {
+                *m.entry(r).or_default() += 1;
+            }
+        }
+        m
+    }
+}
+
+pub async fn quarantine(stack: &Stack, prefix: &str) -> Result<QuarantineContents> {
+    let mut seen = BTreeSet::new();
+    let mut out = QuarantineContents::default();
+    for key in list_keys(stack, &stack.names.quarantine_bucket, prefix).await? {
+        let body = get_bytes(stack, &stack.names.quarantine_bucket, &key).await?;
+        for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let e: QuarantineEntry = serde_json::from_slice(line)?;
+            if seen.insert(e.reference.clone()) {
+                out.entries.push(e);
+            }
+        }
+    }
+    Ok(out)
+}

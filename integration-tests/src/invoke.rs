@@ -1,0 +1,104 @@
+//! Invoking a function the way Lambda does: a JSON event in, a JSON response or an
+//! error out. In process (the function's own handler, real SDK clients against the
+//! local stack) or through the Lambda Runtime API of `cargo lambda watch` (the real binary).
+
+use std::future::Future;
+use std::time::Duration;
+
+use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use serde_json::Value;
+
+/// A function invocation error, as Lambda reports it (`errorType`, `errorMessage`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionError {
+    pub error_type: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FunctionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.error_type, self.message)
+    }
+}
+
+pub trait Invoker: Send + Sync {
+    fn invoke(&self, event: Value) -> impl Future<Output = Result<Value, FunctionError>> + Send;
+}
+
+/// A Lambda context with the given time budget, as the runtime would build it.
+pub fn context(timeout: Duration) -> Context {
+    let mut ctx = Context::default();
+    ctx.deadline = (stream_ingest::now_ms() + timeout.as_millis() as i64) as u64;
+    ctx.request_id = format!("local-{:016x}", fastrand::u64(..));
+    ctx
+}
+
+fn deserialize_error(e: serde_json::Error) -> FunctionError {
+    FunctionError {
+        error_type: "Runtime.DeserializationError".into(),
+        message: e.to_string(),
+    }
+}
+
+/// stream-ingest, in process.
+pub struct StreamIngestFn {
+    pub ingest: stream_ingest::AwsIngest,
+    pub timeout: Duration,
+}
+
+impl Invoker for StreamIngestFn {
+    async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
+        let batch = serde_json::from_value(event).map_err(deserialize_error)?;
+        let event = LambdaEvent::new(batch, context(self.timeout));
+        match stream_ingest::function_handler(event, &self.ingest).await {
+            Ok(resp) => Ok(serde_json::to_value(resp).unwrap_or(Value::Null)),
+            Err(e) => {
+                let d = Diagnostic::from(e);
+                Err(FunctionError {
+                    error_type: d.error_type,
+                    message: d.error_message,
+                })
+            }
+        }
+    }
+}
+
+/// A function served by `cargo lambda watch`, invoked over its HTTP invoke API.
+pub struct RuntimeApiFn {
+    pub base_url: String,
+    pub function: String,
+}
+
+impl Invoker for RuntimeApiFn {
+    async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
+        let url = format!(
+            "{}/2015-03-31/functions/{}/invocations",
+            self.base_url, self.function
+        );
+        let transport = |e: String| FunctionError {
+            error_type: "Local.InvokeFailed".into(),
+            message: e,
+        };
+        let (status, headers, body) = crate::http::post_json(&url, &event)
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if status >= 400
+            || headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("x-amz-function-error"))
+        {
+            return Err(FunctionError {
+                error_type: value["errorType"]
+                    .as_str()
+                    .unwrap_or("Unhandled")
+                    .to_owned(),
+                message: value["errorMessage"].as_str().map_or_else(
+                    || String::from_utf8_lossy(&body).into_owned(),
+                    str::to_owned,
+                ),
+            });
+        }
+        Ok(value)
+    }
+}
