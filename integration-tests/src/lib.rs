@@ -8,6 +8,7 @@ pub mod http;
 pub mod inspect;
 pub mod invoke;
 pub mod iot;
+pub mod metrics;
 pub mod moto;
 pub mod names;
 pub mod provision;
@@ -34,6 +35,7 @@ pub struct LocalPlatform {
 impl LocalPlatform {
     /// Starts moto on a free port and provisions everything.
     pub async fn start(faults: Option<proxy::FaultPlan>) -> Result<LocalPlatform> {
+        metrics::capture();
         let moto = Moto::start()?;
         let stack = Stack::provision(moto.sdk_config().await, 2).await?;
         let proxy = match faults {

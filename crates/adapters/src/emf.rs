@@ -3,6 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::OnceLock;
+
+/// Where EMF documents go instead of stdout. Only the local harness sets it: it runs
+/// functions in process and collects their metrics rather than printing them.
+static CAPTURE: OnceLock<Box<dyn Fn(&str) + Send + Sync>> = OnceLock::new();
+
+/// Sends every EMF document of this process to `sink` (first call wins).
+pub fn capture_with(sink: impl Fn(&str) + Send + Sync + 'static) {
+    let _ = CAPTURE.set(Box::new(sink));
+}
 
 /// Namespace of every pulselake metric.
 pub const NAMESPACE: &str = "Pulselake";
@@ -83,8 +93,13 @@ impl Metrics {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
+        let lines = self.render(now);
+        if let Some(sink) = CAPTURE.get() {
+            lines.iter().for_each(|l| sink(l));
+            return;
+        }
         let mut out = std::io::stdout().lock();
-        for line in self.render(now) {
+        for line in lines {
             let _ = writeln!(out, "{line}");
         }
     }

@@ -1,0 +1,69 @@
+# pulselake: two commands matter. `make demo` runs the whole platform locally;
+# `make test` runs every test. Both install what they need on a new machine.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+CARGO ?= cargo
+FUNCTIONS := $(notdir $(wildcard functions/*))
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help venv build test unit integration lint demo bench lambda deploy fmt clean-local
+
+help:
+	@echo "make demo     run the platform locally (moto, simulated fleet) and report what happened"
+	@echo "make test     unit tests, integration tests on the local stack, template lint"
+	@echo "make bench    benchmarks (throughput and peak memory)"
+	@echo "make lambda   build every function for AWS Lambda (arm64, release)"
+	@echo "make deploy   sam build + sam deploy --guided"
+
+# The project-local Python environment: moto, cargo-lambda, cfn-lint, duckdb (all pinned).
+$(STAMP): tools/requirements.txt
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/requirements.txt
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+# One cargo invocation builds and runs everything: unit tests of every crate, and the
+# integration tests (integration-tests/tests) that start their own moto servers.
+test: $(STAMP) lint
+	$(CARGO) test --workspace --all-targets
+	@echo "make test: all tests passed"
+
+unit:
+	$(CARGO) test --workspace --lib --bins --exclude pulselake-local
+
+integration: $(STAMP)
+	$(CARGO) test -p pulselake-local
+
+lint: $(STAMP)
+	$(VENV)/bin/cfn-lint template.yaml
+	$(CARGO) fmt --all -- --check
+
+demo: $(STAMP)
+	$(CARGO) run --quiet -p pulselake-local --bin demo -- $(ARGS)
+
+bench:
+	$(CARGO) bench -p stream-ingest --bench stream_ingest
+
+# Release arm64 binaries, as SAM deploys them (cargo-lambda cross-compiles with Zig).
+lambda: $(STAMP)
+	rustup target add aarch64-unknown-linux-gnu >/dev/null
+	$(VENV)/bin/cargo-lambda lambda build --release --arm64 $(addprefix -p ,$(FUNCTIONS))
+	@ls -l target/lambda/*/bootstrap
+
+deploy: $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/requirements-deploy.txt
+	$(VENV)/bin/sam build --beta-features
+	$(VENV)/bin/sam deploy --guided
+
+fmt:
+	$(CARGO) fmt --all
+
+clean-local:
+	rm -rf target/moto-logs

@@ -1,0 +1,149 @@
+//! `make demo`: the whole platform on this machine. Starts the local AWS stack,
+//! streams a simulated device fleet through it and reports what happened.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use pulselake_domain::Reason;
+use pulselake_local::proxy::FaultPlan;
+use pulselake_local::scenario::{StreamReport, run_stream};
+use pulselake_local::simulator::FleetConfig;
+use pulselake_local::{LocalPlatform, Result};
+
+fn n(v: usize) -> String {
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn reasons(m: &BTreeMap<Reason, usize>) -> String {
+    if m.is_empty() {
+        return "none".into();
+    }
+    m.iter()
+        .map(|(r, c)| format!("{r} {}", n(*c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let flag = format!("--{name}=");
+    std::env::args()
+        .find_map(|a| a.strip_prefix(&flag).and_then(|v| v.parse().ok()))
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("demo failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<()> {
+    let started = Instant::now();
+    let fleet = FleetConfig {
+        devices: arg("devices", 200),
+        sensors_per_device: arg("sensors", 30),
+        fault_share: arg("faulty-percent", 2) as f64 / 100.0,
+        ..FleetConfig::default()
+    };
+    let cycles = arg("cycles", 5);
+    // Firehose misbehaves a little, as it does in production: per-record failures and throttling.
+    let faults = FaultPlan {
+        record_failure_rate: 0.02,
+        throttle_every: 10,
+        seed: 42,
+    };
+
+    println!("pulselake demo");
+    let platform = LocalPlatform::start(Some(faults)).await?;
+    println!(
+        "  local AWS (moto) at {}, resources provisioned as in template.yaml",
+        platform.moto.endpoint
+    );
+    println!(
+        "  Firehose faults injected: {:.0}% of records refused, every {}th call throttled",
+        faults.record_failure_rate * 100.0,
+        faults.throttle_every
+    );
+    println!();
+    println!(
+        "Streaming: {} devices x {} sensors, {} reporting cycles, {}% faulty messages",
+        fleet.devices,
+        fleet.sensors_per_device,
+        cycles,
+        (fleet.fault_share * 100.0).round()
+    );
+    let report = run_stream(&platform, fleet, cycles, &mut |line| println!("  {line}")).await?;
+    print_stream(&report);
+    println!();
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+    if !report.adds_up() {
+        return Err("the counts do not add up: see above".into());
+    }
+    Ok(())
+}
+
+fn print_stream(r: &StreamReport) {
+    let l = &r.ledger;
+    println!();
+    println!(
+        "Stream ingestion ({} devices, {} of them ACME flat-format)",
+        n(r.devices),
+        n(r.acme_devices)
+    );
+    println!(
+        "  readings sent        {:>9}  in {} messages, plus {} corrupt messages",
+        n(l.readings),
+        n(l.messages - l.corrupt_messages),
+        n(l.corrupt_messages)
+    );
+    println!(
+        "  in the lake          {:>9}  {} Parquet files in {} partitions (metric/year/month/day)",
+        n(r.lake_distinct),
+        n(r.lake_files),
+        n(r.lake_partitions)
+    );
+    println!(
+        "  quarantined          {:>9}  {}",
+        n(r.quarantined()),
+        reasons(&r.quarantined_by_reason)
+    );
+    println!(
+        "  corrupt, quarantined {:>9}  {}",
+        n(r.unreadable()),
+        reasons(&r.unreadable_by_reason)
+    );
+    println!(
+        "  retried              {:>9}  Firehose entries refused and resent; {} throttled calls retried; {} Kinesis records retried",
+        n(r.firehose_refused),
+        n(r.firehose_throttled),
+        n(r.esm.records_retried)
+    );
+    println!(
+        "  duplicates in lake   {:>9}",
+        n(r.lake_rows - r.lake_distinct)
+    );
+    let ok = |b: bool| if b { "ok" } else { "MISMATCH" };
+    println!(
+        "  check: sent {} = lake {} + quarantined {}: {}; corrupt {} = quarantined unreadable {}: {}",
+        n(l.readings),
+        n(r.lake_distinct),
+        n(r.quarantined()),
+        ok(l.readings == r.lake_distinct + r.quarantined()),
+        n(l.corrupt_messages),
+        n(r.unreadable()),
+        ok(l.corrupt_messages == r.unreadable())
+    );
+    if let Some(e) = &r.esm.last_error {
+        println!("  last function error: {e}");
+    }
+}

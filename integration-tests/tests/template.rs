@@ -1,0 +1,248 @@
+//! `template.yaml` says the same as the code: one source of truth for the lake schema,
+//! the device mappings and the event source mapping, and the security baseline holds
+//! for every resource of its kind.
+
+use pulselake_local::esm::MappingConfig;
+use pulselake_local::moto::workspace_root;
+use serde_norway::Value;
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
+    serde_norway::from_str(&text).unwrap()
+}
+
+fn resources(t: &Value) -> Vec<(String, &Value)> {
+    t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str().unwrap().to_owned(), v))
+        .collect()
+}
+
+fn of_type<'t>(t: &'t Value, ty: &str) -> Vec<(String, &'t Value)> {
+    resources(t)
+        .into_iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(ty))
+        .collect()
+}
+
+/// The text of a YAML value, looking through short-form intrinsics like `!Ref X`.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Tagged(t) => format!("{} {}", t.tag, text(&t.value)),
+        Value::Sequence(s) => s.iter().map(text).collect::<Vec<_>>().join(","),
+        other => serde_norway::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+    }
+}
+
+#[test]
+fn the_glue_readings_table_matches_the_parquet_writer_column_for_column() {
+    let t = template();
+    let table = &t["Resources"]["ReadingsTable"]["Properties"]["TableInput"];
+    let columns: Vec<(String, String)> = table["StorageDescriptor"]["Columns"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| (text(&c["Name"]), text(&c["Type"])))
+        .collect();
+    let written: Vec<(String, String)> = pulselake_lake::parquet_schema()
+        .get_fields()
+        .iter()
+        .map(|f| {
+            (
+                f.name().to_owned(),
+                pulselake_lake::glue_type_of(f).unwrap_or("?").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        columns, written,
+        "Glue columns (name, type, order) must equal the Parquet schema"
+    );
+    let keys: Vec<String> = table["PartitionKeys"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| text(&k["Name"]))
+        .collect();
+    assert_eq!(keys, pulselake_lake::PARTITION_KEYS);
+    assert!(
+        table["PartitionKeys"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .all(|k| text(&k["Type"]) == "string")
+    );
+}
+
+#[test]
+fn the_deployed_device_mappings_are_the_builtin_document() {
+    let t = template();
+    let deployed: serde_json::Value = serde_json::from_str(&text(
+        &t["Resources"]["DeviceMappingsParameter"]["Properties"]["Value"],
+    ))
+    .unwrap();
+    let builtin: serde_json::Value =
+        serde_json::from_str(pulselake_domain::mapping::BUILTIN_MAPPINGS).unwrap();
+    assert_eq!(deployed, builtin);
+}
+
+#[test]
+fn the_stream_trigger_reports_item_failures_bisects_and_has_an_on_failure_destination() {
+    let t = template();
+    let ev =
+        &t["Resources"]["StreamIngestFunction"]["Properties"]["Events"]["Vitals"]["Properties"];
+    assert_eq!(
+        text(&ev["FunctionResponseTypes"]),
+        "ReportBatchItemFailures"
+    );
+    assert_eq!(ev["BisectBatchOnFunctionError"].as_bool(), Some(true));
+    assert!(
+        text(&ev["DestinationConfig"]["OnFailure"]["Destination"]).contains("StreamIngestFailures")
+    );
+    // The local event source mapping runs with the same settings.
+    let local = MappingConfig::default();
+    assert_eq!(ev["BatchSize"].as_u64(), Some(local.batch_size as u64));
+    assert_eq!(
+        ev["MaximumRetryAttempts"].as_u64(),
+        Some(u64::from(local.max_retries))
+    );
+    // EventInvokeConfig only applies to async invokes: it must not pretend to cover a stream.
+    assert!(of_type(&t, "AWS::Lambda::EventInvokeConfig").is_empty());
+}
+
+#[test]
+fn firehose_writes_the_lake_layout_and_keeps_errors_out_of_the_table() {
+    let t = template();
+    let dest =
+        &t["Resources"]["LakeDeliveryStream"]["Properties"]["ExtendedS3DestinationConfiguration"];
+    let prefix = text(&dest["Prefix"]);
+    assert_eq!(
+        prefix,
+        "readings/metric=!{partitionKeyFromQuery:metric}/year=!{partitionKeyFromQuery:year}/month=!{partitionKeyFromQuery:month}/day=!{partitionKeyFromQuery:day}/"
+    );
+    let errors = text(&dest["ErrorOutputPrefix"]);
+    assert!(errors.starts_with("errors/") && !errors.starts_with("readings/"));
+    assert_eq!(
+        text(&dest["DataFormatConversionConfiguration"]["SchemaConfiguration"]["TableName"]),
+        "!Ref ReadingsTable"
+    );
+}
+
+#[test]
+fn every_bucket_is_kms_or_s3_encrypted_private_and_tls_only() {
+    let t = template();
+    let policies = of_type(&t, "AWS::S3::BucketPolicy");
+    for (name, bucket) in of_type(&t, "AWS::S3::Bucket") {
+        let p = &bucket["Properties"];
+        assert!(!p["BucketEncryption"].is_null(), "{name} is encrypted");
+        let block = &p["PublicAccessBlockConfiguration"];
+        for k in [
+            "BlockPublicAcls",
+            "BlockPublicPolicy",
+            "IgnorePublicAcls",
+            "RestrictPublicBuckets",
+        ] {
+            assert_eq!(block[k].as_bool(), Some(true), "{name}: {k}");
+        }
+        assert!(
+            !p["LifecycleConfiguration"].is_null(),
+            "{name} has a retention lifecycle"
+        );
+        let (_, policy) = policies
+            .iter()
+            .find(|(_, pol)| text(&pol["Properties"]["Bucket"]) == format!("!Ref {name}"))
+            .unwrap_or_else(|| panic!("{name} has a bucket policy"));
+        let denies_plain_http = statements(&policy["Properties"]["PolicyDocument"])
+            .iter()
+            .any(|st| {
+                text(&st["Effect"]) == "Deny"
+                    && text(&st["Condition"]["Bool"]["aws:SecureTransport"]) == "false"
+            });
+        assert!(denies_plain_http, "{name} denies plain HTTP");
+    }
+}
+
+#[test]
+fn every_function_has_its_own_role_an_encrypted_log_group_with_retention_and_json_logs() {
+    let t = template();
+    let groups = of_type(&t, "AWS::Logs::LogGroup");
+    for (name, f) in of_type(&t, "AWS::Serverless::Function") {
+        let p = &f["Properties"];
+        assert!(
+            text(&p["Role"]).contains("Role"),
+            "{name} has an explicit least-privilege role"
+        );
+        assert_eq!(text(&p["LoggingConfig"]["LogFormat"]), "JSON", "{name}");
+        let group = text(&p["LoggingConfig"]["LogGroup"])
+            .trim_start_matches("!Ref ")
+            .to_owned();
+        let (_, g) = groups
+            .iter()
+            .find(|(n, _)| *n == group)
+            .unwrap_or_else(|| panic!("{name}: log group {group}"));
+        assert!(
+            !g["Properties"]["RetentionInDays"].is_null() && !g["Properties"]["KmsKeyId"].is_null(),
+            "{group}"
+        );
+        assert_eq!(
+            text(&f["Metadata"]["BuildMethod"]),
+            "rust-cargolambda",
+            "{name}"
+        );
+        let binary = text(&f["Metadata"]["BuildProperties"]["Binary"]);
+        assert!(
+            workspace_root()
+                .join("functions")
+                .join(&binary)
+                .join("Cargo.toml")
+                .exists(),
+            "{name}: crate {binary}"
+        );
+    }
+}
+
+fn statements(doc: &Value) -> Vec<&Value> {
+    doc["Statement"]
+        .as_sequence()
+        .map(|s| s.iter().collect())
+        .unwrap_or_default()
+}
+
+fn actions(statement: &Value) -> Vec<String> {
+    match &statement["Action"] {
+        Value::Sequence(s) => s.iter().map(text).collect(),
+        other => vec![text(other)],
+    }
+}
+
+#[test]
+fn no_role_allows_a_wildcard_action_and_wildcard_resources_only_for_list_calls() {
+    let t = template();
+    for (name, role) in of_type(&t, "AWS::IAM::Role") {
+        for policy in role["Properties"]["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            for st in statements(&policy["PolicyDocument"]) {
+                let acts = actions(st);
+                assert!(
+                    acts.iter().all(|a| a != "*" && !a.ends_with(":*")),
+                    "{name}: {acts:?}"
+                );
+                if text(&st["Resource"]) == "*" {
+                    assert!(
+                        acts.iter().all(|a| a.contains(":List")),
+                        "{name}: only List calls may use Resource *: {acts:?}"
+                    );
+                }
+            }
+        }
+    }
+}
