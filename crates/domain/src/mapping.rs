@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use crate::message::{
     DeviceMessage, Scalar, TimeFormat, build_reading, json_rejection, parse_v1_envelope,
-    require_text,
+    payload_text, require_text,
 };
 use crate::reason::{Reason, Rejection};
 
@@ -255,6 +255,7 @@ impl DeviceMappings {
 
     /// Maps one payload to a device message, or rejects it with a reason.
     pub fn map<'a>(&self, payload: &'a [u8]) -> Result<DeviceMessage<'a>, Rejection> {
+        let payload = payload_text(payload)?;
         let mut version = None;
         if self.native_v1 {
             // The hot path: one borrowing pass for the native contract.
@@ -264,7 +265,7 @@ impl DeviceMappings {
             }
             version = env.v.map(Scalar::into_owned);
         }
-        let value: Value = serde_json::from_slice(payload).map_err(json_rejection)?;
+        let value: Value = serde_json::from_str(payload).map_err(json_rejection)?;
         if !value.is_object() {
             return Err(Rejection::new(
                 Reason::WrongShape,

@@ -353,8 +353,22 @@ impl<'de: 'a, 'a> Deserialize<'de> for LenientReading<'a> {
 
 /// Parses the payload as a v1 envelope. `Err` is the rejection for a payload that
 /// is not a JSON object at all; a parsed envelope may still be of another version.
-pub(crate) fn parse_v1_envelope(payload: &[u8]) -> Result<V1Envelope<'_>, Rejection> {
-    serde_json::from_slice::<V1Envelope>(payload).map_err(json_rejection)
+pub(crate) fn parse_v1_envelope(payload: &str) -> Result<V1Envelope<'_>, Rejection> {
+    serde_json::from_str::<V1Envelope>(payload).map_err(json_rejection)
+}
+
+/// The payload as text. Validated once here, so the JSON parser need not check every
+/// string again (`from_str` rather than `from_slice`).
+pub(crate) fn payload_text(payload: &[u8]) -> Result<&str, Rejection> {
+    std::str::from_utf8(payload).map_err(|e| {
+        Rejection::new(
+            Reason::NotJson,
+            format!(
+                "payload is not UTF-8 JSON: invalid byte at offset {}",
+                e.valid_up_to()
+            ),
+        )
+    })
 }
 
 /// Turns a serde_json error into NotJson (syntax) or WrongShape (valid JSON, wrong type).
@@ -425,7 +439,7 @@ mod tests {
     use super::*;
 
     fn v1(payload: &str) -> Result<DeviceMessage<'_>, Rejection> {
-        let env = parse_v1_envelope(payload.as_bytes())?;
+        let env = parse_v1_envelope(payload)?;
         assert!(env.is_v1(), "test payloads are v1");
         env.into_message()
     }
@@ -476,7 +490,7 @@ mod tests {
     #[test]
     fn whole_message_faults_are_classified() {
         let reason = |p: &str| {
-            parse_v1_envelope(p.as_bytes())
+            parse_v1_envelope(p)
                 .and_then(|e| e.into_message())
                 .map(|_| ())
                 .unwrap_err()
@@ -512,7 +526,7 @@ mod tests {
     fn huge_numbers_are_not_json_rather_than_infinite() {
         let p = r#"{"v":1,"device_id":"d","readings":[{"sensor_id":"a","metric":"heart_rate","value":1e999,"unit":"/min","measured_at":"2026-11-22T10:15:30Z"}]}"#;
         assert_eq!(
-            parse_v1_envelope(p.as_bytes()).err().map(|r| r.reason),
+            parse_v1_envelope(p).err().map(|r| r.reason),
             Some(Reason::NotJson)
         );
     }

@@ -32,13 +32,21 @@ impl ReadingId {
         ReadingId(id)
     }
 
-    /// Lowercase hex, written to a stack buffer.
+    /// Lowercase hex, written to a stack buffer (a table of byte pairs: this runs per reading).
     pub fn hex(&self) -> HexId {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        static PAIRS: [[u8; 2]; 256] = {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            let mut t = [[0u8; 2]; 256];
+            let mut i = 0;
+            while i < 256 {
+                t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+                i += 1;
+            }
+            t
+        };
         let mut out = [0u8; 32];
-        for (i, b) in self.0.iter().enumerate() {
-            out[2 * i] = DIGITS[usize::from(b >> 4)];
-            out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+        for (pair, b) in out.chunks_exact_mut(2).zip(self.0) {
+            pair.copy_from_slice(&PAIRS[usize::from(b)]);
         }
         HexId(out)
     }
@@ -176,11 +184,47 @@ impl Reading<'_> {
     }
 
     /// Appends this reading as one JSON line: the record format delivered to Firehose,
-    /// whose Parquet conversion reads it with the lake table's schema.
+    /// whose Parquet conversion reads it with the lake table's schema. Hand-written
+    /// because it runs for every reading; equal byte for byte to the `Serialize` impl
+    /// (a test holds it to that).
     pub fn write_json_line(&self, out: &mut Vec<u8>) {
-        // Serializing plain strings and numbers into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, self);
-        out.push(b'\n');
+        out.extend_from_slice(b"{\"reading_id\":\"");
+        out.extend_from_slice(self.reading_id.hex().as_str().as_bytes());
+        out.extend_from_slice(b"\",\"subject_id\":");
+        write_json_str(out, &self.subject_id);
+        out.extend_from_slice(b",\"device_id\":");
+        write_json_str(out, &self.device_id);
+        out.extend_from_slice(b",\"sensor_id\":");
+        write_json_str(out, &self.sensor_id);
+        out.extend_from_slice(b",\"value\":");
+        // Serializing a number into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &self.value);
+        out.extend_from_slice(b",\"unit\":");
+        write_json_str(out, self.unit());
+        out.extend_from_slice(b",\"loinc\":\"");
+        out.extend_from_slice(self.loinc().as_bytes());
+        out.extend_from_slice(b"\",\"measured_at\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.measured_at).as_bytes());
+        out.extend_from_slice(b",\"received_at\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.received_at).as_bytes());
+        out.extend_from_slice(b",\"source\":\"");
+        out.extend_from_slice(self.source.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"source_ref\":");
+        write_json_str(out, &self.source_ref);
+        out.extend_from_slice(b",\"metric\":\"");
+        out.extend_from_slice(self.metric.name().as_bytes());
+        out.extend_from_slice(b"\"}\n");
+    }
+}
+
+/// A JSON string: copied as is when nothing needs escaping (the common case), else escaped by serde_json.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
     }
 }
 
@@ -252,5 +296,35 @@ mod tests {
         assert_eq!(v["metric"], "body_temp");
         let back: Reading = serde_json::from_slice(&line).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn the_hand_written_line_equals_serde_output_even_for_strings_that_need_escaping() {
+        for (subject, sensor, value) in [
+            ("subj-1", "hr-0", 72.0),
+            ("quote\"back\\slash", "tab\tnewline\n", -0.000123),
+            ("ünïcødé ✓", "\u{1}ctl", 1e21),
+        ] {
+            let r = Reading {
+                reading_id: ReadingId::derive("d", sensor, 7),
+                subject_id: subject.into(),
+                device_id: "dev-\"x\"".into(),
+                sensor_id: sensor.into(),
+                metric: Metric::Glucose,
+                value,
+                measured_at: -5,
+                received_at: i64::MAX,
+                source: Source::File,
+                source_ref: "sha256:abc".into(),
+            };
+            let mut fast = Vec::new();
+            r.write_json_line(&mut fast);
+            let mut expected = serde_json::to_vec(&r).unwrap();
+            expected.push(b'\n');
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
     }
 }

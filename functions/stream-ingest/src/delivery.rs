@@ -13,37 +13,88 @@ use tokio::time::Instant;
 /// Firehose splits them again (record de-aggregation, JSON) before partitioning.
 pub const TARGET_RECORD_BYTES: usize = 5 * 1024;
 
-/// Firehose records being built, each remembering which Kinesis records contributed.
+/// Firehose records being built: JSON lines written into one buffer (reused across
+/// invocations), each record a slice of it, remembering which Kinesis records contributed.
 #[derive(Debug, Default)]
 pub struct Packer {
-    pub records: Vec<Vec<u8>>,
-    /// For each Firehose record, the indices of the Kinesis records whose readings it holds.
-    pub sources: Vec<Vec<u32>>,
-    /// For each Firehose record, how many readings (lines) it holds.
+    buf: Vec<u8>,
+    /// Offset in `buf` where each record starts (it ends where the next starts).
+    starts: Vec<usize>,
+    /// Kinesis record indices contributing to each record: `sources[source_starts[r]..]`.
+    sources: Vec<u32>,
+    source_starts: Vec<usize>,
+    /// Lines (readings) in each record.
     pub lines: Vec<usize>,
 }
 
 impl Packer {
+    /// A packer writing into `buf` (cleared; its capacity is what is reused).
+    pub fn with_buffer(mut buf: Vec<u8>) -> Packer {
+        buf.clear();
+        Packer {
+            buf,
+            ..Packer::default()
+        }
+    }
+
+    /// Gives the buffer back for the next invocation.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// The records, in order.
+    pub fn records(&self) -> Vec<&[u8]> {
+        (0..self.starts.len())
+            .map(|r| &self.buf[self.starts[r]..self.end(r)])
+            .collect()
+    }
+
+    fn end(&self, r: usize) -> usize {
+        self.starts.get(r + 1).copied().unwrap_or(self.buf.len())
+    }
+
+    /// The Kinesis records with lines in record `r`.
+    pub fn sources(&self, r: usize) -> &[u32] {
+        let end = self
+            .source_starts
+            .get(r + 1)
+            .copied()
+            .unwrap_or(self.sources.len());
+        &self.sources[self.source_starts[r]..end]
+    }
+
     /// Adds one JSON line contributed by Kinesis record `source`.
     pub fn push_line(&mut self, line: &[u8], source: u32) {
-        let fits = self
-            .records
-            .last()
-            .is_some_and(|r| r.len() + line.len() <= TARGET_RECORD_BYTES);
-        if !fits {
-            self.records.push(Vec::with_capacity(TARGET_RECORD_BYTES));
-            self.sources.push(Vec::with_capacity(4));
+        self.push_with(source, |buf| buf.extend_from_slice(line));
+    }
+
+    /// Adds the line `write` appends. A line that would take the current record past
+    /// the target size starts the next record instead; lines are never split or copied.
+    pub fn push_with(&mut self, source: u32, write: impl FnOnce(&mut Vec<u8>)) {
+        let line_start = self.buf.len();
+        write(&mut self.buf);
+        let record_start = self.starts.last().copied();
+        let overflows = record_start
+            .is_some_and(|s| s < line_start && self.buf.len() - s > TARGET_RECORD_BYTES);
+        if record_start.is_none() || overflows {
+            self.starts.push(line_start);
+            self.source_starts.push(self.sources.len());
             self.lines.push(0);
         }
-        let (Some(rec), Some(src)) = (self.records.last_mut(), self.sources.last_mut()) else {
-            return;
-        };
-        rec.extend_from_slice(line);
+        let current = self.source_starts.last().copied().unwrap_or(0);
+        if self.sources[current..].last() != Some(&source) {
+            self.sources.push(source);
+        }
         if let Some(n) = self.lines.last_mut() {
             *n += 1;
-        }
-        if src.last() != Some(&source) {
-            src.push(source);
         }
     }
 }
@@ -83,7 +134,7 @@ pub struct DeliveryReport {
 }
 
 /// Splits `indices` into PutRecordBatch-sized groups.
-fn batches(records: &[Vec<u8>], indices: &[usize]) -> Vec<Vec<usize>> {
+fn batches(records: &[&[u8]], indices: &[usize]) -> Vec<Vec<usize>> {
     let mut out: Vec<Vec<usize>> = Vec::new();
     let mut bytes = 0;
     for &i in indices {
@@ -106,7 +157,7 @@ fn batches(records: &[Vec<u8>], indices: &[usize]) -> Vec<Vec<usize>> {
 /// Delivers every record, retrying only failed entries until `deadline - reserve`.
 pub async fn deliver<S: RecordSink>(
     sink: &S,
-    records: &[Vec<u8>],
+    records: &[&[u8]],
     deadline: Instant,
     policy: RetryPolicy,
 ) -> DeliveryReport {
@@ -117,7 +168,7 @@ pub async fn deliver<S: RecordSink>(
     while !pending.is_empty() {
         let mut retry = Vec::new();
         for batch in batches(records, &pending) {
-            let slices: Vec<&[u8]> = batch.iter().map(|&i| records[i].as_slice()).collect();
+            let slices: Vec<&[u8]> = batch.iter().map(|&i| records[i]).collect();
             report.calls += 1;
             match sink.put_batch(&slices).await {
                 Ok(failed) => {
@@ -217,6 +268,10 @@ mod tests {
         Instant::now() + Duration::from_secs(60)
     }
 
+    fn refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
+        v.iter().map(Vec::as_slice).collect()
+    }
+
     fn recs(n: usize, size: usize) -> Vec<Vec<u8>> {
         (0..n)
             .map(|i| {
@@ -234,22 +289,25 @@ mod tests {
         for src in 0..12u32 {
             p.push_line(&line, src / 2);
         }
-        assert_eq!(p.records.len(), 3);
-        assert!(p.records.iter().all(|r| r.len() <= TARGET_RECORD_BYTES));
-        assert_eq!(p.sources[0], [0, 1, 2]);
-        assert_eq!(p.sources[1], [2, 3, 4]);
+        assert_eq!(p.len(), 3);
+        assert!(p.records().iter().all(|r| r.len() <= TARGET_RECORD_BYTES));
+        assert_eq!(p.records().concat(), [b'x'; 12_000]);
+        assert_eq!(p.sources(0), [0, 1, 2]);
+        assert_eq!(p.sources(1), [2, 3, 4]);
+        assert_eq!(p.sources(2), [5]);
+        assert_eq!(p.lines, [5, 5, 2]);
     }
 
     #[test]
     fn batches_respect_500_records_and_4_mib() {
         let small = recs(1200, 10);
-        let sizes: Vec<_> = batches(&small, &(0..1200).collect::<Vec<_>>())
+        let sizes: Vec<_> = batches(&refs(&small), &(0..1200).collect::<Vec<_>>())
             .iter()
             .map(Vec::len)
             .collect();
         assert_eq!(sizes, [500, 500, 200]);
         let big = recs(10, 1024 * 1024);
-        let b = batches(&big, &(0..10).collect::<Vec<_>>());
+        let b = batches(&refs(&big), &(0..10).collect::<Vec<_>>());
         assert!(b.iter().all(|b| b.len() <= 4), "{b:?}");
         assert_eq!(b.iter().map(Vec::len).sum::<usize>(), 10);
     }
@@ -262,7 +320,7 @@ mod tests {
             .lock()
             .unwrap()
             .extend([(records[3].clone(), 2), (records[700].clone(), 1)]);
-        let report = deliver(&sink, &records, far(), RetryPolicy::default()).await;
+        let report = deliver(&sink, &refs(&records), far(), RetryPolicy::default()).await;
         assert_eq!(report.failed, Vec::<usize>::new());
         assert_eq!(
             report.resent, 3,
@@ -286,7 +344,7 @@ mod tests {
         let records = recs(10, 8);
         let sink = FlakySink::default();
         *sink.throttle_calls.lock().unwrap() = 2;
-        let report = deliver(&sink, &records, far(), RetryPolicy::default()).await;
+        let report = deliver(&sink, &refs(&records), far(), RetryPolicy::default()).await;
         assert!(report.failed.is_empty());
         assert_eq!(report.calls, 3);
         assert_eq!(sink.delivered.lock().unwrap().len(), 10);
@@ -302,7 +360,7 @@ mod tests {
             .insert(records[1].clone(), u32::MAX);
         let deadline = Instant::now() + Duration::from_millis(1600);
         let start = Instant::now();
-        let report = deliver(&sink, &records, deadline, RetryPolicy::default()).await;
+        let report = deliver(&sink, &refs(&records), deadline, RetryPolicy::default()).await;
         assert_eq!(report.failed, [1]);
         assert!(
             Instant::now() <= deadline - RetryPolicy::default().reserve + Duration::from_millis(1)
@@ -321,7 +379,7 @@ mod tests {
                 ))
             }
         }
-        let report = deliver(&Missing, &recs(3, 4), far(), RetryPolicy::default()).await;
+        let report = deliver(&Missing, &refs(&recs(3, 4)), far(), RetryPolicy::default()).await;
         assert_eq!((report.failed, report.calls), (vec![0, 1, 2], 1));
     }
 }

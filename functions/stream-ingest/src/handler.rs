@@ -3,7 +3,7 @@
 //! to Lambda as batch item failures. Nothing is lost and nothing panics on input.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::ops::Range;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -11,13 +11,13 @@ use pulselake_adapters::{AwsError, CachedRegistry, ObjectStore, RecordSink, Regi
 use pulselake_domain::message::DeviceMessage;
 use pulselake_domain::time::{Date, format_rfc3339_ms};
 use pulselake_domain::{
-    DeviceMappings, MAX_PAYLOAD_BYTES, Provenance, QuarantineEntry, ReadingId, Reason,
-    RejectedReading, Rejection, Source, TimePolicy, normalize,
+    DeviceMappings, Provenance, QuarantineEntry, ReadingId, Reason, RejectedReading, Rejection,
+    Source, TimePolicy, normalize,
 };
 use tokio::time::Instant;
 
 use crate::delivery::{DeliveryReport, Packer, RetryPolicy, deliver};
-use crate::event::{StreamBatch, StreamRecord};
+use crate::event::{Payload, StreamBatch, StreamRecord};
 
 /// Everything the handler needs, built once per cold start.
 pub struct Ingest<S, Q, R> {
@@ -27,6 +27,56 @@ pub struct Ingest<S, Q, R> {
     pub mappings: DeviceMappings,
     pub policy: TimePolicy,
     pub retry: RetryPolicy,
+    /// Buffers kept between invocations of a warm container.
+    pub scratch: ScratchPool,
+}
+
+/// Per-batch working memory, reused so a warm container does not allocate (and fault in)
+/// megabytes afresh for every batch.
+#[derive(Default)]
+pub struct Scratch {
+    buf: Vec<u8>,
+    seen: HashSet<ReadingId, BuildHasherDefault<IdHasher>>,
+}
+
+/// Holds the scratch between invocations (one invocation at a time uses it).
+#[derive(Default)]
+pub struct ScratchPool(std::sync::Mutex<Scratch>);
+
+/// Past this, a batch's buffers are dropped rather than kept.
+const SCRATCH_KEEP_BYTES: usize = 64 << 20;
+
+impl ScratchPool {
+    fn take(&self) -> Scratch {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn put(&self, mut s: Scratch) {
+        if s.buf.capacity() > SCRATCH_KEEP_BYTES {
+            return;
+        }
+        s.buf.clear();
+        s.seen.clear();
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+}
+
+/// A reading id is already a uniform SHA-256 prefix: its first 8 bytes are the hash.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
 }
 
 /// What one batch came to. Every reading and record is in exactly one bucket.
@@ -89,9 +139,6 @@ impl From<IngestError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// Base64 of a 128 KB payload is about 171 KB; anything much longer is oversized unseen.
-const MAX_ENCODED_BYTES: usize = MAX_PAYLOAD_BYTES / 3 * 4 + 8;
-
 impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
     pub async fn handle(
         &self,
@@ -111,22 +158,16 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
             });
         }
 
-        // 1. Decode every payload into one buffer (one allocation for the batch).
-        let mut arena =
-            Vec::with_capacity(records.iter().map(|r| r.kinesis.data.len() / 4 * 3).sum());
-        let spans: Vec<Result<Range<usize>, Rejection>> =
-            records.iter().map(|r| decode_into(r, &mut arena)).collect();
-
-        // 2. Map payloads to device messages.
-        let messages: Vec<Result<DeviceMessage<'_>, Rejection>> = spans
+        // 1. Map payloads (decoded from base64 as the event was read) to device messages.
+        let messages: Vec<Result<DeviceMessage<'_>, Rejection>> = records
             .iter()
-            .map(|span| match span {
-                Ok(range) => self.mappings.map(&arena[range.clone()]),
-                Err(rej) => Err(rej.clone()),
+            .map(|r| match &r.kinesis.data {
+                Payload::Decoded(bytes) => self.mappings.map(bytes),
+                Payload::Undecodable { rejection, .. } => Err(rejection.clone()),
             })
             .collect();
 
-        // 3. One registry resolution for the batch (served from the cache once warm).
+        // 2. One registry resolution for the batch (served from the cache once warm).
         let devices = self
             .registry
             .resolve(
@@ -138,11 +179,11 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
             .await
             .map_err(IngestError::Registry)?;
 
-        // 4. Validate and normalize; readings to the packer, rejects to quarantine entries.
-        let mut packer = Packer::default();
+        // 3. Validate and normalize; readings to the packer, rejects to quarantine entries.
+        let mut scratch = self.scratch.take();
+        let mut packer = Packer::with_buffer(std::mem::take(&mut scratch.buf));
+        let seen = &mut scratch.seen;
         let mut quarantined: Vec<(u32, QuarantineEntry)> = Vec::new();
-        let mut seen: HashSet<ReadingId> = HashSet::with_capacity(records.len() * 32);
-        let mut line = Vec::with_capacity(512);
         for (i, (record, message)) in records.iter().zip(messages).enumerate() {
             let index = i as u32;
             let received_at = record.arrival_ms();
@@ -151,10 +192,7 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
                 Ok(m) => m,
                 Err(rej) => {
                     *stats.unreadable_records.entry(rej.reason).or_default() += 1;
-                    quarantined.push((
-                        index,
-                        entry_for(record, &arena, &spans[i], Some(rej), None, Vec::new()),
-                    ));
+                    quarantined.push((index, entry_for(record, Some(rej), None, Vec::new())));
                     continue;
                 }
             };
@@ -165,17 +203,7 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
                     .entry(Reason::UnknownDevice)
                     .or_default() += total;
                 let rej = Rejection::new(Reason::UnknownDevice, "device is not in the registry");
-                quarantined.push((
-                    index,
-                    entry_for(
-                        record,
-                        &arena,
-                        &spans[i],
-                        Some(rej),
-                        Some(total),
-                        Vec::new(),
-                    ),
-                ));
+                quarantined.push((index, entry_for(record, Some(rej), Some(total), Vec::new())));
                 continue;
             };
             let source_ref = format!("{}:{}", record.shard_id(), record.kinesis.sequence_number);
@@ -188,9 +216,7 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
             for (n, raw) in message.readings.into_iter().enumerate() {
                 match raw.and_then(|raw| normalize(raw, device, prov, &self.policy)) {
                     Ok(reading) if seen.insert(reading.reading_id) => {
-                        line.clear();
-                        reading.write_json_line(&mut line);
-                        packer.push_line(&line, index);
+                        packer.push_with(index, |buf| reading.write_json_line(buf));
                     }
                     Ok(_) => stats.duplicates += 1,
                     Err(rej) => {
@@ -200,24 +226,24 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
                 }
             }
             if !rejected.is_empty() {
-                quarantined.push((
-                    index,
-                    entry_for(record, &arena, &spans[i], None, Some(total), rejected),
-                ));
+                quarantined.push((index, entry_for(record, None, Some(total), rejected)));
             }
         }
 
-        // 5. Deliver and quarantine concurrently.
+        // 4. Deliver and quarantine concurrently.
         let quarantine_body = quarantine_report(&quarantined);
         let key = quarantine_key(records);
+        let firehose_records = packer.records();
         let (report, quarantine_result) = tokio::join!(
-            deliver(&self.sink, &packer.records, deadline, self.retry),
+            deliver(&self.sink, &firehose_records, deadline, self.retry),
             self.write_quarantine(&key, quarantine_body),
         );
 
-        // 6. Whatever could not be finished goes back to Lambda by sequence number.
+        // 5. Whatever could not be finished goes back to Lambda by sequence number.
         let mut failed: BTreeSet<u32> = BTreeSet::new();
         self.account_delivery(&packer, &report, &mut stats, &mut failed);
+        scratch.buf = packer.into_buffer();
+        self.scratch.put(scratch);
         let mut causes = report.last_error.clone().into_iter().collect::<Vec<_>>();
         if let Err(e) = quarantine_result {
             tracing::error!(error = %e, records = quarantined.len(), "quarantine write failed; those records will be retried");
@@ -249,13 +275,13 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
         stats: &mut Stats,
         failed: &mut BTreeSet<u32>,
     ) {
-        stats.firehose_records = packer.records.len();
+        stats.firehose_records = packer.len();
         stats.firehose_calls = report.calls;
         stats.firehose_resent = report.resent;
         let total_lines: usize = packer.lines.iter().sum();
         let failed_lines: usize = report.failed.iter().map(|&r| packer.lines[r]).sum();
         for &r in &report.failed {
-            failed.extend(packer.sources[r].iter().copied());
+            failed.extend(packer.sources(r).iter().copied());
         }
         stats.readings_delivered = total_lines - failed_lines;
         stats.readings_failed = failed_lines;
@@ -283,49 +309,19 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
     }
 }
 
-fn decode_into(record: &StreamRecord, arena: &mut Vec<u8>) -> Result<Range<usize>, Rejection> {
-    let data = record.kinesis.data.as_bytes();
-    if data.len() > MAX_ENCODED_BYTES {
-        return Err(Rejection::new(
-            Reason::Oversized,
-            format!("payload exceeds {MAX_PAYLOAD_BYTES} bytes"),
-        ));
-    }
-    let start = arena.len();
-    match STANDARD.decode_vec(data, arena) {
-        Ok(()) if arena.len() - start > MAX_PAYLOAD_BYTES => {
-            arena.truncate(start);
-            Err(Rejection::new(
-                Reason::Oversized,
-                format!("payload exceeds {MAX_PAYLOAD_BYTES} bytes"),
-            ))
-        }
-        Ok(()) => Ok(start..arena.len()),
-        Err(e) => {
-            arena.truncate(start);
-            Err(Rejection::new(
-                Reason::InvalidBase64,
-                format!("record data is not base64: {e}"),
-            ))
-        }
-    }
-}
-
 fn entry_for(
     record: &StreamRecord,
-    arena: &[u8],
-    span: &Result<Range<usize>, Rejection>,
     whole: Option<Rejection>,
     readings_total: Option<usize>,
     rejected: Vec<RejectedReading>,
 ) -> QuarantineEntry {
-    let (payload, payload_base64) = match span {
-        Ok(range) => match std::str::from_utf8(&arena[range.clone()]) {
+    let (payload, payload_base64) = match &record.kinesis.data {
+        Payload::Decoded(bytes) => match std::str::from_utf8(bytes) {
             Ok(text) => (Some(text.to_owned()), None),
-            Err(_) => (None, Some(record.kinesis.data.clone())),
+            Err(_) => (None, Some(STANDARD.encode(bytes))),
         },
         // Undecodable or oversized: keep what Kinesis delivered, as delivered.
-        Err(_) => (None, Some(record.kinesis.data.clone())),
+        Payload::Undecodable { raw, .. } => (None, Some(raw.clone())),
     };
     let (reason, detail) = match whole {
         Some(r) => (Some(r.reason), Some(r.detail)),

@@ -44,6 +44,7 @@ pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<AwsIngest, lambda
         mappings,
         policy: config.policy,
         retry: Default::default(),
+        scratch: Default::default(),
     })
 }
 

@@ -53,6 +53,7 @@ fn ingest<S: RecordSink, Q: ObjectStore>(sink: S, quarantine: Q) -> Ingest<S, Q,
         mappings: DeviceMappings::builtin(),
         policy: TimePolicy::stream(),
         retry: RetryPolicy::default(),
+        scratch: Default::default(),
     }
 }
 
