@@ -48,8 +48,10 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(CARGO) run --quiet -p pulselake-local --bin demo -- $(ARGS)
 
+# The functions run with these glibc settings (template.yaml Globals), so the bench does too.
+GLIBC_TUNABLES := glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432
 bench:
-	$(CARGO) bench -p stream-ingest --bench stream_ingest
+	GLIBC_TUNABLES=$(GLIBC_TUNABLES) $(CARGO) bench -p stream-ingest --bench stream_ingest
 
 # Release arm64 binaries, as SAM deploys them (cargo-lambda cross-compiles with Zig).
 lambda: $(STAMP)

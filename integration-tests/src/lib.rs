@@ -8,6 +8,7 @@ pub mod http;
 pub mod inspect;
 pub mod invoke;
 pub mod iot;
+pub mod lambda_watch;
 pub mod metrics;
 pub mod moto;
 pub mod names;

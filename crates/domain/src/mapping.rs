@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use crate::message::{
     DeviceMessage, Scalar, TimeFormat, build_reading, json_rejection, parse_v1_envelope,
-    payload_text, require_text,
+    parse_v1_strict, payload_text, require_text,
 };
 use crate::reason::{Reason, Rejection};
 
@@ -258,7 +258,11 @@ impl DeviceMappings {
         let payload = payload_text(payload)?;
         let mut version = None;
         if self.native_v1 {
-            // The hot path: one borrowing pass for the native contract.
+            // The hot path: one typed, borrowing pass for a well-formed v1 message...
+            if let Some(message) = parse_v1_strict(payload) {
+                return Ok(message);
+            }
+            // ...and, for anything unusual, the lenient pass that names each fault.
             let env = parse_v1_envelope(payload)?;
             if env.is_v1() {
                 return env.into_message();

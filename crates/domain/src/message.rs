@@ -233,6 +233,70 @@ pub(crate) fn build_reading<'a>(
 
 // ---- native v1 ----
 
+/// The v1 message as devices normally send it, typed: parsed in one pass straight into
+/// borrowed strings and numbers. Anything unusual (a missing field, a string where a
+/// number belongs, an empty id) fails this parse, and the lenient parser below then
+/// finds the precise reason for each reading.
+#[derive(Deserialize)]
+struct V1Strict<'a> {
+    v: u32,
+    device_id: &'a str,
+    #[serde(default)]
+    message_id: Option<&'a str>,
+    readings: Vec<V1StrictReading<'a>>,
+}
+
+/// Plain `&str`: a string with escapes cannot borrow and fails this parse, which is
+/// fine: the lenient parser handles it.
+#[derive(Deserialize)]
+struct V1StrictReading<'a> {
+    sensor_id: &'a str,
+    metric: &'a str,
+    value: f64,
+    unit: &'a str,
+    measured_at: &'a str,
+}
+
+fn plain_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID_BYTES
+}
+
+/// The fast path: `Some` only for a well-formed v1 message whose every reading is
+/// structurally sound (validation against the catalog and registry comes later).
+pub(crate) fn parse_v1_strict(payload: &str) -> Option<DeviceMessage<'_>> {
+    let m: V1Strict = serde_json::from_str(payload).ok()?;
+    if m.v != 1 || !plain_id(&m.device_id) || m.readings.is_empty() {
+        return None;
+    }
+    if m.message_id.is_some_and(|id| !plain_id(id)) {
+        return None;
+    }
+    let mut readings = Vec::with_capacity(m.readings.len());
+    for r in m.readings {
+        let ok = plain_id(&r.sensor_id)
+            && !r.metric.is_empty()
+            && !r.unit.is_empty()
+            && r.metric.len() <= MAX_ID_BYTES
+            && r.unit.len() <= MAX_ID_BYTES;
+        let measured_at = parse_rfc3339_ms(r.measured_at)?;
+        if !ok {
+            return None;
+        }
+        readings.push(Ok(RawReading {
+            sensor_id: Cow::Borrowed(r.sensor_id),
+            metric: Cow::Borrowed(r.metric),
+            value: r.value,
+            unit: Cow::Borrowed(r.unit),
+            measured_at,
+        }));
+    }
+    Some(DeviceMessage {
+        device_id: Cow::Borrowed(m.device_id),
+        message_id: m.message_id.map(Cow::Borrowed),
+        readings,
+    })
+}
+
 /// The v1 envelope, every field optional so that absence is reported, not fatal.
 #[derive(Deserialize)]
 pub(crate) struct V1Envelope<'a> {
@@ -360,7 +424,7 @@ pub(crate) fn parse_v1_envelope(payload: &str) -> Result<V1Envelope<'_>, Rejecti
 /// The payload as text. Validated once here, so the JSON parser need not check every
 /// string again (`from_str` rather than `from_slice`).
 pub(crate) fn payload_text(payload: &[u8]) -> Result<&str, Rejection> {
-    std::str::from_utf8(payload).map_err(|e| {
+    simdutf8::compat::from_utf8(payload).map_err(|e| {
         Rejection::new(
             Reason::NotJson,
             format!(
@@ -529,6 +593,41 @@ mod tests {
             parse_v1_envelope(p).err().map(|r| r.reason),
             Some(Reason::NotJson)
         );
+    }
+
+    #[test]
+    fn the_fast_path_and_the_lenient_parser_agree_on_well_formed_messages() {
+        let p = r#"{"v":1,"device_id":"dev-1","message_id":"m","readings":[
+            {"sensor_id":"a","metric":"heart_rate","value":72,"unit":"/min","measured_at":"2026-11-22T10:15:30Z"},
+            {"sensor_id":"b","metric":"spo2","value":97.5,"unit":"%","measured_at":"2026-11-22T10:15:30.5+01:00","x":[1]}]}"#;
+        let fast = parse_v1_strict(p).expect("well formed");
+        let lenient = v1(p).unwrap();
+        assert_eq!(fast.device_id, lenient.device_id);
+        assert_eq!(fast.message_id, lenient.message_id);
+        assert_eq!(fast.readings, lenient.readings);
+    }
+
+    #[test]
+    fn the_fast_path_declines_anything_unusual() {
+        for p in [
+            r#"{"v":2,"device_id":"d","readings":[{"sensor_id":"a","metric":"m","value":1,"unit":"u","measured_at":"2026-11-22T10:15:30Z"}]}"#,
+            r#"{"v":1,"device_id":"","readings":[{"sensor_id":"a","metric":"m","value":1,"unit":"u","measured_at":"2026-11-22T10:15:30Z"}]}"#,
+            r#"{"v":1,"device_id":"d","readings":[]}"#,
+            r#"{"v":1,"device_id":"d","readings":[{"sensor_id":"a","metric":"m","value":"1","unit":"u","measured_at":"2026-11-22T10:15:30Z"}]}"#,
+            r#"{"v":1,"device_id":"d","readings":[{"sensor_id":"a","metric":"m","value":1,"unit":"","measured_at":"2026-11-22T10:15:30Z"}]}"#,
+            r#"{"v":1,"device_id":"d","readings":[{"sensor_id":"a","metric":"m","value":1,"unit":"u","measured_at":"2026-11-22 10:15:30"}]}"#,
+            r#"{"v":1,"device_id":"d","readings":[{"sensor_id":"a","metric":"m","value":null,"unit":"u","measured_at":"2026-11-22T10:15:30Z"}]}"#,
+        ] {
+            assert!(parse_v1_strict(p).is_none(), "{p}");
+        }
+    }
+
+    #[test]
+    fn escaped_strings_leave_the_fast_path_for_the_lenient_one() {
+        let p = r#"{"v":1,"device_id":"dev\u002d1","readings":[{"sensor_id":"s","metric":"heart_rate","value":60,"unit":"/min","measured_at":"2026-11-22T10:15:30Z"}]}"#;
+        assert!(parse_v1_strict(p).is_none());
+        let msg = crate::DeviceMappings::builtin().map(p.as_bytes()).unwrap();
+        assert_eq!(msg.device_id, "dev-1");
     }
 
     #[test]

@@ -73,6 +73,10 @@ impl ReadingId {
 pub struct HexId([u8; 32]);
 
 impl HexId {
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ASCII hex digits are ever written.
         std::str::from_utf8(&self.0).unwrap_or_default()
@@ -184,42 +188,95 @@ impl Reading<'_> {
     }
 
     /// Appends this reading as one JSON line: the record format delivered to Firehose,
-    /// whose Parquet conversion reads it with the lake table's schema. Hand-written
-    /// because it runs for every reading; equal byte for byte to the `Serialize` impl
-    /// (a test holds it to that).
+    /// whose Parquet conversion reads it with the lake table's schema (by field name;
+    /// the order here is for speed). Equal byte for byte to the `Serialize` impl.
     pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        self.write_json_line_with(out, &LineTail::of(self));
+    }
+
+    /// As `write_json_line`, with the fields shared by a message's readings rendered
+    /// once (`tail` must have been made from a reading with the same shared fields).
+    pub fn write_json_line_with(&self, out: &mut Vec<u8>, tail: &LineTail) {
         out.extend_from_slice(b"{\"reading_id\":\"");
-        out.extend_from_slice(self.reading_id.hex().as_str().as_bytes());
-        out.extend_from_slice(b"\",\"subject_id\":");
-        write_json_str(out, &self.subject_id);
-        out.extend_from_slice(b",\"device_id\":");
-        write_json_str(out, &self.device_id);
-        out.extend_from_slice(b",\"sensor_id\":");
+        out.extend_from_slice(self.reading_id.hex().as_bytes());
+        out.extend_from_slice(b"\",\"sensor_id\":");
         write_json_str(out, &self.sensor_id);
         out.extend_from_slice(b",\"value\":");
-        // Serializing a number into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &self.value);
-        out.extend_from_slice(b",\"unit\":");
-        write_json_str(out, self.unit());
-        out.extend_from_slice(b",\"loinc\":\"");
-        out.extend_from_slice(self.loinc().as_bytes());
-        out.extend_from_slice(b"\",\"measured_at\":");
+        write_json_f64(out, self.value);
+        out.extend_from_slice(b",\"measured_at\":");
         out.extend_from_slice(itoa::Buffer::new().format(self.measured_at).as_bytes());
-        out.extend_from_slice(b",\"received_at\":");
-        out.extend_from_slice(itoa::Buffer::new().format(self.received_at).as_bytes());
-        out.extend_from_slice(b",\"source\":\"");
-        out.extend_from_slice(self.source.as_str().as_bytes());
-        out.extend_from_slice(b"\",\"source_ref\":");
-        write_json_str(out, &self.source_ref);
-        out.extend_from_slice(b",\"metric\":\"");
-        out.extend_from_slice(self.metric.name().as_bytes());
-        out.extend_from_slice(b"\"}\n");
+        out.extend_from_slice(metric_fields(self.metric).as_bytes());
+        out.extend_from_slice(&tail.0);
     }
 }
 
-/// A JSON string: copied as is when nothing needs escaping (the common case), else escaped by serde_json.
+/// The JSON of the fields a message's readings share (subject, device, receipt and
+/// provenance), with the closing brace and newline: rendered once per message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineTail(Vec<u8>);
+
+impl LineTail {
+    pub fn of(r: &Reading<'_>) -> LineTail {
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(b",\"subject_id\":");
+        write_json_str(&mut out, &r.subject_id);
+        out.extend_from_slice(b",\"device_id\":");
+        write_json_str(&mut out, &r.device_id);
+        out.extend_from_slice(b",\"received_at\":");
+        out.extend_from_slice(itoa::Buffer::new().format(r.received_at).as_bytes());
+        out.extend_from_slice(b",\"source\":\"");
+        out.extend_from_slice(r.source.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"source_ref\":");
+        write_json_str(&mut out, &r.source_ref);
+        out.extend_from_slice(b"}\n");
+        LineTail(out)
+    }
+}
+
+/// `,"unit":…,"loinc":…,"metric":…` for a metric: static, rendered once per process.
+fn metric_fields(m: Metric) -> &'static str {
+    static FIELDS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = FIELDS.get_or_init(|| {
+        Metric::all()
+            .map(|m| {
+                format!(
+                    ",\"unit\":{},\"loinc\":\"{}\",\"metric\":\"{}\"",
+                    json_text(m.unit()),
+                    m.loinc(),
+                    m.name()
+                )
+            })
+            .collect()
+    });
+    Metric::all()
+        .position(|x| x == m)
+        .and_then(|i| all.get(i))
+        .map_or("", String::as_str)
+}
+
+fn json_text(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// A number as serde_json writes it. Most vitals are whole numbers: those skip the float
+/// formatter (`72.0`, as serde_json prints it); zero is left to it for its sign.
+fn write_json_f64(out: &mut Vec<u8>, v: f64) {
+    if v.fract() == 0.0 && v != 0.0 && v.abs() < 1e15 {
+        out.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
+        out.extend_from_slice(b".0");
+    } else {
+        // Serializing a number into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &v);
+    }
+}
+
+/// A JSON string: copied as is when nothing needs escaping (the common case), else
+/// escaped by serde_json. The check has no early exit, so it vectorizes.
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    let needs_escape = s.bytes().fold(false, |acc, b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escape {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -228,23 +285,23 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// Field order is the lake table's column order; `metric` is also written so that
-/// Firehose can partition on it (it is a partition key, not a column, in Parquet).
+/// The lake row as JSON: every column, plus `metric`, which Firehose partitions on (it
+/// is a partition key, not a column, in Parquet). The order is `write_json_line`'s.
 impl Serialize for Reading<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("Reading", 12)?;
         st.serialize_field("reading_id", &self.reading_id)?;
-        st.serialize_field("subject_id", &self.subject_id)?;
-        st.serialize_field("device_id", &self.device_id)?;
         st.serialize_field("sensor_id", &self.sensor_id)?;
         st.serialize_field("value", &self.value)?;
+        st.serialize_field("measured_at", &self.measured_at)?;
         st.serialize_field("unit", self.unit())?;
         st.serialize_field("loinc", self.loinc())?;
-        st.serialize_field("measured_at", &self.measured_at)?;
+        st.serialize_field("metric", &self.metric)?;
+        st.serialize_field("subject_id", &self.subject_id)?;
+        st.serialize_field("device_id", &self.device_id)?;
         st.serialize_field("received_at", &self.received_at)?;
         st.serialize_field("source", &self.source)?;
         st.serialize_field("source_ref", &self.source_ref)?;
-        st.serialize_field("metric", &self.metric)?;
         st.end()
     }
 }
@@ -304,6 +361,12 @@ mod tests {
             ("subj-1", "hr-0", 72.0),
             ("quote\"back\\slash", "tab\tnewline\n", -0.000123),
             ("ünïcødé ✓", "\u{1}ctl", 1e21),
+            ("s", "whole", 120.0),
+            ("s", "negative", -40.0),
+            ("s", "zero", 0.0),
+            ("s", "negative zero", -0.0),
+            ("s", "big", 1e15),
+            ("s", "fraction", 36.6),
         ] {
             let r = Reading {
                 reading_id: ReadingId::derive("d", sensor, 7),

@@ -200,7 +200,7 @@ impl<W: Write + Send> ParquetWriter<W> {
         let b = &mut self.buf;
         let id = r.reading_id.hex();
         let strings: [&[u8]; 8] = [
-            id.as_str().as_bytes(),
+            id.as_bytes(),
             r.subject_id.as_bytes(),
             r.device_id.as_bytes(),
             r.sensor_id.as_bytes(),

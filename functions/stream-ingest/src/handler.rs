@@ -11,8 +11,8 @@ use pulselake_adapters::{AwsError, CachedRegistry, ObjectStore, RecordSink, Regi
 use pulselake_domain::message::DeviceMessage;
 use pulselake_domain::time::{Date, format_rfc3339_ms};
 use pulselake_domain::{
-    DeviceMappings, Provenance, QuarantineEntry, ReadingId, Reason, RejectedReading, Rejection,
-    Source, TimePolicy, normalize,
+    DeviceMappings, LineTail, Provenance, QuarantineEntry, ReadingId, Reason, RejectedReading,
+    Rejection, Source, TimePolicy, normalize,
 };
 use tokio::time::Instant;
 
@@ -213,10 +213,24 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
                 received_at,
             };
             let mut rejected = Vec::new();
+            // The fields a message's readings share, rendered once (per subject: a device
+            // reassigned mid-message yields readings of two subjects).
+            let mut tail: Option<(&str, LineTail)> = None;
             for (n, raw) in message.readings.into_iter().enumerate() {
                 match raw.and_then(|raw| normalize(raw, device, prov, &self.policy)) {
                     Ok(reading) if seen.insert(reading.reading_id) => {
-                        packer.push_with(index, |buf| reading.write_json_line(buf));
+                        let shared = match &tail {
+                            Some((subject, t)) if *subject == reading.subject_id => t,
+                            _ => {
+                                &tail
+                                    .insert((
+                                        device.subject_at(reading.measured_at).unwrap_or_default(),
+                                        LineTail::of(&reading),
+                                    ))
+                                    .1
+                            }
+                        };
+                        packer.push_with(index, |buf| reading.write_json_line_with(buf, shared));
                     }
                     Ok(_) => stats.duplicates += 1,
                     Err(rej) => {

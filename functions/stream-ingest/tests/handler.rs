@@ -485,3 +485,48 @@ async fn a_failed_quarantine_write_reports_the_quarantined_records() {
     assert_eq!(out.failed_sequence_numbers, ["1001"]);
     assert_eq!(out.stats.readings_delivered, 2);
 }
+
+#[tokio::test]
+async fn a_device_reassigned_mid_message_attributes_each_reading_to_its_subject() {
+    let switch = NOW - 60_000;
+    let reg = MemoryRegistry::new([DeviceRecord {
+        device_id: "dev-shared".into(),
+        assignments: vec![
+            Assignment {
+                subject_id: "subj-before".into(),
+                valid_from: NOW - DAY_MS,
+                valid_to: Some(switch),
+            },
+            Assignment {
+                subject_id: "subj-after".into(),
+                valid_from: switch,
+                valid_to: None,
+            },
+        ],
+    }]);
+    let i = Ingest {
+        registry: CachedRegistry::new(reg, Duration::ZERO, Duration::ZERO),
+        ..ingest(MemorySink::default(), MemoryBucket::default())
+    };
+    let readings = vec![
+        reading("a", "heart_rate", json!(70), "/min", switch - 1000),
+        reading("b", "heart_rate", json!(71), "/min", switch + 1000),
+        reading("c", "heart_rate", json!(72), "/min", switch - 2000),
+    ];
+    run(&i, &batch(&[v1("dev-shared", readings)]))
+        .await
+        .unwrap();
+    let mut rows: Vec<_> = lake_rows(&i.sink)
+        .into_iter()
+        .map(|r| (r.sensor_id.to_string(), r.subject_id.to_string()))
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            ("a".into(), "subj-before".into()),
+            ("b".into(), "subj-after".into()),
+            ("c".into(), "subj-before".into())
+        ]
+    );
+}
