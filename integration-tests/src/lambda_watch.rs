@@ -1,5 +1,10 @@
-//! Functions as real Lambda binaries: `cargo lambda watch` serves the Lambda Runtime
-//! API and runs each function's binary under it; invocations go through its invoke API.
+//! Functions as real Lambda binaries: `cargo lambda watch --only-lambda-apis` serves the
+//! Lambda Runtime API, the function's binary (the one `make test` built) runs against it
+//! as it would in AWS, and invocations go through the emulator's invoke API.
+//!
+//! The binary is started here rather than by the emulator: the emulator would
+//! `cargo run -p <function>`, which resolves features for that package alone and so
+//! recompiles much of the SDK stack the workspace build already has.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -8,97 +13,96 @@ use std::time::{Duration, Instant};
 use crate::Result;
 use crate::moto::{venv_bin, workspace_root};
 
-/// A running `cargo lambda watch`; stopped (with the function processes) when dropped.
+/// A running emulator and function binary; both stopped when dropped.
 pub struct LambdaWatch {
-    child: Child,
+    emulator: Child,
+    function: Child,
     pub port: u16,
 }
 
+/// In this mode the emulator hosts one function, named `_`.
+const HOSTED_FUNCTION: &str = "_";
+
 impl LambdaWatch {
-    /// Starts the emulator for the given packages, the functions seeing `env`.
-    pub fn start(env: &[(String, String)], packages: &[&str]) -> Result<LambdaWatch> {
+    /// Starts the emulator and the function binary `binary`, which sees `env`.
+    pub fn start(env: &[(String, String)], binary: &str) -> Result<LambdaWatch> {
         use std::os::unix::process::CommandExt;
-        let bin = venv_bin("cargo-lambda");
-        if !bin.exists() {
-            return Err(format!("{} is missing: run `make venv`", bin.display()).into());
+        let cargo_lambda = venv_bin("cargo-lambda");
+        if !cargo_lambda.exists() {
+            return Err(format!("{} is missing: run `make venv`", cargo_lambda.display()).into());
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| workspace_root().join("target"), Into::into);
+        let exe = target.join("debug").join(binary);
+        if !exe.exists() {
+            return Err(format!(
+                "{} is not built: run `cargo build --workspace --all-targets`",
+                exe.display()
+            )
+            .into());
         }
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let log_dir = workspace_root().join("target").join("lambda-watch-logs");
+        let log_dir = target.join("lambda-watch-logs");
         std::fs::create_dir_all(&log_dir)?;
         let log = std::fs::File::create(log_dir.join(format!("watch-{port}.log")))?;
-        let mut cmd = Command::new(bin);
-        cmd.args([
-            "lambda",
-            "watch",
-            "--ignore-changes",
-            "--quiet",
-            "-A",
-            "127.0.0.1",
-            "-P",
-            &port.to_string(),
-        ]);
-        for p in packages {
-            cmd.args(["-p", p]);
-        }
-        for (k, v) in env {
-            cmd.arg("--env-var").arg(format!("{k}={v}"));
-        }
-        let child = cmd
+        let mut emulator = Command::new(cargo_lambda)
+            .args(["lambda", "watch", "--only-lambda-apis", "--ignore-changes"])
+            .args(["-A", "127.0.0.1", "-P", &port.to_string()])
             .current_dir(workspace_root())
             .env("PATH", path_with_venv())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            // Its own process group, so the function processes it starts stop with it.
             .process_group(0)
             .spawn()?;
-        let mut watch = LambdaWatch { child, port };
-        watch.wait_ready(Duration::from_secs(60))?;
-        Ok(watch)
-    }
-
-    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Some(status) = self.child.try_wait()? {
-                return Err(format!(
-                    "cargo lambda watch exited with {status} (see target/lambda-watch-logs)"
-                )
-                .into());
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        if let Err(e) = wait_listening(&mut emulator, port, Duration::from_secs(60)) {
+            let _ = emulator.kill();
+            return Err(e);
         }
-        Err("cargo lambda watch did not start listening".into())
+        let log = std::fs::File::create(log_dir.join(format!("{binary}-{port}.log")))?;
+        let function = Command::new(exe)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{port}/.rt"),
+            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", HOSTED_FUNCTION)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+            .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(LambdaWatch {
+            emulator,
+            function,
+            port,
+        })
     }
 
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Invokes a function with an event file the way a developer would:
-    /// `cargo lambda invoke <function> --data-file <file>`. Returns the response JSON.
-    pub fn invoke_cli(&self, function: &str, data_file: &str) -> Result<serde_json::Value> {
+    /// Invokes the function with an event file the way a developer would:
+    /// `cargo lambda invoke --data-file <file>`. Returns the response JSON.
+    pub fn invoke_cli(&self, data_file: &str) -> Result<serde_json::Value> {
         let out = Command::new(venv_bin("cargo-lambda"))
             .args([
                 "lambda",
                 "invoke",
-                function,
+                HOSTED_FUNCTION,
                 "--data-file",
                 data_file,
-                "-A",
-                "127.0.0.1",
-                "-P",
-                &self.port.to_string(),
             ])
+            .args(["-A", "127.0.0.1", "-P", &self.port.to_string()])
             .current_dir(workspace_root())
             .env("PATH", path_with_venv())
             .output()?;
         if !out.status.success() {
             return Err(format!(
-                "cargo lambda invoke {function} failed: {}{}",
+                "cargo lambda invoke failed: {}{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             )
@@ -108,6 +112,23 @@ impl LambdaWatch {
     }
 }
 
+fn wait_listening(child: &mut Child, port: u16, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Some(status) = child.try_wait()? {
+            return Err(format!(
+                "cargo lambda watch exited with {status} (see target/lambda-watch-logs)"
+            )
+            .into());
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err("cargo lambda watch did not start listening".into())
+}
+
 fn path_with_venv() -> String {
     let venv = venv_bin("").display().to_string();
     format!("{venv}:{}", std::env::var("PATH").unwrap_or_default())
@@ -115,8 +136,10 @@ fn path_with_venv() -> String {
 
 impl Drop for LambdaWatch {
     fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
+        let _ = self.function.kill();
+        let _ = self.function.wait();
+        let group = format!("-{}", self.emulator.id());
         let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let _ = self.child.wait();
+        let _ = self.emulator.wait();
     }
 }

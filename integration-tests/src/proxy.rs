@@ -164,7 +164,7 @@ async fn put_record_batch(
         .put_record_batch_calls
         .fetch_add(1, Ordering::Relaxed)
         + 1;
-    if state.plan.throttle_every > 0 && n % state.plan.throttle_every == 0 {
+    if state.plan.throttle_every > 0 && n.is_multiple_of(state.plan.throttle_every) {
         state.stats.throttled_calls.fetch_add(1, Ordering::Relaxed);
         return json_response(
             500,

@@ -31,10 +31,10 @@ async fn the_stream_ingest_binary_handles_the_sample_kinesis_event() {
         .unwrap();
     let mut env = platform.moto.env();
     env.extend(stack.stream_ingest_env());
-    let watch = LambdaWatch::start(&env, &["stream-ingest"]).unwrap();
+    let watch = LambdaWatch::start(&env, "stream-ingest").unwrap();
 
     let response = watch
-        .invoke_cli("stream-ingest", "events/stream-ingest.kinesis.json")
+        .invoke_cli("events/stream-ingest.kinesis.json")
         .unwrap();
 
     assert_eq!(

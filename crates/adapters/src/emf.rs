@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 
 /// Where EMF documents go instead of stdout. Only the local harness sets it: it runs
 /// functions in process and collects their metrics rather than printing them.
-static CAPTURE: OnceLock<Box<dyn Fn(&str) + Send + Sync>> = OnceLock::new();
+static CAPTURE: OnceLock<Box<Sink>> = OnceLock::new();
+
+type Sink = dyn Fn(&str) + Send + Sync;
 
 /// Sends every EMF document of this process to `sink` (first call wins).
 pub fn capture_with(sink: impl Fn(&str) + Send + Sync + 'static) {

@@ -3,17 +3,25 @@
 //! and benchmarks. Functions are generic over the ports they need.
 
 pub mod aws;
+pub mod dedup;
 pub mod emf;
 pub mod error;
 pub mod firehose;
+pub mod notify;
 pub mod objects;
 pub mod params;
 pub mod registry;
 
 pub use aws::{ConfigError, env_number, env_var, load_config, s3_client};
 pub use aws_config::SdkConfig;
+pub use dedup::{Claim, DedupStore, DynamoDedup, MemoryDedup, SourceManifest};
 pub use emf::Metrics;
 pub use error::AwsError;
 pub use firehose::{FailedEntry, FirehoseSink, MemorySink, RecordSink};
-pub use objects::{MemoryBucket, ObjectStore, S3Bucket};
+pub use notify::{
+    DynamoAliases, MemoryAliases, MemoryNotifier, Notifier, SnsTopic, SubjectAliases,
+};
+pub use objects::{
+    MemoryBucket, MemoryObjects, ObjectBody, ObjectStore, Objects, S3Bucket, S3Objects,
+};
 pub use registry::{CachedRegistry, DynamoRegistry, MemoryRegistry, RegistryLookup, Resolved};

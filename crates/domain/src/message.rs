@@ -265,7 +265,7 @@ fn plain_id(s: &str) -> bool {
 /// structurally sound (validation against the catalog and registry comes later).
 pub(crate) fn parse_v1_strict(payload: &str) -> Option<DeviceMessage<'_>> {
     let m: V1Strict = serde_json::from_str(payload).ok()?;
-    if m.v != 1 || !plain_id(&m.device_id) || m.readings.is_empty() {
+    if m.v != 1 || !plain_id(m.device_id) || m.readings.is_empty() {
         return None;
     }
     if m.message_id.is_some_and(|id| !plain_id(id)) {
@@ -273,7 +273,7 @@ pub(crate) fn parse_v1_strict(payload: &str) -> Option<DeviceMessage<'_>> {
     }
     let mut readings = Vec::with_capacity(m.readings.len());
     for r in m.readings {
-        let ok = plain_id(&r.sensor_id)
+        let ok = plain_id(r.sensor_id)
             && !r.metric.is_empty()
             && !r.unit.is_empty()
             && r.metric.len() <= MAX_ID_BYTES

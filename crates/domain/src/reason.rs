@@ -45,10 +45,32 @@ pub enum Reason {
     TimestampTooOld,
     /// The device had no subject assigned at the measurement time.
     DeviceUnassigned,
+
+    // Files: the whole file, or one row of it.
+    /// The staging prefix names no known format.
+    UnknownFormat,
+    /// A file name that does not follow its format's naming pattern.
+    BadFileName,
+    /// No data at all, or a header and nothing else.
+    EmptyFile,
+    /// The header lacks required columns (often: the wrong delimiter).
+    BadHeader,
+    /// Compressed data that does not decompress (e.g. a truncated gzip).
+    CorruptCompression,
+    /// The legacy patient key of a vendor file maps to no subject.
+    UnknownSubject,
+    /// Every row of the file was rejected.
+    NoValidRows,
+    /// A row with more or fewer fields than the header.
+    RaggedRow,
+    /// A row that is not UTF-8 text.
+    NotUtf8,
+    /// The same reading (device, sensor, time) twice in one file.
+    DuplicateRow,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 28] = [
         Reason::InvalidBase64,
         Reason::Oversized,
         Reason::NotJson,
@@ -67,6 +89,16 @@ impl Reason {
         Reason::TimestampInFuture,
         Reason::TimestampTooOld,
         Reason::DeviceUnassigned,
+        Reason::UnknownFormat,
+        Reason::BadFileName,
+        Reason::EmptyFile,
+        Reason::BadHeader,
+        Reason::CorruptCompression,
+        Reason::UnknownSubject,
+        Reason::NoValidRows,
+        Reason::RaggedRow,
+        Reason::NotUtf8,
+        Reason::DuplicateRow,
     ];
 
     pub fn code(self) -> &'static str {
@@ -89,6 +121,16 @@ impl Reason {
             Reason::TimestampInFuture => "timestamp_in_future",
             Reason::TimestampTooOld => "timestamp_too_old",
             Reason::DeviceUnassigned => "device_unassigned",
+            Reason::UnknownFormat => "unknown_format",
+            Reason::BadFileName => "bad_file_name",
+            Reason::EmptyFile => "empty_file",
+            Reason::BadHeader => "bad_header",
+            Reason::CorruptCompression => "corrupt_compression",
+            Reason::UnknownSubject => "unknown_subject",
+            Reason::NoValidRows => "no_valid_rows",
+            Reason::RaggedRow => "ragged_row",
+            Reason::NotUtf8 => "not_utf8",
+            Reason::DuplicateRow => "duplicate_row",
         }
     }
 

@@ -156,6 +156,23 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     Some(date.start_epoch_ms() + secs * 1000 + i64::from(millis) - offset_min * 60_000)
 }
 
+/// Parses a timestamp from a file source: RFC 3339 with a zone, or the same without a
+/// zone (`2026-11-22T10:15:30`, `2026-11-22 10:15:30.5`), which is taken as UTC: files
+/// are UTC unless their format says otherwise (docs/file-ingestion.md).
+pub fn parse_timestamp_utc_default_ms(s: &str) -> Option<i64> {
+    if let Some(ms) = parse_rfc3339_ms(s) {
+        return Some(ms);
+    }
+    let b = s.as_bytes();
+    if b.len() < 19 || b.len() > 29 {
+        return None;
+    }
+    let mut zoned = String::with_capacity(b.len() + 1);
+    zoned.push_str(s);
+    zoned.push('Z');
+    parse_rfc3339_ms(&zoned)
+}
+
 /// Writes `epoch_ms` as `YYYY-MM-DDTHH:MM:SS.mmmZ` into `out`.
 pub fn write_rfc3339_ms(epoch_ms: i64, out: &mut String) {
     use std::fmt::Write;
@@ -253,6 +270,22 @@ mod tests {
         );
         assert_eq!(Date::parse_compact("20240229"), Date::new(2024, 2, 29));
         assert_eq!(Date::parse_compact("20230229"), None);
+    }
+
+    #[test]
+    fn file_timestamps_without_a_zone_are_utc() {
+        let utc = parse_rfc3339_ms("2026-11-22T10:15:30Z");
+        assert_eq!(parse_timestamp_utc_default_ms("2026-11-22T10:15:30"), utc);
+        assert_eq!(parse_timestamp_utc_default_ms("2026-11-22 10:15:30"), utc);
+        assert_eq!(
+            parse_timestamp_utc_default_ms("2026-11-22T11:15:30+01:00"),
+            utc
+        );
+        assert_eq!(parse_timestamp_utc_default_ms("2026-11-22"), None);
+        assert_eq!(
+            parse_timestamp_utc_default_ms("2026-11-22T10:15:30ZZ"),
+            None
+        );
     }
 
     #[test]

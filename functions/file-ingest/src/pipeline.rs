@@ -1,0 +1,898 @@
+//! One file, streamed: bytes -> (gunzip) -> rows -> validated readings -> sorted Parquet
+//! chunks per lake partition; rejected rows -> the quarantine report. Synchronous and
+//! free of AWS types; the handler runs it on a blocking thread and lends it [`FileIo`].
+//!
+//! Memory stays bounded whatever the file size: rows wait in compact form (interned
+//! strings, ~56 bytes a row) and at most `max_buffered_rows` of them across partitions;
+//! then the largest partition is sorted and written as one Parquet chunk. Lines longer
+//! than `max_line_bytes` reject the file instead of being buffered.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
+
+use pulselake_adapters::{AwsError, Resolved};
+use pulselake_domain::message::RawReading;
+use pulselake_domain::quarantine::QuarantineEntry;
+use pulselake_domain::time::{format_rfc3339_ms, parse_timestamp_utc_default_ms};
+use pulselake_domain::{
+    Assignment, DeviceMappings, DeviceRecord, Metric, Partition, Provenance, Reading, ReadingId,
+    Reason, Rejection, Source, TimePolicy, normalize,
+};
+use pulselake_lake::ParquetWriter;
+use sha2::{Digest, Sha256};
+
+use crate::formats::{Format, check_seed_header, csv_layout, parse_value, seed_time, short};
+
+/// What the pipeline needs from the outside world.
+pub trait FileIo {
+    fn resolve_devices(&mut self, ids: &[&str]) -> Result<Resolved, AwsError>;
+    /// Stores one sorted Parquet chunk of a partition.
+    fn write_chunk(
+        &mut self,
+        partition: Partition,
+        chunk: u32,
+        parquet: Vec<u8>,
+    ) -> Result<(), AwsError>;
+    /// Stores one part of the quarantine report (NDJSON).
+    fn write_report_part(&mut self, part: u32, ndjson: Vec<u8>) -> Result<(), AwsError>;
+}
+
+/// The file being ingested.
+pub struct FileSpec<'a> {
+    pub format: Format,
+    /// For seed files: the subject their patient maps to.
+    pub subject: Option<String>,
+    /// Short hash of the source key: names outputs and provenance without the key itself.
+    pub source_hash: &'a str,
+    /// How quarantine entries refer to the file (kept inside the report, never in a key).
+    pub reference: &'a str,
+    pub received_at: i64,
+    pub mappings: &'a DeviceMappings,
+    pub policy: TimePolicy,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_buffered_rows: usize,
+    pub row_group_rows: usize,
+    pub max_line_bytes: usize,
+    pub report_part_bytes: usize,
+    pub block_rows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_buffered_rows: 1 << 20,
+            row_group_rows: 128 * 1024,
+            max_line_bytes: 1 << 20,
+            report_part_bytes: 8 << 20,
+            block_rows: 8192,
+        }
+    }
+}
+
+/// A written chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub partition: Partition,
+    pub number: u32,
+    pub rows: u64,
+}
+
+/// What the file came to. `readings = written + quarantined readings`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FileReport {
+    pub bytes: u64,
+    pub sha256: String,
+    /// Data lines (CSV rows, NDJSON lines) after the header.
+    pub lines: u64,
+    /// Readings found in them (one per CSV row; possibly many per NDJSON line).
+    pub readings: u64,
+    pub written: u64,
+    /// Rejected readings by reason.
+    pub quarantined: BTreeMap<Reason, u64>,
+    /// NDJSON lines rejected before their readings could be counted.
+    pub unreadable_lines: u64,
+    pub chunks: Vec<Chunk>,
+    pub report_parts: u32,
+    /// High-water mark of rows held in memory.
+    pub peak_buffered_rows: usize,
+}
+
+impl FileReport {
+    pub fn quarantined_readings(&self) -> u64 {
+        self.quarantined.values().sum()
+    }
+}
+
+/// Why a file could not be ingested.
+#[derive(Debug)]
+pub enum FileFailure {
+    /// The file as a whole is unusable: quarantine it whole with this reason.
+    Rejected(Rejection, Box<FileReport>),
+    /// Storage or network trouble: retry later.
+    Transient(AwsError),
+}
+
+impl From<AwsError> for FileFailure {
+    fn from(e: AwsError) -> Self {
+        FileFailure::Transient(e)
+    }
+}
+
+// ---------------------------------------------------------------- reading bytes
+
+/// Counts and hashes the raw bytes (the content's identity), and refuses lines longer
+/// than the limit so a file without newlines cannot be buffered whole.
+struct Guard<R> {
+    inner: R,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Guard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Fails a read when a line runs past `max` bytes.
+struct LineLimit<R> {
+    inner: R,
+    max: usize,
+    run: usize,
+}
+
+const LINE_TOO_LONG: &str = "line too long";
+
+impl<R: Read> Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                self.run = 0;
+            } else {
+                self.run += 1;
+                if self.run > self.max {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        LINE_TOO_LONG,
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+// ---------------------------------------------------------------- buffering
+
+type Sym = u32;
+
+/// Strings seen in the file, stored once.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<Box<str>, Sym>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Sym {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.names.len() as Sym;
+        self.names.push(s.into());
+        self.ids.insert(s.into(), id);
+        id
+    }
+
+    fn name(&self, id: Sym) -> &str {
+        &self.names[id as usize]
+    }
+}
+
+/// A validated reading waiting for its chunk.
+#[derive(Clone, Copy)]
+struct Row {
+    id: ReadingId,
+    subject: Sym,
+    device: Sym,
+    sensor: Sym,
+    value: f64,
+    measured_at: i64,
+    line: u64,
+}
+
+/// A reading parsed from a line, before registry resolution and validation.
+struct Pending {
+    line: u64,
+    index: usize,
+    /// The line's text in the block (for the quarantine report).
+    text: (usize, usize),
+    device: Sym,
+    sensor: Sym,
+    metric: Sym,
+    unit: Sym,
+    value: f64,
+    measured_at: i64,
+}
+
+struct Pipeline<'s, 'io, IO: FileIo> {
+    spec: &'s FileSpec<'s>,
+    io: &'io mut IO,
+    limits: Limits,
+    strings: Interner,
+    devices: HashMap<Sym, Option<Arc<DeviceRecord>>>,
+    partitions: BTreeMap<Partition, Vec<Row>>,
+    chunk_numbers: BTreeMap<Partition, u32>,
+    buffered: usize,
+    block: Vec<Pending>,
+    /// The block's lines as read (for quarantine entries of rows rejected later).
+    block_text: Vec<u8>,
+    report: Vec<u8>,
+    out: FileReport,
+    source_ref: String,
+}
+
+impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
+    fn reject(
+        &mut self,
+        line: u64,
+        index: Option<usize>,
+        rej: Rejection,
+        payload: Option<&str>,
+        readings: Option<usize>,
+    ) -> Result<(), AwsError> {
+        match readings {
+            Some(n) => *self.out.quarantined.entry(rej.reason).or_default() += n as u64,
+            None => self.out.unreadable_lines += 1,
+        }
+        let reference = match index {
+            Some(i) => format!("{}#L{line}.{i}", self.spec.reference),
+            None => format!("{}#L{line}", self.spec.reference),
+        };
+        let entry = QuarantineEntry {
+            source: Source::File.as_str().into(),
+            reference,
+            received_at: format_rfc3339_ms(self.spec.received_at),
+            reason: Some(rej.reason),
+            detail: Some(rej.detail),
+            readings_total: readings,
+            rejected: Vec::new(),
+            payload: payload.map(str::to_owned),
+            payload_base64: None,
+        };
+        if serde_json::to_writer(&mut self.report, &entry).is_ok() {
+            self.report.push(b'\n');
+        }
+        if self.report.len() >= self.limits.report_part_bytes {
+            self.flush_report()?;
+        }
+        Ok(())
+    }
+
+    fn flush_report(&mut self) -> Result<(), AwsError> {
+        if self.report.is_empty() {
+            return Ok(());
+        }
+        let part = self.out.report_parts;
+        self.io
+            .write_report_part(part, std::mem::take(&mut self.report))?;
+        self.out.report_parts += 1;
+        Ok(())
+    }
+
+    /// Queues a parsed reading; processes the block when it is full.
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        line: u64,
+        index: usize,
+        text: (usize, usize),
+        device: &str,
+        sensor: &str,
+        metric: &str,
+        unit: &str,
+        value: f64,
+        measured_at: i64,
+    ) -> Result<(), AwsError> {
+        let p = Pending {
+            line,
+            index,
+            text,
+            device: self.strings.get(device),
+            sensor: self.strings.get(sensor),
+            metric: self.strings.get(metric),
+            unit: self.strings.get(unit),
+            value,
+            measured_at,
+        };
+        self.block.push(p);
+        self.out.readings += 1;
+        Ok(())
+    }
+
+    /// Stores a line's text in the block (for a possible quarantine entry) and returns its span.
+    fn keep_text(&mut self, text: &[u8]) -> (usize, usize) {
+        let start = self.block_text.len();
+        self.block_text.extend_from_slice(text);
+        (start, self.block_text.len())
+    }
+
+    /// As `keep_text`, for a CSV record (its fields joined by commas again).
+    fn keep_record(&mut self, record: &csv::ByteRecord) -> (usize, usize) {
+        let start = self.block_text.len();
+        for (i, f) in record.iter().enumerate() {
+            if i > 0 {
+                self.block_text.push(b',');
+            }
+            self.block_text.extend_from_slice(f);
+        }
+        (start, self.block_text.len())
+    }
+
+    fn block_full(&self) -> bool {
+        self.block.len() >= self.limits.block_rows
+    }
+
+    /// Resolves the block's devices, validates its readings and buffers them by partition.
+    fn process_block(&mut self) -> Result<(), AwsError> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let mut unknown: Vec<Sym> = self
+            .block
+            .iter()
+            .map(|p| p.device)
+            .filter(|d| !self.devices.contains_key(d))
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        if !unknown.is_empty() {
+            if let Some(subject) = &self.spec.subject {
+                // A seed file's readings all belong to its patient's subject.
+                self.strings.get(subject);
+                for &d in &unknown {
+                    let record = DeviceRecord {
+                        device_id: self.strings.name(d).to_owned(),
+                        assignments: vec![Assignment {
+                            subject_id: subject.clone(),
+                            valid_from: i64::MIN,
+                            valid_to: None,
+                        }],
+                    };
+                    self.devices.insert(d, Some(Arc::new(record)));
+                }
+            } else {
+                let names: Vec<&str> = unknown.iter().map(|&d| self.strings.name(d)).collect();
+                let resolved = self.io.resolve_devices(&names)?;
+                for &d in &unknown {
+                    let rec = resolved.get(self.strings.name(d)).cloned().flatten();
+                    if let Some(r) = &rec {
+                        for a in &r.assignments {
+                            self.strings.get(&a.subject_id);
+                        }
+                    }
+                    self.devices.insert(d, rec);
+                }
+            }
+        }
+        let block = std::mem::take(&mut self.block);
+        let text = std::mem::take(&mut self.block_text);
+        for p in &block {
+            let result = match self.devices.get(&p.device).cloned().flatten() {
+                None => Err(Rejection::new(
+                    Reason::UnknownDevice,
+                    "device is not in the registry",
+                )),
+                Some(device) => self.validate(p, &device),
+            };
+            match result {
+                Ok(row_partition) => self.buffer(row_partition.0, row_partition.1)?,
+                Err(rej) => {
+                    let payload = String::from_utf8_lossy(&text[p.text.0..p.text.1]);
+                    let index = (self.spec.format == Format::Ndjson).then_some(p.index);
+                    self.reject(p.line, index, rej, Some(&payload), Some(1))?;
+                }
+            }
+        }
+        self.block = block;
+        self.block.clear();
+        self.block_text = text;
+        self.block_text.clear();
+        Ok(())
+    }
+
+    fn validate(
+        &mut self,
+        p: &Pending,
+        device: &DeviceRecord,
+    ) -> Result<(Partition, Row), Rejection> {
+        let raw = RawReading {
+            sensor_id: Cow::Borrowed(self.strings.name(p.sensor)),
+            metric: Cow::Borrowed(self.strings.name(p.metric)),
+            value: p.value,
+            unit: Cow::Borrowed(self.strings.name(p.unit)),
+            measured_at: p.measured_at,
+        };
+        let prov = Provenance {
+            source: Source::File,
+            source_ref: "",
+            received_at: self.spec.received_at,
+        };
+        let r = normalize(raw, device, prov, &self.spec.policy)?;
+        // Subjects were interned when their device was resolved.
+        let subject = *self.strings.ids.get(r.subject_id.as_ref()).ok_or_else(|| {
+            Rejection::new(
+                Reason::DeviceUnassigned,
+                "the device's subject is not known to this file",
+            )
+        })?;
+        let row = Row {
+            id: r.reading_id,
+            subject,
+            device: p.device,
+            sensor: p.sensor,
+            value: r.value,
+            measured_at: r.measured_at,
+            line: p.line,
+        };
+        Ok((Partition::of(r.metric, r.measured_at), row))
+    }
+
+    fn buffer(&mut self, partition: Partition, row: Row) -> Result<(), AwsError> {
+        self.partitions.entry(partition).or_default().push(row);
+        self.buffered += 1;
+        self.out.peak_buffered_rows = self.out.peak_buffered_rows.max(self.buffered);
+        if self.buffered >= self.limits.max_buffered_rows {
+            let largest = self
+                .partitions
+                .iter()
+                .max_by_key(|(_, rows)| rows.len())
+                .map(|(p, _)| *p);
+            if let Some(p) = largest {
+                self.flush_partition(p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sorts a partition's rows by subject then time, drops repeated readings (reported
+    /// as duplicate rows), and writes them as the partition's next chunk.
+    fn flush_partition(&mut self, partition: Partition) -> Result<(), AwsError> {
+        let Some(mut rows) = self.partitions.remove(&partition) else {
+            return Ok(());
+        };
+        self.buffered -= rows.len();
+        // Subject order by name, through ranks, so the sort compares integers.
+        let mut subjects: Vec<Sym> = rows.iter().map(|r| r.subject).collect();
+        subjects.sort_unstable();
+        subjects.dedup();
+        subjects.sort_by(|a, b| self.strings.name(*a).cmp(self.strings.name(*b)));
+        let rank: HashMap<Sym, usize> = subjects.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+        rows.sort_unstable_by_key(|r| {
+            (rank[&r.subject], r.measured_at, r.device, r.sensor, r.line)
+        });
+        let mut kept: Vec<Row> = Vec::with_capacity(rows.len());
+        let mut dupes = Vec::new();
+        for r in rows {
+            match kept.last() {
+                Some(prev) if prev.id == r.id => dupes.push((r.line, prev.line)),
+                _ => kept.push(r),
+            }
+        }
+        for (line, first) in dupes {
+            let rej = Rejection::new(
+                Reason::DuplicateRow,
+                format!("the same reading as line {first}"),
+            );
+            self.reject(line, None, rej, None, Some(1))?;
+        }
+        let mut writer = ParquetWriter::with_row_group_rows(
+            Vec::with_capacity(kept.len() * 12),
+            self.limits.row_group_rows,
+        )
+        .map_err(|e| AwsError::permanent("parquet", e.to_string()))?;
+        let mut source_ref = String::new();
+        for r in &kept {
+            source_ref.clear();
+            source_ref.push_str(&self.source_ref);
+            source_ref.push_str(itoa::Buffer::new().format(r.line));
+            let reading = Reading {
+                reading_id: r.id,
+                subject_id: Cow::Borrowed(self.strings.name(r.subject)),
+                device_id: Cow::Borrowed(self.strings.name(r.device)),
+                sensor_id: Cow::Borrowed(self.strings.name(r.sensor)),
+                metric: partition.metric,
+                value: r.value,
+                measured_at: r.measured_at,
+                received_at: self.spec.received_at,
+                source: Source::File,
+                source_ref: Cow::Borrowed(&source_ref),
+            };
+            writer
+                .write(&reading)
+                .map_err(|e| AwsError::permanent("parquet", e.to_string()))?;
+        }
+        let (bytes, rows) = writer
+            .finish()
+            .map_err(|e| AwsError::permanent("parquet", e.to_string()))?;
+        let number = {
+            let n = self.chunk_numbers.entry(partition).or_default();
+            *n += 1;
+            *n - 1
+        };
+        self.io.write_chunk(partition, number, bytes)?;
+        self.out.written += rows;
+        self.out.chunks.push(Chunk {
+            partition,
+            number,
+            rows,
+        });
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<FileReport, AwsError> {
+        self.process_block()?;
+        let remaining: Vec<Partition> = self.partitions.keys().copied().collect();
+        for p in remaining {
+            self.flush_partition(p)?;
+        }
+        self.flush_report()?;
+        Ok(self.out)
+    }
+}
+
+// ---------------------------------------------------------------- formats
+
+/// Ingests one file from `input`.
+pub fn ingest(
+    input: impl Read,
+    spec: &FileSpec<'_>,
+    io: &mut impl FileIo,
+    limits: Limits,
+) -> Result<FileReport, FileFailure> {
+    let mut guard = Guard {
+        inner: input,
+        hash: Sha256::new(),
+        bytes: 0,
+    };
+    let result = {
+        let mut buffered = BufReader::with_capacity(256 * 1024, &mut guard);
+        let gzip = match buffered.fill_buf() {
+            Ok(head) => head.starts_with(&[0x1f, 0x8b]),
+            Err(e) => return Err(read_failure(e, false, FileReport::default())),
+        };
+        let decoded: Box<dyn Read> = if gzip {
+            Box::new(flate2::read::MultiGzDecoder::new(buffered))
+        } else {
+            Box::new(buffered)
+        };
+        let reader = LineLimit {
+            inner: decoded,
+            max: limits.max_line_bytes,
+            run: 0,
+        };
+        let mut p = Pipeline {
+            spec,
+            io,
+            limits,
+            strings: Interner::default(),
+            devices: HashMap::new(),
+            partitions: BTreeMap::new(),
+            chunk_numbers: BTreeMap::new(),
+            buffered: 0,
+            block: Vec::with_capacity(limits.block_rows),
+            block_text: Vec::new(),
+            report: Vec::new(),
+            out: FileReport::default(),
+            source_ref: format!("file:{}:L", spec.source_hash),
+        };
+        let parsed = match &spec.format {
+            Format::Ndjson => read_ndjson(reader, &mut p),
+            Format::Seed { date, metric, .. } => {
+                read_csv(reader, &mut p, CsvKind::Seed(*date, *metric))
+            }
+            Format::Csv => read_csv(reader, &mut p, CsvKind::Generic),
+        };
+        match parsed {
+            Ok(()) => p.finish().map_err(FileFailure::Transient),
+            Err(Stop::Io(e)) => Err(read_failure(e, gzip, p.out)),
+            Err(Stop::Rejected(rej)) => Err(FileFailure::Rejected(rej, Box::new(p.out))),
+            Err(Stop::Aws(e)) => Err(FileFailure::Transient(e)),
+        }
+    };
+    let (bytes, sha) = (guard.bytes, hex(&guard.hash.finalize()));
+    match result {
+        Ok(mut report) => {
+            report.bytes = bytes;
+            report.sha256 = sha;
+            if report.readings == 0 && report.unreadable_lines == 0 && report.lines == 0 {
+                return Err(FileFailure::Rejected(
+                    Rejection::new(Reason::EmptyFile, "the file has no data rows"),
+                    Box::new(report),
+                ));
+            }
+            if report.written == 0 {
+                let why = format!(
+                    "none of its {} readings is valid (see the quarantine report)",
+                    report.readings
+                );
+                return Err(FileFailure::Rejected(
+                    Rejection::new(Reason::NoValidRows, why),
+                    Box::new(report),
+                ));
+            }
+            Ok(report)
+        }
+        Err(FileFailure::Rejected(rej, mut report)) => {
+            report.bytes = bytes;
+            report.sha256 = sha;
+            Err(FileFailure::Rejected(rej, report))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+enum Stop {
+    Io(std::io::Error),
+    Rejected(Rejection),
+    Aws(AwsError),
+}
+
+impl From<AwsError> for Stop {
+    fn from(e: AwsError) -> Self {
+        Stop::Aws(e)
+    }
+}
+
+/// A read error is the file's fault (corrupt compression, a line too long) or the
+/// transport's (retry).
+fn read_failure(e: std::io::Error, gzip: bool, report: FileReport) -> FileFailure {
+    let report = Box::new(report);
+    if e.get_ref()
+        .is_some_and(|inner| inner.to_string() == LINE_TOO_LONG)
+    {
+        return FileFailure::Rejected(
+            Rejection::new(Reason::Oversized, "a line is longer than 1 MiB"),
+            report,
+        );
+    }
+    let corrupt = matches!(
+        e.kind(),
+        std::io::ErrorKind::InvalidData
+            | std::io::ErrorKind::InvalidInput
+            | std::io::ErrorKind::UnexpectedEof
+    );
+    if gzip && corrupt {
+        return FileFailure::Rejected(
+            Rejection::new(
+                Reason::CorruptCompression,
+                format!("the gzip data does not decompress: {e}"),
+            ),
+            report,
+        );
+    }
+    FileFailure::Transient(AwsError::transient(
+        "s3:GetObject",
+        format!("reading the file failed: {e}"),
+    ))
+}
+
+enum CsvKind {
+    Seed(pulselake_domain::time::Date, Metric),
+    Generic,
+}
+
+fn read_csv<IO: FileIo>(
+    reader: impl Read,
+    p: &mut Pipeline<'_, '_, IO>,
+    kind: CsvKind,
+) -> Result<(), Stop> {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(reader);
+    let mut record = csv::ByteRecord::new();
+    let csv_err = |e: csv::Error| match e.into_kind() {
+        csv::ErrorKind::Io(io) => Stop::Io(io),
+        other => Stop::Rejected(Rejection::new(
+            Reason::BadHeader,
+            format!("unreadable CSV: {other:?}"),
+        )),
+    };
+    if !csv.read_byte_record(&mut record).map_err(csv_err)? {
+        return Err(Stop::Rejected(Rejection::new(
+            Reason::EmptyFile,
+            "the file is empty",
+        )));
+    }
+    let header: Vec<&str> = record
+        .iter()
+        .map(|f| std::str::from_utf8(f).map(|s| s.trim_start_matches('\u{feff}')))
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            Stop::Rejected(Rejection::new(
+                Reason::BadHeader,
+                "the header is not UTF-8 text",
+            ))
+        })?;
+    let layout = match kind {
+        CsvKind::Seed(..) => {
+            check_seed_header(&header).map_err(Stop::Rejected)?;
+            None
+        }
+        CsvKind::Generic => Some(csv_layout(&header).map_err(Stop::Rejected)?),
+    };
+    let width = header.len();
+    let seed_device = match (&kind, &p.spec.subject) {
+        (CsvKind::Seed(_, metric), Some(subject)) => {
+            Some((format!("seed:{subject}"), metric.name(), metric.unit()))
+        }
+        _ => None,
+    };
+    while csv.read_byte_record(&mut record).map_err(csv_err)? {
+        let line = record.position().map_or(0, |pos| pos.line());
+        if record.len() == 1 && record.get(0).is_some_and(|f| f.trim_ascii().is_empty()) {
+            continue; // a blank line
+        }
+        p.out.lines += 1;
+        if std::str::from_utf8(record.as_slice()).is_err() {
+            p.out.readings += 1;
+            let rej = Rejection::new(Reason::NotUtf8, "the row is not UTF-8 text");
+            p.reject(line, None, rej, Some(&joined(&record)), Some(1))?;
+            continue;
+        }
+        if record.len() != width {
+            p.out.readings += 1;
+            let rej = Rejection::new(
+                Reason::RaggedRow,
+                format!("{} fields where the header has {width}", record.len()),
+            );
+            p.reject(line, None, rej, Some(&joined(&record)), Some(1))?;
+            continue;
+        }
+        let field = |i: usize| {
+            record
+                .get(i)
+                .and_then(|f| std::str::from_utf8(f).ok())
+                .unwrap_or("")
+                .trim()
+        };
+        let parsed = match (&seed_device, &kind, &layout) {
+            (Some((device, metric, unit)), CsvKind::Seed(date, _), _) => seed_time(*date, field(0))
+                .and_then(|t| {
+                    parse_value(field(1)).map(|v| (device.as_str(), *metric, *metric, *unit, v, t))
+                }),
+            (_, CsvKind::Generic, Some(l)) => {
+                let at = field(l.index[5]);
+                parse_timestamp_utc_default_ms(at)
+                    .ok_or_else(|| {
+                        Rejection::new(
+                            Reason::InvalidTimestamp,
+                            format!("measured_at {:?} is not a timestamp", short(at)),
+                        )
+                    })
+                    .and_then(|t| {
+                        parse_value(field(l.index[3])).map(|v| {
+                            (
+                                field(l.index[0]),
+                                field(l.index[1]),
+                                field(l.index[2]),
+                                field(l.index[4]),
+                                v,
+                                t,
+                            )
+                        })
+                    })
+            }
+            _ => Err(Rejection::new(
+                Reason::UnknownSubject,
+                "the file's subject is unknown",
+            )),
+        }
+        .and_then(|parsed| {
+            if parsed.0.is_empty() || parsed.1.is_empty() {
+                Err(Rejection::new(
+                    Reason::MissingField,
+                    "device_id or sensor_id is empty",
+                ))
+            } else {
+                Ok(parsed)
+            }
+        });
+        match parsed {
+            Ok((device, sensor, metric, unit, value, at)) => {
+                let span = p.keep_record(&record);
+                p.push(line, 0, span, device, sensor, metric, unit, value, at)?;
+            }
+            Err(rej) => {
+                p.out.readings += 1;
+                p.reject(line, None, rej, Some(&joined(&record)), Some(1))?;
+            }
+        }
+        if p.block_full() {
+            p.process_block()?;
+        }
+    }
+    Ok(())
+}
+
+fn joined_bytes(record: &csv::ByteRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(record.as_slice().len() + record.len());
+    for (i, f) in record.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+fn joined(record: &csv::ByteRecord) -> String {
+    String::from_utf8_lossy(&joined_bytes(record)).into_owned()
+}
+
+fn read_ndjson<IO: FileIo>(reader: impl Read, p: &mut Pipeline<'_, '_, IO>) -> Result<(), Stop> {
+    let mut reader = BufReader::with_capacity(256 * 1024, reader);
+    let mut buf = Vec::with_capacity(4096);
+    let mut line = 0u64;
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(Stop::Io)?;
+        if n == 0 {
+            break;
+        }
+        line += 1;
+        let bytes = buf.trim_ascii();
+        if bytes.is_empty() {
+            continue;
+        }
+        p.out.lines += 1;
+        let text = || String::from_utf8_lossy(bytes);
+        let message = match p.spec.mappings.map(bytes) {
+            Ok(m) => m,
+            Err(rej) => {
+                p.reject(line, None, rej, Some(&text()), None)?;
+                continue;
+            }
+        };
+        let span = p.keep_text(bytes);
+        for (index, reading) in message.readings.into_iter().enumerate() {
+            match reading {
+                Ok(r) => {
+                    p.push(
+                        line,
+                        index,
+                        span,
+                        &message.device_id,
+                        &r.sensor_id,
+                        &r.metric,
+                        &r.unit,
+                        r.value,
+                        r.measured_at,
+                    )?;
+                }
+                Err(rej) => {
+                    p.out.readings += 1;
+                    p.reject(line, Some(index), rej, Some(&text()), Some(1))?;
+                }
+            }
+        }
+        if p.block_full() {
+            p.process_block()?;
+        }
+    }
+    Ok(())
+}
