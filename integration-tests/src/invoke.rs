@@ -63,6 +63,29 @@ impl Invoker for StreamIngestFn {
     }
 }
 
+/// file-ingest, in process.
+pub struct FileIngestFn {
+    pub ingest: file_ingest::AwsFileIngest,
+    pub timeout: Duration,
+}
+
+impl Invoker for FileIngestFn {
+    async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
+        let batch = serde_json::from_value(event).map_err(deserialize_error)?;
+        let event = LambdaEvent::new(batch, context(self.timeout));
+        match file_ingest::function_handler(event, &self.ingest).await {
+            Ok(resp) => Ok(serde_json::to_value(resp).unwrap_or(Value::Null)),
+            Err(e) => {
+                let d = Diagnostic::from(e);
+                Err(FunctionError {
+                    error_type: d.error_type,
+                    message: d.error_message,
+                })
+            }
+        }
+    }
+}
+
 /// A function served by `cargo lambda watch`, invoked over its HTTP invoke API.
 pub struct RuntimeApiFn {
     pub base_url: String,

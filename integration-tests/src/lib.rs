@@ -16,6 +16,7 @@ pub mod provision;
 pub mod proxy;
 pub mod scenario;
 pub mod simulator;
+pub mod sqs_esm;
 
 use std::time::Duration;
 
@@ -51,6 +52,18 @@ impl LocalPlatform {
         self.proxy
             .as_ref()
             .map_or(self.moto.endpoint.as_str(), |p| p.endpoint.as_str())
+    }
+
+    /// file-ingest, in process, configured as `template.yaml` configures it.
+    pub async fn file_ingest(&self) -> Result<invoke::FileIngestFn> {
+        let sdk = moto::sdk_config_for(self.function_endpoint()).await;
+        let ingest = file_ingest::build(&self.stack.file_ingest_config(), &sdk)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(invoke::FileIngestFn {
+            ingest,
+            timeout: Duration::from_secs(300),
+        })
     }
 
     /// stream-ingest, in process, configured as `template.yaml` configures it.

@@ -11,6 +11,15 @@ pub struct Names {
     pub registry_table: String,
     pub mappings_parameter: String,
     pub stream_failures_queue: String,
+    pub staging_bucket: String,
+    pub processed_bucket: String,
+    pub files_queue: String,
+    pub files_dlq: String,
+    pub dedup_table: String,
+    pub alias_table: String,
+    pub ops_topic: String,
+    /// Local only: subscribed to the ops topic, so tests and the demo see what ops receive.
+    pub ops_inbox: String,
 }
 
 impl Default for Names {
@@ -24,6 +33,14 @@ impl Default for Names {
             registry_table: "pulselake-device-registry".into(),
             mappings_parameter: "/pulselake/device-mappings".into(),
             stream_failures_queue: "pulselake-stream-ingest-failures".into(),
+            staging_bucket: "pulselake-staging-123456789012".into(),
+            processed_bucket: "pulselake-processed-123456789012".into(),
+            files_queue: "pulselake-files".into(),
+            files_dlq: "pulselake-files-dlq".into(),
+            dedup_table: "pulselake-file-dedup".into(),
+            alias_table: "pulselake-subject-aliases".into(),
+            ops_topic: "pulselake-ops".into(),
+            ops_inbox: "pulselake-ops-inbox".into(),
         }
     }
 }

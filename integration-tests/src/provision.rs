@@ -15,6 +15,9 @@ use crate::Result;
 use crate::moto::{ACCOUNT, REGION};
 use crate::names::Names;
 
+/// The files queue's visibility timeout on the local stack (AWS: 6x the function timeout).
+pub const FILES_VISIBILITY_SECONDS: u32 = 2;
+
 /// Clients for every service the harness drives, and the provisioned resources.
 pub struct Stack {
     pub sdk: SdkConfig,
@@ -27,17 +30,25 @@ pub struct Stack {
     pub firehose: aws_sdk_firehose::Client,
     pub stream_arn: String,
     pub stream_failures_queue_url: String,
+    pub files_queue_url: String,
+    pub files_dlq_url: String,
+    pub ops_topic_arn: String,
+    pub ops_inbox_url: String,
+}
+
+async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
+    let out = sqs.get_queue_url().queue_name(name).send().await?;
+    Ok(out.queue_url().unwrap_or_default().to_owned())
 }
 
 impl Stack {
     /// Clients for an already provisioned stack.
     pub async fn connect(sdk: SdkConfig, names: Names) -> Result<Stack> {
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let url = sqs
-            .get_queue_url()
-            .queue_name(&names.stream_failures_queue)
-            .send()
-            .await?;
+        let stream_failures_queue_url = queue_url(&sqs, &names.stream_failures_queue).await?;
+        let files_queue_url = queue_url(&sqs, &names.files_queue).await?;
+        let files_dlq_url = queue_url(&sqs, &names.files_dlq).await?;
+        let ops_inbox_url = queue_url(&sqs, &names.ops_inbox).await?;
         Ok(Stack {
             s3: pulselake_adapters::s3_client(&sdk),
             kinesis: aws_sdk_kinesis::Client::new(&sdk),
@@ -45,7 +56,11 @@ impl Stack {
             ssm: aws_sdk_ssm::Client::new(&sdk),
             firehose: aws_sdk_firehose::Client::new(&sdk),
             stream_arn: format!("arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{}", names.stream),
-            stream_failures_queue_url: url.queue_url().unwrap_or_default().to_owned(),
+            stream_failures_queue_url,
+            files_queue_url,
+            files_dlq_url,
+            ops_topic_arn: format!("arn:aws:sns:{REGION}:{ACCOUNT}:{}", names.ops_topic),
+            ops_inbox_url,
             sqs,
             names,
             sdk,
@@ -60,6 +75,8 @@ impl Stack {
             &names.lake_bucket,
             &names.quarantine_bucket,
             &names.firehose_buffer_bucket,
+            &names.staging_bucket,
+            &names.processed_bucket,
         ] {
             s3.create_bucket()
                 .bucket(bucket)
@@ -109,24 +126,30 @@ impl Stack {
             .await?;
 
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-        dynamodb
-            .create_table()
-            .table_name(&names.registry_table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("device_id")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("device_id")
-                    .key_type(KeyType::Hash)
-                    .build()?,
-            )
-            .send()
-            .await?;
+        for (table, key) in [
+            (&names.registry_table, "device_id"),
+            (&names.dedup_table, "id"),
+            (&names.alias_table, "alias"),
+        ] {
+            dynamodb
+                .create_table()
+                .table_name(table)
+                .billing_mode(BillingMode::PayPerRequest)
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name(key)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()?,
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(key)
+                        .key_type(KeyType::Hash)
+                        .build()?,
+                )
+                .send()
+                .await?;
+        }
 
         let ssm = aws_sdk_ssm::Client::new(&sdk);
         ssm.put_parameter()
@@ -137,8 +160,53 @@ impl Stack {
             .await?;
 
         let sqs = aws_sdk_sqs::Client::new(&sdk);
+        for q in [
+            &names.stream_failures_queue,
+            &names.ops_inbox,
+            &names.files_dlq,
+        ] {
+            sqs.create_queue().queue_name(q).send().await?;
+        }
+        // The files queue, as in template.yaml: 5 receives, then the DLQ. Locally the
+        // visibility timeout is short, so a retry comes seconds later, not minutes.
+        use aws_sdk_sqs::types::QueueAttributeName as Q;
+        let dlq_arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{}", names.files_dlq);
+        let redrive =
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}).to_string();
         sqs.create_queue()
-            .queue_name(&names.stream_failures_queue)
+            .queue_name(&names.files_queue)
+            .attributes(Q::VisibilityTimeout, FILES_VISIBILITY_SECONDS.to_string())
+            .attributes(Q::RedrivePolicy, redrive)
+            .send()
+            .await?;
+        use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+        let files_queue_arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{}", names.files_queue);
+        s3.put_bucket_notification_configuration()
+            .bucket(&names.staging_bucket)
+            .notification_configuration(
+                NotificationConfiguration::builder()
+                    .queue_configurations(
+                        QueueConfiguration::builder()
+                            .id("staging-to-files-queue")
+                            .queue_arn(files_queue_arn)
+                            .events(Event::from("s3:ObjectCreated:*"))
+                            .build()?,
+                    )
+                    .build(),
+            )
+            .send()
+            .await?;
+
+        let sns = aws_sdk_sns::Client::new(&sdk);
+        let topic = sns.create_topic().name(&names.ops_topic).send().await?;
+        sns.subscribe()
+            .topic_arn(topic.topic_arn().unwrap_or_default())
+            .protocol("sqs")
+            .endpoint(format!(
+                "arn:aws:sqs:{REGION}:{ACCOUNT}:{}",
+                names.ops_inbox
+            ))
+            .attributes("RawMessageDelivery", "true")
             .send()
             .await?;
         Stack::connect(sdk, names).await
@@ -170,6 +238,37 @@ impl Stack {
             }
         }
         Ok(())
+    }
+
+    /// Maps legacy patient keys (`seed:P1`) to subject ids.
+    pub async fn register_aliases(&self, aliases: &[(&str, &str)]) -> Result<()> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        for (alias, subject) in aliases {
+            self.dynamodb
+                .put_item()
+                .table_name(&self.names.alias_table)
+                .item("alias", AttributeValue::S((*alias).to_owned()))
+                .item("subject_id", AttributeValue::S((*subject).to_owned()))
+                .send()
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Environment a file-ingest process needs to run against this stack.
+    pub fn file_ingest_config(&self) -> file_ingest::Config {
+        let n = &self.names;
+        file_ingest::Config {
+            lake_bucket: n.lake_bucket.clone(),
+            quarantine_bucket: n.quarantine_bucket.clone(),
+            processed_bucket: n.processed_bucket.clone(),
+            dedup_table: n.dedup_table.clone(),
+            registry_table: n.registry_table.clone(),
+            alias_table: n.alias_table.clone(),
+            ops_topic_arn: self.ops_topic_arn.clone(),
+            mappings_parameter: Some(n.mappings_parameter.clone()),
+            dedup_ttl: std::time::Duration::from_secs(400 * 86_400),
+        }
     }
 
     /// Environment a stream-ingest process needs to run against this stack.

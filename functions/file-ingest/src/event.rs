@@ -1,6 +1,6 @@
 //! The SQS messages file-ingest receives: S3 event notifications of the staging bucket.
 
-use aws_lambda_events::event::s3::S3Event;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 /// One object version named by a notification.
@@ -58,6 +58,47 @@ pub fn older(a: &str, b: &str) -> bool {
     format!("{a:0>width$}") < format!("{b:0>width$}")
 }
 
+/// The parts of an S3 event notification file-ingest uses, read leniently: a sender
+/// that omits fields it does not need to send (identity, request details) is accepted.
+#[derive(Deserialize)]
+struct S3Notification {
+    #[serde(rename = "Records")]
+    records: Vec<S3Record>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct S3Record {
+    #[serde(default)]
+    event_name: String,
+    s3: S3Entity,
+}
+
+#[derive(Deserialize)]
+struct S3Entity {
+    bucket: S3Bucket,
+    object: S3Object,
+}
+
+#[derive(Deserialize)]
+struct S3Bucket {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct S3Object {
+    key: String,
+    #[serde(default)]
+    size: u64,
+    #[serde(default, rename = "eTag")]
+    e_tag: String,
+    #[serde(default)]
+    version_id: Option<String>,
+    #[serde(default)]
+    sequencer: Option<String>,
+}
+
 /// What a message body holds.
 #[derive(Debug, PartialEq)]
 pub enum Notification {
@@ -77,38 +118,26 @@ pub fn parse_body(body: &str) -> Notification {
     if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
         return Notification::Test;
     }
-    let event: S3Event = match serde_json::from_value(value) {
+    let event: S3Notification = match serde_json::from_value(value) {
         Ok(e) => e,
         Err(e) => return Notification::Invalid(format!("message body is not an S3 event: {e}")),
     };
     let mut objects = Vec::new();
     for r in event.records {
-        if !r
-            .event_name
-            .as_deref()
-            .unwrap_or_default()
-            .starts_with("ObjectCreated:")
-        {
+        if !r.event_name.starts_with("ObjectCreated:") {
             continue;
         }
-        let (Some(bucket), Some(key)) = (r.s3.bucket.name.clone(), r.s3.object.key.clone()) else {
-            return Notification::Invalid("an S3 record without bucket or key".into());
-        };
-        let Some(key) = url_decode(&key) else {
+        let Some(key) = url_decode(&r.s3.object.key) else {
             return Notification::Invalid("an S3 key that is not valid URL encoding".into());
         };
+        let o = r.s3.object;
         objects.push(ObjectRef {
-            bucket,
+            bucket: r.s3.bucket.name,
             key,
-            size: r.s3.object.size.unwrap_or(0).max(0) as u64,
-            etag: r.s3.object.e_tag.clone().unwrap_or_default(),
-            version_id: r
-                .s3
-                .object
-                .version_id
-                .clone()
-                .filter(|v| !v.is_empty() && v != "null"),
-            sequencer: r.s3.object.sequencer.clone().filter(|s| !s.is_empty()),
+            size: o.size,
+            etag: o.e_tag,
+            version_id: o.version_id.filter(|v| !v.is_empty() && v != "null"),
+            sequencer: o.sequencer.filter(|s| !s.is_empty()),
         });
     }
     Notification::Objects(objects)
@@ -165,6 +194,12 @@ mod tests {
         assert_eq!(objs[0].key, "seed/P1.20201012.heart_rate.csv");
         assert_eq!(objs.len(), 1, "the ObjectRemoved record is skipped");
         assert!(matches!(parse_body("not json"), Notification::Invalid(_)));
+        // What moto sends: no userIdentity, and '/' encoded in the key.
+        let moto = r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"seed%2FP1.20201012.heart_rate.csv","size":10469,"eTag":"e"}}}]}"#;
+        let Notification::Objects(objs) = parse_body(moto) else {
+            panic!("objects")
+        };
+        assert_eq!(objs[0].key, "seed/P1.20201012.heart_rate.csv");
         assert!(matches!(
             parse_body(r#"{"Records":"x"}"#),
             Notification::Invalid(_)
