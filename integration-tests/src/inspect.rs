@@ -116,7 +116,12 @@ impl QuarantineContents {
 pub async fn quarantine(stack: &Stack, prefix: &str) -> Result<QuarantineContents> {
     let mut seen = BTreeSet::new();
     let mut out = QuarantineContents::default();
-    for key in list_keys(stack, &stack.names.quarantine_bucket, prefix).await? {
+    // Reports are NDJSON; whole quarantined files (`.../raw`) sit beside them.
+    let reports = list_keys(stack, &stack.names.quarantine_bucket, prefix)
+        .await?
+        .into_iter()
+        .filter(|k| k.ends_with(".ndjson"));
+    for key in reports {
         let body = get_bytes(stack, &stack.names.quarantine_bucket, &key).await?;
         for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let e: QuarantineEntry = serde_json::from_slice(line)?;

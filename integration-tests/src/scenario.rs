@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use pulselake_domain::Reason;
+use pulselake_domain::{Assignment, DeviceRecord, Reason};
 
 use crate::esm::{EsmStats, KinesisMapping, MappingConfig};
 use crate::firehose::DeliveryStats;
@@ -113,4 +113,199 @@ pub async fn run_stream(
         report.firehose_throttled = p.stats.throttled_calls.load(Ordering::Relaxed);
     }
     Ok(report)
+}
+
+// ---------------------------------------------------------------- files
+
+/// What the file scenario uploaded and observed.
+#[derive(Debug, Default)]
+pub struct FileScenarioReport {
+    pub uploads: usize,
+    /// Rows (readings) in the files that were not rejected whole, as generated.
+    pub rows_sent: usize,
+    /// Of those, rows made bad on purpose, by the reason they must get.
+    pub expected_bad: BTreeMap<Reason, usize>,
+    /// Rows of files that are duplicates (their content is already in the lake).
+    pub duplicate_rows: usize,
+    pub files_ingested: usize,
+    pub duplicates_skipped: usize,
+    pub files_quarantined: BTreeMap<Reason, usize>,
+    pub lake_rows: usize,
+    pub lake_distinct: usize,
+    pub quarantined_rows: BTreeMap<Reason, usize>,
+    pub seed_partition_rows: usize,
+    pub ops_notifications: usize,
+}
+
+impl FileScenarioReport {
+    pub fn adds_up(&self) -> bool {
+        let unique_rows = self.rows_sent - self.duplicate_rows;
+        unique_rows == self.lake_distinct + self.quarantined_rows.values().sum::<usize>()
+            && self.quarantined_rows == self.expected_bad
+            && self.lake_rows == self.lake_distinct
+    }
+}
+
+/// Uploads a batch of files to staging and lets file-ingest take them through the queue.
+pub async fn run_files(
+    platform: &LocalPlatform,
+    progress: &mut dyn FnMut(String),
+) -> Result<FileScenarioReport> {
+    use aws_sdk_s3::primitives::ByteStream;
+    use pulselake_domain::time::parse_rfc3339_ms;
+    let stack = &platform.stack;
+    let since = parse_rfc3339_ms("2026-01-01T00:00:00Z").unwrap_or_default();
+    let devices: Vec<DeviceRecord> = (0..20)
+        .map(|d| DeviceRecord {
+            device_id: format!("dev-file-{d:03}"),
+            assignments: vec![Assignment {
+                subject_id: format!("subj-f{d:03}"),
+                valid_from: since,
+                valid_to: None,
+            }],
+        })
+        .collect();
+    stack.register_devices(&devices).await?;
+    stack
+        .register_aliases(&[("seed:P1", "subj-5eed0001")])
+        .await?;
+    let lake_before = inspect::lake(stack).await?;
+    let mut r = FileScenarioReport::default();
+
+    // A partner's export of 20 devices x 6 hours of heart rate and SpO2, once a minute.
+    let mut export = String::from("device_id,sensor_id,metric,value,unit,measured_at\n");
+    let start = parse_rfc3339_ms("2026-11-01T00:00:00Z").unwrap_or_default();
+    for d in &devices {
+        for m in 0..360 {
+            let at = pulselake_domain::time::format_rfc3339_ms(start + m * 60_000);
+            export.push_str(&format!(
+                "{},hr-0,heart_rate,{},/min,{at}\n",
+                d.device_id,
+                60 + m % 30
+            ));
+            export.push_str(&format!(
+                "{},spo2-0,spo2,{},%,{at}\n",
+                d.device_id,
+                95 + m % 5
+            ));
+        }
+    }
+    let export_rows = devices.len() * 360 * 2;
+    let mut bad = String::from("device_id,sensor_id,metric,value,unit,measured_at\n");
+    bad.push_str("dev-file-000,hr-1,heart_rate,71,/min,2026-11-02T08:00:00Z\n");
+    bad.push_str("dev-file-000,hr-1,heart_rate,420,/min,2026-11-02T08:01:00Z\n");
+    bad.push_str("dev-file-000,hr-1,heart_rate,72,/min\n");
+    bad.push_str("dev-file-000,hr-1,heart_rate,73,/min,yesterday\n");
+    bad.push_str("dev-unknown,hr-1,heart_rate,74,/min,2026-11-02T08:04:00Z\n");
+    bad.push_str("dev-file-001,glu-0,glucose,5.4,mmol/L,2026-11-02T08:05:00Z\n");
+    let ndjson = (0..50)
+        .map(|i| {
+            format!(
+                r#"{{"v":1,"device_id":"dev-file-002","readings":[{{"sensor_id":"t-0","metric":"body_temp","value":{},"unit":"[degF]","measured_at":"2026-11-03T10:{:02}:00Z"}}]}}"#,
+                97.5 + (i % 3) as f64 * 0.5,
+                i
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, ndjson.as_bytes())?;
+    let seed = std::fs::read(
+        crate::moto::workspace_root()
+            .join("integration-tests/fixtures/seed-sample/P1.20201012.heart_rate.csv"),
+    )?;
+
+    let uploads: Vec<(&str, Vec<u8>)> = vec![
+        ("seed/P1.20201012.heart_rate.csv", seed),
+        ("csv/partner-a/2026-11-01.csv", export.clone().into_bytes()),
+        ("csv/partner-b/resend-2026-11-01.csv", export.into_bytes()),
+        ("csv/partner-a/2026-11-02-mixed.csv", bad.into_bytes()),
+        ("ndjson/gateway-7/2026-11-03.jsonl.gz", gz.finish()?),
+        ("csv/partner-c/export-semicolon.csv", b"device_id;sensor_id;metric;value;unit;measured_at\ndev-file-000;hr-0;heart_rate;70;/min;2026-11-01T00:00:00Z\n".to_vec()),
+    ];
+    r.rows_sent = 1440 + export_rows * 2 + 6 + 50;
+    r.duplicate_rows = export_rows;
+    r.expected_bad = BTreeMap::from([
+        (Reason::OutOfRange, 1),
+        (Reason::RaggedRow, 1),
+        (Reason::InvalidTimestamp, 1),
+        (Reason::UnknownDevice, 1),
+    ]);
+    r.uploads = uploads.len() + 1;
+    let mut mapping = crate::sqs_esm::SqsMapping::new(
+        stack.sqs.clone(),
+        &stack.files_queue_url,
+        platform.file_ingest().await?,
+    );
+    for (key, body) in &uploads {
+        stack
+            .s3
+            .put_object()
+            .bucket(&stack.names.staging_bucket)
+            .key(*key)
+            .body(ByteStream::from(body.clone()))
+            .send()
+            .await?;
+    }
+    progress(format!(
+        "{} files uploaded to staging; file-ingest is taking them from the queue",
+        uploads.len()
+    ));
+    mapping.drain(std::time::Duration::from_secs(120)).await?;
+    // The partner re-sends yesterday's file under the same name: already ingested.
+    let (key, body) = &uploads[1];
+    stack
+        .s3
+        .put_object()
+        .bucket(&stack.names.staging_bucket)
+        .key(*key)
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await?;
+    r.rows_sent += export_rows;
+    r.duplicate_rows += export_rows;
+    progress("a partner re-sent a file it had already sent".into());
+    mapping.drain(std::time::Duration::from_secs(60)).await?;
+
+    r.files_ingested = crate::metrics::total("file-ingest/FilesIngested") as usize;
+    r.duplicates_skipped = (crate::metrics::total("file-ingest/FilesDuplicate")
+        + crate::metrics::total("file-ingest/FilesAlreadyIngested"))
+        as usize;
+    let lake = inspect::lake(stack).await?;
+    let before: std::collections::HashSet<_> =
+        lake_before.rows.iter().map(|x| x.reading_id).collect();
+    let files_rows: Vec<_> = lake
+        .rows
+        .iter()
+        .filter(|x| x.source == pulselake_domain::Source::File && !before.contains(&x.reading_id))
+        .collect();
+    r.lake_rows = files_rows.len();
+    r.lake_distinct = files_rows
+        .iter()
+        .map(|x| x.reading_id)
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    r.seed_partition_rows = lake
+        .partitions
+        .iter()
+        .filter(|(p, _)| p.to_string() == "metric=heart_rate/year=2020/month=10/day=12")
+        .map(|(_, n)| *n)
+        .sum();
+    let q = inspect::quarantine(stack, "files/").await?;
+    for e in &q.entries {
+        match (e.reason, e.readings_total) {
+            (Some(reason), None) => *r.files_quarantined.entry(reason).or_default() += 1,
+            (Some(reason), Some(n)) => *r.quarantined_rows.entry(reason).or_default() += n,
+            _ => {}
+        }
+    }
+    let inbox = stack
+        .sqs
+        .receive_message()
+        .queue_url(&stack.ops_inbox_url)
+        .max_number_of_messages(10)
+        .send()
+        .await?;
+    r.ops_notifications = inbox.messages().len();
+    Ok(r)
 }

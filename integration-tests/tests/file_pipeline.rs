@@ -233,3 +233,17 @@ async fn a_quarantined_file_notifies_ops_by_reference_only() {
     );
     assert!(inspect::lake(s).await.unwrap().rows.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_file_batch_adds_up() {
+    let p = LocalPlatform::start(None).await.unwrap();
+    let r = pulselake_local::scenario::run_files(&p, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(r.files_ingested, 4, "{r:?}");
+    assert_eq!(r.duplicates_skipped, 2, "{r:?}");
+    assert_eq!(r.files_quarantined.values().sum::<usize>(), 1, "{r:?}");
+    assert_eq!(r.seed_partition_rows, 1440);
+    assert_eq!(r.ops_notifications, 1);
+    assert!(r.adds_up(), "{r:?}");
+}

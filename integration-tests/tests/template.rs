@@ -246,3 +246,46 @@ fn no_role_allows_a_wildcard_action_and_wildcard_resources_only_for_list_calls()
         }
     }
 }
+
+#[test]
+fn the_files_trigger_reports_item_failures_with_a_dlq_and_a_long_enough_visibility_timeout() {
+    let t = template();
+    let f = &t["Resources"]["FileIngestFunction"]["Properties"];
+    let ev = &f["Events"]["StagedFiles"]["Properties"];
+    assert_eq!(
+        text(&ev["FunctionResponseTypes"]),
+        "ReportBatchItemFailures"
+    );
+    let queue = &t["Resources"]["FilesQueue"]["Properties"];
+    let timeout = f["Timeout"].as_u64().unwrap();
+    let visibility = queue["VisibilityTimeout"].as_u64().unwrap();
+    assert!(
+        visibility >= 6 * timeout,
+        "visibility {visibility} s < 6 x timeout {timeout} s"
+    );
+    assert!(
+        queue["RedrivePolicy"]["maxReceiveCount"]
+            .as_u64()
+            .is_some_and(|n| n > 1)
+    );
+    assert!(text(&queue["RedrivePolicy"]["deadLetterTargetArn"]).contains("FilesDeadLetterQueue"));
+    let staging = &t["Resources"]["StagingBucket"]["Properties"];
+    assert_eq!(
+        text(&staging["VersioningConfiguration"]["Status"]),
+        "Enabled",
+        "re-uploads keep the version being read"
+    );
+    assert!(
+        text(&staging["NotificationConfiguration"]["QueueConfigurations"][0]["Queue"])
+            .contains("FilesQueue")
+    );
+}
+
+#[test]
+fn the_dedup_table_expires_items_on_the_attribute_the_code_writes() {
+    let t = template();
+    let ttl = &t["Resources"]["FileDedupTable"]["Properties"]["TimeToLiveSpecification"];
+    assert_eq!(ttl["Enabled"].as_bool(), Some(true));
+    // tests/file_pipeline.rs checks that every item the function writes carries it.
+    assert_eq!(text(&ttl["AttributeName"]), "expiration");
+}

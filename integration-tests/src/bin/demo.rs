@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use pulselake_domain::Reason;
 use pulselake_local::proxy::FaultPlan;
-use pulselake_local::scenario::{StreamReport, run_stream};
+use pulselake_local::scenario::{FileScenarioReport, StreamReport, run_files, run_stream};
 use pulselake_local::simulator::FleetConfig;
 use pulselake_local::{LocalPlatform, Result};
 
@@ -84,9 +84,15 @@ async fn run() -> Result<()> {
     );
     let report = run_stream(&platform, fleet, cycles, &mut |line| println!("  {line}")).await?;
     print_stream(&report);
+
+    println!();
+    println!("Files: uploads, a partner re-send, duplicates, bad rows and a bad file");
+    let files = run_files(&platform, &mut |line| println!("  {line}")).await?;
+    print_files(&files);
+
     println!();
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
-    if !report.adds_up() {
+    if !report.adds_up() || !files.adds_up() {
         return Err("the counts do not add up: see above".into());
     }
     Ok(())
@@ -146,4 +152,44 @@ fn print_stream(r: &StreamReport) {
     if let Some(e) = &r.esm.last_error {
         println!("  last function error: {e}");
     }
+}
+
+fn print_files(r: &FileScenarioReport) {
+    let ok = |b: bool| if b { "ok" } else { "MISMATCH" };
+    let quarantined: usize = r.quarantined_rows.values().sum();
+    let unique = r.rows_sent - r.duplicate_rows;
+    println!();
+    println!("File ingestion ({} uploads)", r.uploads);
+    println!("  files ingested       {:>9}", n(r.files_ingested));
+    println!(
+        "  duplicates skipped   {:>9}  (same content under another name, or a file sent again)",
+        n(r.duplicates_skipped)
+    );
+    println!(
+        "  files quarantined    {:>9}  {}",
+        n(r.files_quarantined.values().sum()),
+        reasons(&r.files_quarantined)
+    );
+    println!(
+        "  rows in the lake     {:>9}  (seed sample: {} heart-rate readings in metric=heart_rate/year=2020/month=10/day=12)",
+        n(r.lake_distinct),
+        n(r.seed_partition_rows)
+    );
+    println!(
+        "  rows quarantined     {:>9}  {}",
+        n(quarantined),
+        reasons(&r.quarantined_rows)
+    );
+    println!(
+        "  ops notifications    {:>9}  (by file reference, no patient data)",
+        n(r.ops_notifications)
+    );
+    println!(
+        "  check: rows in unique files {} = lake {} + quarantined {}: {}; no row twice in the lake: {}",
+        n(unique),
+        n(r.lake_distinct),
+        n(quarantined),
+        ok(unique == r.lake_distinct + quarantined),
+        ok(r.lake_rows == r.lake_distinct)
+    );
 }
