@@ -7,10 +7,12 @@ pub mod dedup;
 pub mod emf;
 pub mod error;
 pub mod firehose;
+pub mod glue;
 pub mod notify;
 pub mod objects;
 pub mod params;
 pub mod registry;
+pub mod s3_events;
 
 pub use aws::{ConfigError, env_number, env_var, load_config, s3_client};
 pub use aws_config::SdkConfig;
@@ -18,6 +20,7 @@ pub use dedup::{Claim, DedupStore, DynamoDedup, MemoryDedup, SourceManifest};
 pub use emf::Metrics;
 pub use error::AwsError;
 pub use firehose::{FailedEntry, FirehoseSink, MemorySink, RecordSink};
+pub use glue::{Catalog, GlueCatalog, MemoryCatalog, PartitionError};
 pub use notify::{
     DynamoAliases, MemoryAliases, MemoryNotifier, Notifier, SnsTopic, SubjectAliases,
 };

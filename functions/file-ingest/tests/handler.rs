@@ -281,7 +281,7 @@ async fn a_concurrent_delivery_waits_while_the_file_is_in_progress() {
     assert_eq!(i.ingest_object(&obj, far()).await.unwrap(), Outcome::Busy);
     let msgs = [Message {
         id: Some("m-1"),
-        body: Some(&s3_body("csv/a.csv")),
+        body: Some(&s3_body(&obj)),
     }];
     let out = i.handle_batch(&msgs, far()).await.unwrap();
     assert_eq!(
@@ -291,9 +291,10 @@ async fn a_concurrent_delivery_waits_while_the_file_is_in_progress() {
     );
 }
 
-fn s3_body(key: &str) -> String {
+/// The notification S3 sends for `obj`.
+fn s3_body(obj: &ObjectRef) -> String {
     serde_json::json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": STAGING}, "object": {"key": key, "size": 1, "eTag": "e"}}}]})
+        "s3": {"bucket": {"name": obj.bucket}, "object": {"key": obj.key, "size": 1, "eTag": obj.etag}}}]})
     .to_string()
 }
 

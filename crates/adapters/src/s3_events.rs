@@ -1,0 +1,231 @@
+//! S3 event notifications, as they arrive in SQS message bodies (staging files for
+//! file-ingest, lake objects for catalog-sync), read leniently: only the fields used.
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// One object version named by a notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectRef {
+    pub bucket: String,
+    /// The key, URL-decoded (S3 sends it encoded, `+` for spaces).
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub version_id: Option<String>,
+    /// Orders events of one key (hex; compared after padding to equal length).
+    pub sequencer: Option<String>,
+}
+
+impl ObjectRef {
+    /// The version: S3 version id when the bucket is versioned, else the ETag.
+    pub fn version(&self) -> &str {
+        self.version_id.as_deref().unwrap_or(&self.etag)
+    }
+
+    /// The dedup claim for this object version.
+    pub fn object_id(&self) -> String {
+        format!("object#{}/{}#{}", self.bucket, self.key, self.version())
+    }
+
+    /// The source key, whatever its version.
+    pub fn source_id(&self) -> String {
+        format!("{}/{}", self.bucket, self.key)
+    }
+
+    /// A short hash of the source key: names lake outputs and quarantine objects without
+    /// the key itself (vendor keys carry patient identifiers).
+    pub fn source_hash(&self) -> String {
+        short_hash(&self.source_id())
+    }
+
+    /// A short hash of the object version: names this attempt's staging area.
+    pub fn version_hash(&self) -> String {
+        short_hash(&self.object_id())
+    }
+}
+
+/// The first 16 hex digits of SHA-256.
+pub fn short_hash(s: &str) -> String {
+    Sha256::digest(s.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Is sequencer `a` older than `b`? (S3: compare after left-padding with zeros.)
+pub fn older(a: &str, b: &str) -> bool {
+    let width = a.len().max(b.len());
+    format!("{a:0>width$}") < format!("{b:0>width$}")
+}
+
+/// The parts of an S3 event notification file-ingest uses, read leniently: a sender
+/// that omits fields it does not need to send (identity, request details) is accepted.
+#[derive(Deserialize)]
+struct S3Notification {
+    #[serde(rename = "Records")]
+    records: Vec<S3Record>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct S3Record {
+    #[serde(default)]
+    event_name: String,
+    s3: S3Entity,
+}
+
+#[derive(Deserialize)]
+struct S3Entity {
+    bucket: S3Bucket,
+    object: S3Object,
+}
+
+#[derive(Deserialize)]
+struct S3Bucket {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct S3Object {
+    key: String,
+    #[serde(default)]
+    size: u64,
+    #[serde(default, rename = "eTag")]
+    e_tag: String,
+    #[serde(default)]
+    version_id: Option<String>,
+    #[serde(default)]
+    sequencer: Option<String>,
+}
+
+/// What a message body holds.
+#[derive(Debug, PartialEq)]
+pub enum Notification {
+    /// `s3:TestEvent`, sent when the notification is configured: nothing to do.
+    Test,
+    /// Objects created (other event kinds are skipped).
+    Objects(Vec<ObjectRef>),
+    /// Not an S3 notification: a clear error, and the message goes to the DLQ.
+    Invalid(String),
+}
+
+pub fn parse_body(body: &str) -> Notification {
+    let value: serde_json::Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(e) => return Notification::Invalid(format!("message body is not JSON: {e}")),
+    };
+    if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
+        return Notification::Test;
+    }
+    let event: S3Notification = match serde_json::from_value(value) {
+        Ok(e) => e,
+        Err(e) => return Notification::Invalid(format!("message body is not an S3 event: {e}")),
+    };
+    let mut objects = Vec::new();
+    for r in event.records {
+        if !r.event_name.starts_with("ObjectCreated:") {
+            continue;
+        }
+        let Some(key) = url_decode(&r.s3.object.key) else {
+            return Notification::Invalid("an S3 key that is not valid URL encoding".into());
+        };
+        let o = r.s3.object;
+        objects.push(ObjectRef {
+            bucket: r.s3.bucket.name,
+            key,
+            size: o.size,
+            etag: o.e_tag,
+            version_id: o.version_id.filter(|v| !v.is_empty() && v != "null"),
+            sequencer: o.sequencer.filter(|s| !s.is_empty()),
+        });
+    }
+    Notification::Objects(objects)
+}
+
+/// S3 event keys: `+` is a space, `%XX` a byte; the result must be UTF-8.
+pub fn url_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_url_decoded() {
+        assert_eq!(
+            url_decode("seed/P1.20201012.heart_rate.csv").unwrap(),
+            "seed/P1.20201012.heart_rate.csv"
+        );
+        assert_eq!(
+            url_decode("csv/my+file%2Bv2%C3%A9.csv").unwrap(),
+            "csv/my file+v2é.csv"
+        );
+        assert_eq!(url_decode("bad%2"), None);
+        assert_eq!(url_decode("bad%ff"), None);
+    }
+
+    #[test]
+    fn a_test_event_is_recognized_and_other_event_kinds_are_skipped() {
+        let test = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-11-22T10:00:00.000Z","Bucket":"staging"}"#;
+        assert_eq!(parse_body(test), Notification::Test);
+        let body = include_str!("../../../events/file-ingest.sqs.json");
+        let sqs: serde_json::Value = serde_json::from_str(body).unwrap();
+        let first = sqs["Records"][0]["body"].as_str().unwrap();
+        let Notification::Objects(objs) = parse_body(first) else {
+            panic!("objects")
+        };
+        assert_eq!(objs[0].key, "seed/P1.20201012.heart_rate.csv");
+        assert_eq!(objs.len(), 1, "the ObjectRemoved record is skipped");
+        assert!(matches!(parse_body("not json"), Notification::Invalid(_)));
+        // What moto sends: no userIdentity, and '/' encoded in the key.
+        let moto = r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"seed%2FP1.20201012.heart_rate.csv","size":10469,"eTag":"e"}}}]}"#;
+        let Notification::Objects(objs) = parse_body(moto) else {
+            panic!("objects")
+        };
+        assert_eq!(objs[0].key, "seed/P1.20201012.heart_rate.csv");
+        assert!(matches!(
+            parse_body(r#"{"Records":"x"}"#),
+            Notification::Invalid(_)
+        ));
+    }
+
+    #[test]
+    fn sequencers_compare_after_padding() {
+        assert!(older("0055AED6DCD90281E5", "0055AED6DCD90281E6"));
+        assert!(older("FF", "0100"));
+        assert!(!older("0100", "FF"));
+    }
+
+    #[test]
+    fn names_never_carry_the_key() {
+        let o = ObjectRef {
+            bucket: "b".into(),
+            key: "seed/P1.20201012.heart_rate.csv".into(),
+            size: 1,
+            etag: "e".into(),
+            version_id: None,
+            sequencer: None,
+        };
+        assert_eq!(o.source_hash().len(), 16);
+        assert!(!o.source_hash().contains("P1"));
+        assert_ne!(o.source_hash(), o.version_hash());
+    }
+}
