@@ -44,13 +44,19 @@ fn deserialize_error(e: serde_json::Error) -> FunctionError {
 pub struct StreamIngestFn {
     pub ingest: stream_ingest::AwsIngest,
     pub timeout: Duration,
+    /// Where its metrics are counted (see [`crate::metrics`]).
+    pub metrics_scope: u64,
 }
 
 impl Invoker for StreamIngestFn {
     async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
         let batch = serde_json::from_value(event).map_err(deserialize_error)?;
         let event = LambdaEvent::new(batch, context(self.timeout));
-        match stream_ingest::function_handler(event, &self.ingest).await {
+        let handled = crate::metrics::scoped(
+            self.metrics_scope,
+            stream_ingest::function_handler(event, &self.ingest),
+        );
+        match handled.await {
             Ok(resp) => Ok(serde_json::to_value(resp).unwrap_or(Value::Null)),
             Err(e) => {
                 let d = Diagnostic::from(e);
@@ -67,13 +73,19 @@ impl Invoker for StreamIngestFn {
 pub struct FileIngestFn {
     pub ingest: file_ingest::AwsFileIngest,
     pub timeout: Duration,
+    /// Where its metrics are counted (see [`crate::metrics`]).
+    pub metrics_scope: u64,
 }
 
 impl Invoker for FileIngestFn {
     async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
         let batch = serde_json::from_value(event).map_err(deserialize_error)?;
         let event = LambdaEvent::new(batch, context(self.timeout));
-        match file_ingest::function_handler(event, &self.ingest).await {
+        let handled = crate::metrics::scoped(
+            self.metrics_scope,
+            file_ingest::function_handler(event, &self.ingest),
+        );
+        match handled.await {
             Ok(resp) => Ok(serde_json::to_value(resp).unwrap_or(Value::Null)),
             Err(e) => {
                 let d = Diagnostic::from(e);

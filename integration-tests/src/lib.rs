@@ -32,6 +32,8 @@ pub struct LocalPlatform {
     pub moto: Moto,
     pub stack: Stack,
     pub proxy: Option<proxy::FaultProxy>,
+    /// This platform's CloudWatch metrics (see [`metrics`]).
+    pub metrics_scope: u64,
 }
 
 impl LocalPlatform {
@@ -44,7 +46,17 @@ impl LocalPlatform {
             Some(plan) => Some(proxy::FaultProxy::start(&moto.endpoint, plan).await?),
             None => None,
         };
-        Ok(LocalPlatform { moto, stack, proxy })
+        Ok(LocalPlatform {
+            moto,
+            stack,
+            proxy,
+            metrics_scope: metrics::new_scope(),
+        })
+    }
+
+    /// Sum of a metric the functions of this platform emitted, e.g. `file-ingest/FilesIngested`.
+    pub fn metric_total(&self, key: &str) -> f64 {
+        metrics::total(self.metrics_scope, key)
     }
 
     /// The endpoint functions use: the proxy when faults are injected, else moto.
@@ -63,6 +75,7 @@ impl LocalPlatform {
         Ok(invoke::FileIngestFn {
             ingest,
             timeout: Duration::from_secs(300),
+            metrics_scope: self.metrics_scope,
         })
     }
 
@@ -84,6 +97,7 @@ impl LocalPlatform {
         Ok(invoke::StreamIngestFn {
             ingest,
             timeout: Duration::from_secs(60),
+            metrics_scope: self.metrics_scope,
         })
     }
 }

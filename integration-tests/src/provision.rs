@@ -88,6 +88,24 @@ impl Stack {
                 .send()
                 .await?;
         }
+        // Versioned as in template.yaml: a re-upload under the same name is a new version.
+        for bucket in [
+            &names.lake_bucket,
+            &names.quarantine_bucket,
+            &names.staging_bucket,
+            &names.processed_bucket,
+        ] {
+            use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+            s3.put_bucket_versioning()
+                .bucket(bucket)
+                .versioning_configuration(
+                    VersioningConfiguration::builder()
+                        .status(BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send()
+                .await?;
+        }
 
         let kinesis = aws_sdk_kinesis::Client::new(&sdk);
         kinesis

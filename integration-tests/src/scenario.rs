@@ -267,9 +267,9 @@ pub async fn run_files(
     progress("a partner re-sent a file it had already sent".into());
     mapping.drain(std::time::Duration::from_secs(60)).await?;
 
-    r.files_ingested = crate::metrics::total("file-ingest/FilesIngested") as usize;
-    r.duplicates_skipped = (crate::metrics::total("file-ingest/FilesDuplicate")
-        + crate::metrics::total("file-ingest/FilesAlreadyIngested"))
+    r.files_ingested = platform.metric_total("file-ingest/FilesIngested") as usize;
+    r.duplicates_skipped = (platform.metric_total("file-ingest/FilesDuplicate")
+        + platform.metric_total("file-ingest/FilesAlreadyIngested"))
         as usize;
     let lake = inspect::lake(stack).await?;
     let before: std::collections::HashSet<_> =
