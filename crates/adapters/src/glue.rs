@@ -11,6 +11,13 @@ use crate::error::AwsError;
 
 /// BatchCreatePartition takes at most 100 partitions.
 pub const MAX_PARTITIONS_PER_CALL: usize = 100;
+/// BatchDeletePartition takes at most 25.
+pub const MAX_DELETES_PER_CALL: usize = 25;
+
+/// Glue's per-entry code for a partition that is already there.
+pub const ALREADY_EXISTS: &str = "AlreadyExistsException";
+/// Glue's per-entry code for a partition that is not there (to delete).
+pub const NOT_FOUND: &str = "EntityNotFoundException";
 
 /// A partition Glue refused, with its error code.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +34,30 @@ pub trait Catalog: Send + Sync {
         &self,
         partitions: &[Partition],
     ) -> impl Future<Output = Result<Vec<PartitionError>, AwsError>> + Send;
+
+    /// Drops partitions (at most 25 per call); per-entry errors as Glue returns them
+    /// (`EntityNotFoundException` included).
+    fn delete_partitions(
+        &self,
+        partitions: &[Partition],
+    ) -> impl Future<Output = Result<Vec<PartitionError>, AwsError>> + Send;
+}
+
+fn entry_errors<'a>(
+    partitions: &[Partition],
+    errors: impl Iterator<Item = (&'a [String], Option<&'a str>)>,
+) -> Vec<PartitionError> {
+    errors
+        .filter_map(|(values, code)| {
+            let p = partitions
+                .iter()
+                .find(|p| p.values().as_slice() == values)?;
+            Some(PartitionError {
+                partition: *p,
+                code: code.unwrap_or("Unknown").to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// The Glue adapter. The table's storage descriptor (formats, SerDe, columns) is read once
@@ -109,32 +140,81 @@ impl Catalog for GlueCatalog {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(OP, e))?;
-        let mut errors = Vec::new();
-        for e in out.errors() {
-            let values = e.partition_values();
-            let code = e
-                .error_detail()
-                .and_then(|d| d.error_code())
-                .unwrap_or("Unknown")
-                .to_owned();
-            if let Some(p) = partitions.iter().find(|p| p.values().as_slice() == values) {
-                errors.push(PartitionError {
-                    partition: *p,
-                    code,
-                });
-            }
-        }
-        Ok(errors)
+        Ok(entry_errors(
+            partitions,
+            out.errors().iter().map(|e| {
+                (
+                    e.partition_values(),
+                    e.error_detail().and_then(|d| d.error_code()),
+                )
+            }),
+        ))
+    }
+
+    async fn delete_partitions(
+        &self,
+        partitions: &[Partition],
+    ) -> Result<Vec<PartitionError>, AwsError> {
+        const OP: &str = "glue:BatchDeletePartition";
+        let values = partitions
+            .iter()
+            .map(|p| {
+                aws_sdk_glue::types::PartitionValueList::builder()
+                    .set_values(Some(p.values().to_vec()))
+                    .build()
+                    .map_err(|e| AwsError::permanent(OP, e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .client
+            .batch_delete_partition()
+            .database_name(&self.database)
+            .table_name(&self.table)
+            .set_partitions_to_delete(Some(values))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(OP, e))?;
+        Ok(entry_errors(
+            partitions,
+            out.errors().iter().map(|e| {
+                (
+                    e.partition_values(),
+                    e.error_detail().and_then(|d| d.error_code()),
+                )
+            }),
+        ))
     }
 }
 
-/// An in-memory catalog with Glue's semantics (AlreadyExistsException per entry): for unit tests.
+/// An in-memory catalog with Glue's per-entry semantics: for unit tests.
 #[derive(Default)]
 pub struct MemoryCatalog {
     pub partitions: Mutex<Vec<Partition>>,
+    /// Sizes of the create calls made.
     pub calls: Mutex<Vec<usize>>,
-    /// Partitions that fail with this code (to test partial failures).
+    /// A partition refused with this code (to test per-entry failures).
     pub refuse: Mutex<Option<(Partition, String)>>,
+    /// When set, every call fails as a whole (Glue unavailable).
+    pub unavailable: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryCatalog {
+    pub fn snapshot(&self) -> Vec<Partition> {
+        let mut v = lock(&self.partitions).clone();
+        v.sort();
+        v
+    }
+
+    fn check_available(&self, op: &'static str) -> Result<(), AwsError> {
+        if self.unavailable.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(AwsError::transient(op, "service unavailable"));
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Catalog for MemoryCatalog {
@@ -146,28 +226,48 @@ impl Catalog for MemoryCatalog {
             partitions.len() <= MAX_PARTITIONS_PER_CALL,
             "Glue takes at most 100 partitions per call"
         );
-        self.calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(partitions.len());
-        let refuse = self
-            .refuse
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut known = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_available("glue:BatchCreatePartition")?;
+        lock(&self.calls).push(partitions.len());
+        let refuse = lock(&self.refuse).clone();
+        let mut known = lock(&self.partitions);
         let mut errors = Vec::new();
         for p in partitions {
-            match &refuse {
-                Some((r, code)) if r == p => errors.push(PartitionError {
+            let code = match &refuse {
+                Some((r, code)) if r == p => Some(code.clone()),
+                _ if known.contains(p) => Some(ALREADY_EXISTS.to_owned()),
+                _ => None,
+            };
+            match code {
+                Some(code) => errors.push(PartitionError {
                     partition: *p,
-                    code: code.clone(),
+                    code,
                 }),
-                _ if known.contains(p) => errors.push(PartitionError {
+                None => known.push(*p),
+            }
+        }
+        Ok(errors)
+    }
+
+    async fn delete_partitions(
+        &self,
+        partitions: &[Partition],
+    ) -> Result<Vec<PartitionError>, AwsError> {
+        assert!(
+            partitions.len() <= MAX_DELETES_PER_CALL,
+            "Glue deletes at most 25 partitions per call"
+        );
+        self.check_available("glue:BatchDeletePartition")?;
+        let mut known = lock(&self.partitions);
+        let mut errors = Vec::new();
+        for p in partitions {
+            match known.iter().position(|k| k == p) {
+                Some(i) => {
+                    known.swap_remove(i);
+                }
+                None => errors.push(PartitionError {
                     partition: *p,
-                    code: "AlreadyExistsException".into(),
+                    code: NOT_FOUND.to_owned(),
                 }),
-                _ => known.push(*p),
             }
         }
         Ok(errors)

@@ -20,7 +20,7 @@ pub use dedup::{Claim, DedupStore, DynamoDedup, MemoryDedup, SourceManifest};
 pub use emf::Metrics;
 pub use error::AwsError;
 pub use firehose::{FailedEntry, FirehoseSink, MemorySink, RecordSink};
-pub use glue::{Catalog, GlueCatalog, MemoryCatalog, PartitionError};
+pub use glue::{ALREADY_EXISTS, Catalog, GlueCatalog, MemoryCatalog, NOT_FOUND, PartitionError};
 pub use notify::{
     DynamoAliases, MemoryAliases, MemoryNotifier, Notifier, SnsTopic, SubjectAliases,
 };

@@ -120,6 +120,12 @@ pub trait Objects: Send + Sync {
         bucket: &str,
         prefix: &str,
     ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+    /// Whether any object's key starts with `prefix` (one cheap call, whatever the count).
+    fn any_under(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
 }
 
 /// An object's content, streamed.
@@ -285,6 +291,19 @@ impl Objects for S3Objects {
         }
         Ok(keys)
     }
+
+    async fn any_under(&self, bucket: &str, prefix: &str) -> Result<bool, AwsError> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("s3:ListObjectsV2", e))?;
+        Ok(!page.contents().is_empty())
+    }
 }
 
 /// In-memory buckets for [`Objects`]: for unit tests and benchmarks.
@@ -380,6 +399,10 @@ impl Objects for MemoryObjects {
             .into_iter()
             .filter(|k| k.starts_with(prefix))
             .collect())
+    }
+
+    async fn any_under(&self, bucket: &str, prefix: &str) -> Result<bool, AwsError> {
+        Ok(self.keys(bucket).iter().any(|k| k.starts_with(prefix)))
     }
 }
 

@@ -111,37 +111,83 @@ pub enum Notification {
     Invalid(String),
 }
 
+/// Parses an SQS message body into the objects it reports created.
 pub fn parse_body(body: &str) -> Notification {
+    match parse_changes(body) {
+        Changes::Test => Notification::Test,
+        Changes::Invalid(why) => Notification::Invalid(why),
+        Changes::Objects(changes) => Notification::Objects(
+            changes
+                .into_iter()
+                .filter(|c| c.kind == ChangeKind::Created)
+                .map(|c| c.object)
+                .collect(),
+        ),
+    }
+}
+
+/// Whether an object appeared or went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Created,
+    Removed,
+}
+
+/// One object created or removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub object: ObjectRef,
+}
+
+/// What a message body holds, created and removed objects both.
+#[derive(Debug, PartialEq)]
+pub enum Changes {
+    Test,
+    /// Objects created or removed (other event kinds, e.g. restores, are skipped).
+    Objects(Vec<Change>),
+    Invalid(String),
+}
+
+/// Parses an SQS message body into the object changes it reports.
+pub fn parse_changes(body: &str) -> Changes {
     let value: serde_json::Value = match serde_json::from_str(body) {
         Ok(v) => v,
-        Err(e) => return Notification::Invalid(format!("message body is not JSON: {e}")),
+        Err(e) => return Changes::Invalid(format!("message body is not JSON: {e}")),
     };
     if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
-        return Notification::Test;
+        return Changes::Test;
     }
     let event: S3Notification = match serde_json::from_value(value) {
         Ok(e) => e,
-        Err(e) => return Notification::Invalid(format!("message body is not an S3 event: {e}")),
+        Err(e) => return Changes::Invalid(format!("message body is not an S3 event: {e}")),
     };
-    let mut objects = Vec::new();
+    let mut changes = Vec::new();
     for r in event.records {
-        if !r.event_name.starts_with("ObjectCreated:") {
+        let kind = if r.event_name.starts_with("ObjectCreated:") {
+            ChangeKind::Created
+        } else if r.event_name.starts_with("ObjectRemoved:") {
+            ChangeKind::Removed
+        } else {
             continue;
-        }
+        };
         let Some(key) = url_decode(&r.s3.object.key) else {
-            return Notification::Invalid("an S3 key that is not valid URL encoding".into());
+            return Changes::Invalid("an S3 key that is not valid URL encoding".into());
         };
         let o = r.s3.object;
-        objects.push(ObjectRef {
-            bucket: r.s3.bucket.name,
-            key,
-            size: o.size,
-            etag: o.e_tag,
-            version_id: o.version_id.filter(|v| !v.is_empty() && v != "null"),
-            sequencer: o.sequencer.filter(|s| !s.is_empty()),
+        changes.push(Change {
+            kind,
+            object: ObjectRef {
+                bucket: r.s3.bucket.name,
+                key,
+                size: o.size,
+                etag: o.e_tag,
+                version_id: o.version_id.filter(|v| !v.is_empty() && v != "null"),
+                sequencer: o.sequencer.filter(|s| !s.is_empty()),
+            },
         });
     }
-    Notification::Objects(objects)
+    Changes::Objects(changes)
 }
 
 /// S3 event keys: `+` is a space, `%XX` a byte; the result must be UTF-8.
