@@ -132,3 +132,76 @@ pub async fn quarantine(stack: &Stack, prefix: &str) -> Result<QuarantineContent
     }
     Ok(out)
 }
+
+/// Partitions of the readings table in the Glue catalog.
+pub async fn glue_partitions(stack: &Stack) -> Result<BTreeSet<Partition>> {
+    let mut out = BTreeSet::new();
+    let mut pages = stack
+        .glue
+        .get_partitions()
+        .database_name(&stack.names.glue_database)
+        .table_name(&stack.names.glue_table)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for p in page?.partitions() {
+            let v = p.values();
+            let key = format!(
+                "readings/metric={}/year={}/month={}/day={}/_",
+                v.first().map_or("", String::as_str),
+                v.get(1).map_or("", String::as_str),
+                v.get(2).map_or("", String::as_str),
+                v.get(3).map_or("", String::as_str)
+            );
+            let location = p
+                .storage_descriptor()
+                .and_then(|sd| sd.location())
+                .unwrap_or_default();
+            let parsed = Partition::from_object_key(&key)
+                .filter(|part| location.ends_with(&format!("/readings/{part}/")));
+            match parsed {
+                Some(part) => {
+                    out.insert(part);
+                }
+                None => {
+                    return Err(format!(
+                        "a Glue partition that is not a lake partition: {v:?} at {location}"
+                    )
+                    .into());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Partitions that hold at least one data file in the local lake.
+pub async fn lake_partitions(stack: &Stack) -> Result<BTreeSet<Partition>> {
+    Ok(list_keys(stack, &stack.names.lake_bucket, "readings/")
+        .await?
+        .iter()
+        .filter_map(|k| Partition::from_object_key(k))
+        .collect())
+}
+
+/// Copies the lake's data files into `dir`, keeping their keys (the Hive layout), for
+/// engines that read a directory.
+pub async fn export_lake(stack: &Stack, dir: &std::path::Path) -> Result<usize> {
+    let keys = list_keys(stack, &stack.names.lake_bucket, "readings/").await?;
+    let mut n = 0;
+    for key in keys
+        .iter()
+        .filter(|k| Partition::from_object_key(k).is_some())
+    {
+        let path = dir.join(key);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(
+            &path,
+            get_bytes(stack, &stack.names.lake_bucket, key).await?,
+        )?;
+        n += 1;
+    }
+    Ok(n)
+}

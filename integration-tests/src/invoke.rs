@@ -98,6 +98,35 @@ impl Invoker for FileIngestFn {
     }
 }
 
+/// catalog-sync, in process.
+pub struct CatalogSyncFn {
+    pub sync: catalog_sync::AwsCatalogSync,
+    pub timeout: Duration,
+    /// Where its metrics are counted (see [`crate::metrics`]).
+    pub metrics_scope: u64,
+}
+
+impl Invoker for CatalogSyncFn {
+    async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
+        let batch = serde_json::from_value(event).map_err(deserialize_error)?;
+        let event = LambdaEvent::new(batch, context(self.timeout));
+        let handled = crate::metrics::scoped(
+            self.metrics_scope,
+            catalog_sync::function_handler(event, &self.sync),
+        );
+        match handled.await {
+            Ok(resp) => Ok(serde_json::to_value(resp).unwrap_or(Value::Null)),
+            Err(e) => {
+                let d = Diagnostic::from(e);
+                Err(FunctionError {
+                    error_type: d.error_type,
+                    message: d.error_message,
+                })
+            }
+        }
+    }
+}
+
 /// A function served by `cargo lambda watch`, invoked over its HTTP invoke API.
 pub struct RuntimeApiFn {
     pub base_url: String,

@@ -2,6 +2,7 @@
 //! does between services (IoT rule routing, the Kinesis event source mapping,
 //! Firehose delivery), so the functions' code paths are exactly those that run in AWS.
 
+pub mod duckdb;
 pub mod esm;
 pub mod firehose;
 pub mod http;
@@ -75,6 +76,16 @@ impl LocalPlatform {
         Ok(invoke::FileIngestFn {
             ingest,
             timeout: Duration::from_secs(300),
+            metrics_scope: self.metrics_scope,
+        })
+    }
+
+    /// catalog-sync, in process, configured as `template.yaml` configures it.
+    pub async fn catalog_sync(&self) -> Result<invoke::CatalogSyncFn> {
+        let sdk = moto::sdk_config_for(self.function_endpoint()).await;
+        Ok(invoke::CatalogSyncFn {
+            sync: catalog_sync::build(&self.stack.catalog_sync_config(), &sdk),
+            timeout: Duration::from_secs(60),
             metrics_scope: self.metrics_scope,
         })
     }

@@ -20,6 +20,10 @@ pub struct Names {
     pub ops_topic: String,
     /// Local only: subscribed to the ops topic, so tests and the demo see what ops receive.
     pub ops_inbox: String,
+    pub glue_database: String,
+    pub glue_table: String,
+    pub catalog_queue: String,
+    pub catalog_dlq: String,
 }
 
 impl Default for Names {
@@ -41,6 +45,10 @@ impl Default for Names {
             alias_table: "pulselake-subject-aliases".into(),
             ops_topic: "pulselake-ops".into(),
             ops_inbox: "pulselake-ops-inbox".into(),
+            glue_database: "pulselake_lake".into(),
+            glue_table: "readings".into(),
+            catalog_queue: "pulselake-catalog".into(),
+            catalog_dlq: "pulselake-catalog-dlq".into(),
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct Stack {
     pub files_dlq_url: String,
     pub ops_topic_arn: String,
     pub ops_inbox_url: String,
+    pub catalog_queue_url: String,
+    pub catalog_dlq_url: String,
+    pub glue: aws_sdk_glue::Client,
 }
 
 async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
@@ -49,7 +52,12 @@ impl Stack {
         let files_queue_url = queue_url(&sqs, &names.files_queue).await?;
         let files_dlq_url = queue_url(&sqs, &names.files_dlq).await?;
         let ops_inbox_url = queue_url(&sqs, &names.ops_inbox).await?;
+        let catalog_queue_url = queue_url(&sqs, &names.catalog_queue).await?;
+        let catalog_dlq_url = queue_url(&sqs, &names.catalog_dlq).await?;
         Ok(Stack {
+            glue: aws_sdk_glue::Client::new(&sdk),
+            catalog_queue_url,
+            catalog_dlq_url,
             s3: pulselake_adapters::s3_client(&sdk),
             kinesis: aws_sdk_kinesis::Client::new(&sdk),
             dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
@@ -89,8 +97,9 @@ impl Stack {
                 .await?;
         }
         // Versioned as in template.yaml: a re-upload under the same name is a new version.
+        // Not the lake: moto sends no `ObjectRemoved:DeleteMarkerCreated` notification (S3
+        // does), and catalog-sync must hear of files going away to drop emptied partitions.
         for bucket in [
-            &names.lake_bucket,
             &names.quarantine_bucket,
             &names.staging_bucket,
             &names.processed_bucket,
@@ -215,6 +224,61 @@ impl Stack {
             .send()
             .await?;
 
+        // The catalog queue: lake objects created or removed under readings/, as in template.yaml.
+        let catalog_dlq_arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{}", names.catalog_dlq);
+        sqs.create_queue()
+            .queue_name(&names.catalog_dlq)
+            .send()
+            .await?;
+        sqs.create_queue()
+            .queue_name(&names.catalog_queue)
+            .attributes(Q::VisibilityTimeout, FILES_VISIBILITY_SECONDS.to_string())
+            .attributes(
+                Q::RedrivePolicy,
+                serde_json::json!({"deadLetterTargetArn": catalog_dlq_arn, "maxReceiveCount": 5})
+                    .to_string(),
+            )
+            .send()
+            .await?;
+        {
+            use aws_sdk_s3::types::{
+                FilterRule, FilterRuleName, NotificationConfigurationFilter, S3KeyFilter,
+            };
+            let filter = NotificationConfigurationFilter::builder()
+                .key(
+                    S3KeyFilter::builder()
+                        .filter_rules(
+                            FilterRule::builder()
+                                .name(FilterRuleName::Prefix)
+                                .value(pulselake_domain::partition::READINGS_PREFIX)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build();
+            s3.put_bucket_notification_configuration()
+                .bucket(&names.lake_bucket)
+                .notification_configuration(
+                    NotificationConfiguration::builder()
+                        .queue_configurations(
+                            QueueConfiguration::builder()
+                                .id("lake-to-catalog-queue")
+                                .queue_arn(format!(
+                                    "arn:aws:sqs:{REGION}:{ACCOUNT}:{}",
+                                    names.catalog_queue
+                                ))
+                                .events(Event::from("s3:ObjectCreated:*"))
+                                .events(Event::from("s3:ObjectRemoved:*"))
+                                .filter(filter)
+                                .build()?,
+                        )
+                        .build(),
+                )
+                .send()
+                .await?;
+        }
+        create_catalog(&aws_sdk_glue::Client::new(&sdk), &names).await?;
+
         let sns = aws_sdk_sns::Client::new(&sdk);
         let topic = sns.create_topic().name(&names.ops_topic).send().await?;
         sns.subscribe()
@@ -289,6 +353,15 @@ impl Stack {
         }
     }
 
+    /// catalog-sync's configuration on this stack.
+    pub fn catalog_sync_config(&self) -> catalog_sync::Config {
+        catalog_sync::Config {
+            lake_bucket: self.names.lake_bucket.clone(),
+            database: self.names.glue_database.clone(),
+            table: self.names.glue_table.clone(),
+        }
+    }
+
     /// Environment a stream-ingest process needs to run against this stack.
     pub fn stream_ingest_env(&self) -> Vec<(String, String)> {
         vec![
@@ -307,4 +380,66 @@ impl Stack {
             ),
         ]
     }
+}
+
+/// The Glue database and readings table exactly as `template.yaml` declares them
+/// (columns, partition keys, formats, SerDe), so the local catalog cannot drift from
+/// the deployed one.
+async fn create_catalog(glue: &aws_sdk_glue::Client, names: &Names) -> Result<()> {
+    use aws_sdk_glue::types::{Column, DatabaseInput, SerDeInfo, StorageDescriptor, TableInput};
+    let text = std::fs::read_to_string(crate::moto::workspace_root().join("template.yaml"))?;
+    let template: serde_norway::Value = serde_norway::from_str(&text)?;
+    let table = &template["Resources"]["ReadingsTable"]["Properties"]["TableInput"];
+    let sd = &table["StorageDescriptor"];
+    let str_of = |v: &serde_norway::Value| v.as_str().unwrap_or_default().to_owned();
+    let columns = |v: &serde_norway::Value| -> Result<Vec<Column>> {
+        v.as_sequence()
+            .ok_or("template.yaml: ReadingsTable columns are not a list")?
+            .iter()
+            .map(|c| {
+                Ok(Column::builder()
+                    .name(str_of(&c["Name"]))
+                    .r#type(str_of(&c["Type"]))
+                    .build()?)
+            })
+            .collect()
+    };
+    glue.create_database()
+        .database_input(
+            DatabaseInput::builder()
+                .name(&names.glue_database)
+                .build()?,
+        )
+        .send()
+        .await?;
+    let mut input = TableInput::builder()
+        .name(&names.glue_table)
+        .table_type(str_of(&table["TableType"]))
+        .set_partition_keys(Some(columns(&table["PartitionKeys"])?))
+        .storage_descriptor(
+            StorageDescriptor::builder()
+                .location(format!(
+                    "s3://{}/{}",
+                    names.lake_bucket,
+                    pulselake_domain::partition::READINGS_PREFIX
+                ))
+                .input_format(str_of(&sd["InputFormat"]))
+                .output_format(str_of(&sd["OutputFormat"]))
+                .serde_info(
+                    SerDeInfo::builder()
+                        .serialization_library(str_of(&sd["SerdeInfo"]["SerializationLibrary"]))
+                        .build(),
+                )
+                .set_columns(Some(columns(&sd["Columns"])?))
+                .build(),
+        );
+    for (k, v) in table["Parameters"].as_mapping().into_iter().flatten() {
+        input = input.parameters(str_of(k), str_of(v));
+    }
+    glue.create_table()
+        .database_name(&names.glue_database)
+        .table_input(input.build()?)
+        .send()
+        .await?;
+    Ok(())
 }

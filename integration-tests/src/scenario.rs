@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use pulselake_domain::{Assignment, DeviceRecord, Reason};
+use pulselake_domain::{Assignment, DeviceRecord, Partition, Reason};
 
 use crate::esm::{EsmStats, KinesisMapping, MappingConfig};
 use crate::firehose::DeliveryStats;
@@ -307,5 +307,78 @@ pub async fn run_files(
         .send()
         .await?;
     r.ops_notifications = inbox.messages().len();
+    Ok(r)
+}
+
+/// What catalog-sync registered, checked against the lake, and what DuckDB reads.
+#[derive(Debug, Default)]
+pub struct CatalogReport {
+    /// Lake notifications catalog-sync took from its queue.
+    pub messages: usize,
+    pub messages_retried: usize,
+    pub partitions_created: usize,
+    pub lake_partitions: usize,
+    pub glue_partitions: usize,
+    /// Lake partitions with data but no Glue partition.
+    pub missing: Vec<Partition>,
+    /// Glue partitions without data.
+    pub extra: Vec<Partition>,
+    /// Rows per metric as the lake holds them, and as DuckDB counts them.
+    pub lake_rows: BTreeMap<String, usize>,
+    pub duckdb_rows: BTreeMap<String, usize>,
+}
+
+impl CatalogReport {
+    pub fn adds_up(&self) -> bool {
+        self.missing.is_empty() && self.extra.is_empty() && self.lake_rows == self.duckdb_rows
+    }
+}
+
+/// Lets catalog-sync take every lake notification, then compares the catalog with the
+/// lake partition by partition, and DuckDB's counts with the lake's.
+pub async fn run_catalog(
+    platform: &LocalPlatform,
+    progress: &mut dyn FnMut(String),
+) -> Result<CatalogReport> {
+    let stack = &platform.stack;
+    let mut mapping = crate::sqs_esm::SqsMapping::new(
+        stack.sqs.clone(),
+        &stack.catalog_queue_url,
+        platform.catalog_sync().await?,
+    );
+    mapping.drain(std::time::Duration::from_secs(120)).await?;
+    let mut r = CatalogReport {
+        messages: mapping.stats.messages_done,
+        messages_retried: mapping.stats.messages_retried,
+        partitions_created: platform.metric_total("catalog-sync/PartitionsCreated") as usize,
+        ..Default::default()
+    };
+    let lake = inspect::lake_partitions(stack).await?;
+    let glue = inspect::glue_partitions(stack).await?;
+    r.lake_partitions = lake.len();
+    r.glue_partitions = glue.len();
+    r.missing = lake.difference(&glue).copied().collect();
+    r.extra = glue.difference(&lake).copied().collect();
+    progress(format!(
+        "catalog-sync took {} lake notifications; DuckDB is reading the lake",
+        r.messages
+    ));
+
+    for (p, rows) in inspect::lake(stack).await?.partitions {
+        *r.lake_rows.entry(p.metric.name().to_owned()).or_default() += rows;
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "pulselake-lake-{}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    inspect::export_lake(stack, &dir).await?;
+    let counted = if r.lake_rows.is_empty() {
+        Ok(BTreeMap::new())
+    } else {
+        crate::duckdb::rows_per_metric(&dir)
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    r.duckdb_rows = counted?;
     Ok(r)
 }

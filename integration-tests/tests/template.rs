@@ -289,3 +289,51 @@ fn the_dedup_table_expires_items_on_the_attribute_the_code_writes() {
     // tests/file_pipeline.rs checks that every item the function writes carries it.
     assert_eq!(text(&ttl["AttributeName"]), "expiration");
 }
+
+#[test]
+fn lake_files_created_or_removed_reach_catalog_sync_with_item_failures_and_a_dlq() {
+    let t = template();
+    let configs = t["Resources"]["LakeBucket"]["Properties"]["NotificationConfiguration"]
+        ["QueueConfigurations"]
+        .as_sequence()
+        .unwrap();
+    let events: Vec<String> = configs.iter().map(|c| text(&c["Event"])).collect();
+    for wanted in ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"] {
+        assert!(events.iter().any(|e| e == wanted), "{wanted} in {events:?}");
+    }
+    for c in configs {
+        assert!(text(&c["Queue"]).contains("CatalogQueue"));
+        // Only data files: Firehose error output and file-ingest's staging stay out.
+        assert_eq!(
+            text(&c["Filter"]["S3Key"]["Rules"][0]["Value"]),
+            pulselake_domain::partition::READINGS_PREFIX
+        );
+    }
+    let f = &t["Resources"]["CatalogSyncFunction"]["Properties"];
+    let ev = &f["Events"]["LakeChanges"]["Properties"];
+    assert_eq!(
+        text(&ev["FunctionResponseTypes"]),
+        "ReportBatchItemFailures"
+    );
+    let queue = &t["Resources"]["CatalogQueue"]["Properties"];
+    let timeout = f["Timeout"].as_u64().unwrap();
+    assert!(queue["VisibilityTimeout"].as_u64().unwrap() >= 6 * timeout);
+    assert!(
+        text(&queue["RedrivePolicy"]["deadLetterTargetArn"]).contains("CatalogDeadLetterQueue")
+    );
+    assert_eq!(
+        text(&f["Environment"]["Variables"]["GLUE_TABLE"]),
+        text(&t["Resources"]["ReadingsTable"]["Properties"]["TableInput"]["Name"])
+    );
+}
+
+#[test]
+fn athena_queries_run_in_a_workgroup_that_enforces_encrypted_results() {
+    let t = template();
+    let wg = &t["Resources"]["AthenaWorkGroup"]["Properties"]["WorkGroupConfiguration"];
+    assert_eq!(wg["EnforceWorkGroupConfiguration"].as_bool(), Some(true));
+    let enc = &wg["ResultConfiguration"]["EncryptionConfiguration"];
+    assert_eq!(text(&enc["EncryptionOption"]), "SSE_KMS");
+    assert!(text(&enc["KmsKey"]).contains("DataKey"));
+    assert!(text(&wg["ResultConfiguration"]["OutputLocation"]).contains("AthenaResultsBucket"));
+}

@@ -166,7 +166,9 @@ pub fn parse_changes(body: &str) -> Changes {
     for r in event.records {
         let kind = if r.event_name.starts_with("ObjectCreated:") {
             ChangeKind::Created
-        } else if r.event_name.starts_with("ObjectRemoved:") {
+        } else if r.event_name.starts_with("ObjectRemoved:")
+            || r.event_name.starts_with("LifecycleExpiration:")
+        {
             ChangeKind::Removed
         } else {
             continue;

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use pulselake_domain::Reason;
 use pulselake_local::proxy::FaultPlan;
-use pulselake_local::scenario::{FileScenarioReport, StreamReport, run_files, run_stream};
+use pulselake_local::scenario::{
+    CatalogReport, FileScenarioReport, StreamReport, run_catalog, run_files, run_stream,
+};
 use pulselake_local::simulator::FleetConfig;
 use pulselake_local::{LocalPlatform, Result};
 
@@ -91,8 +93,15 @@ async fn run() -> Result<()> {
     print_files(&files);
 
     println!();
+    println!(
+        "Catalog: lake notifications -> catalog-sync -> Glue partitions; DuckDB reads the lake"
+    );
+    let catalog = run_catalog(&platform, &mut |line| println!("  {line}")).await?;
+    print_catalog(&catalog, &report, &files);
+
+    println!();
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
-    if !report.adds_up() || !files.adds_up() {
+    if !report.adds_up() || !files.adds_up() || !catalog.adds_up() {
         return Err("the counts do not add up: see above".into());
     }
     Ok(())
@@ -191,5 +200,56 @@ fn print_files(r: &FileScenarioReport) {
         n(quarantined),
         ok(unique == r.lake_distinct + quarantined),
         ok(r.lake_rows == r.lake_distinct)
+    );
+}
+
+fn print_catalog(r: &CatalogReport, stream: &StreamReport, files: &FileScenarioReport) {
+    let ok = |b: bool| if b { "ok" } else { "MISMATCH" };
+    let listed = |v: &[pulselake_domain::Partition]| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let duckdb_total: usize = r.duckdb_rows.values().sum();
+    let reported = stream.lake_distinct + files.lake_distinct;
+    println!();
+    println!("Glue catalog and DuckDB");
+    println!(
+        "  notifications        {:>9}  ({} retried)",
+        n(r.messages),
+        n(r.messages_retried)
+    );
+    println!("  partitions created   {:>9}", n(r.partitions_created));
+    println!(
+        "  check: every lake partition ({}) has exactly one Glue partition and every Glue partition ({}) has data: {}",
+        n(r.lake_partitions),
+        n(r.glue_partitions),
+        ok(r.missing.is_empty() && r.extra.is_empty())
+    );
+    if !r.missing.is_empty() || !r.extra.is_empty() {
+        println!("    missing in Glue: {}", listed(&r.missing));
+        println!("    Glue without data: {}", listed(&r.extra));
+    }
+    println!(
+        "  DuckDB (hive_partitioning over the lake): {} rows; {}",
+        n(duckdb_total),
+        r.duckdb_rows
+            .iter()
+            .map(|(m, c)| format!("{m} {}", n(*c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  check: DuckDB counts = lake per metric: {}; DuckDB total {} = streamed {} + files {}: {}",
+        ok(r.lake_rows == r.duckdb_rows),
+        n(duckdb_total),
+        n(stream.lake_distinct),
+        n(files.lake_distinct),
+        ok(duckdb_total == reported)
     );
 }
