@@ -208,3 +208,29 @@ async fn a_partition_is_dropped_when_its_last_file_goes_and_kept_while_one_remai
     // Redelivered: the partition is already gone, which is fine.
     assert!(run(&s, &[removed]).await.is_empty());
 }
+
+#[tokio::test]
+async fn the_sample_event_registers_its_url_encoded_partition() {
+    let event: aws_lambda_events::event::sqs::SqsEvent =
+        serde_json::from_str(include_str!("../../../events/catalog-sync.sqs.json")).unwrap();
+    let mut s = sync();
+    s.lake_bucket = "pulselake-lake-123456789012".into();
+    let msgs: Vec<Message<'_>> = event
+        .records
+        .iter()
+        .map(|r| Message {
+            id: r.message_id.as_deref(),
+            body: r.body.as_deref(),
+        })
+        .collect();
+    let out = s.handle_batch(&msgs).await.unwrap();
+    assert!(out.failed_message_ids.is_empty());
+    assert_eq!(
+        s.catalog
+            .snapshot()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["metric=heart_rate/year=2026/month=11/day=22"]
+    );
+}
