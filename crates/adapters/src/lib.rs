@@ -8,6 +8,7 @@ pub mod emf;
 pub mod error;
 pub mod firehose;
 pub mod glue;
+pub mod kinesis_events;
 pub mod notify;
 pub mod objects;
 pub mod params;
