@@ -162,6 +162,7 @@ pub async fn run_files(
                 subject_id: format!("subj-f{d:03}"),
                 valid_from: since,
                 valid_to: None,
+                cohort: None,
             }],
         })
         .collect();

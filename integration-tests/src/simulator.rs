@@ -185,6 +185,7 @@ impl Fleet {
                     subject_id: d.subject.clone(),
                     valid_from: now_ms - 90 * DAY_MS,
                     valid_to: None,
+                    cohort: None,
                 }],
             })
             .collect()

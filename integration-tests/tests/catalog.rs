@@ -50,6 +50,7 @@ async fn platform_with_device() -> LocalPlatform {
                 subject_id: "subj-1".into(),
                 valid_from: parse_rfc3339_ms("2026-01-01T00:00:00Z").unwrap(),
                 valid_to: None,
+                cohort: None,
             }],
         }])
         .await

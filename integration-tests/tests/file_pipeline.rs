@@ -35,6 +35,7 @@ async fn platform() -> LocalPlatform {
                 subject_id: "subj-1".into(),
                 valid_from: since,
                 valid_to: None,
+                cohort: None,
             }],
         }])
         .await

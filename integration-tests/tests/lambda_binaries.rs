@@ -14,6 +14,7 @@ fn assigned(device: &str, subject: &str) -> DeviceRecord {
             subject_id: subject.into(),
             valid_from: parse_rfc3339_ms("2026-01-01T00:00:00Z").unwrap(),
             valid_to: None,
+            cohort: None,
         }],
     }
 }

@@ -116,6 +116,9 @@ pub fn device_item(record: &DeviceRecord) -> HashMap<String, AttributeValue> {
                     AttributeValue::S(format_rfc3339_ms(end)),
                 );
             }
+            if let Some(cohort) = &a.cohort {
+                m.insert("cohort".to_owned(), AttributeValue::S(cohort.clone()));
+            }
             AttributeValue::M(m)
         })
         .collect();
@@ -160,6 +163,7 @@ fn parse_assignment(a: &AttributeValue) -> Option<Assignment> {
         subject_id: text("subject_id")?.clone(),
         valid_from: parse_rfc3339_ms(text("valid_from")?)?,
         valid_to,
+        cohort: None,
     })
 }
 
@@ -295,6 +299,7 @@ mod tests {
                 subject_id: format!("subj-{id}"),
                 valid_from: 0,
                 valid_to: Some(86_400_000),
+                cohort: None,
             }],
         }
     }

@@ -2,6 +2,7 @@
 //! validation, the canonical reading and the lake layout. Plain types and functions,
 //! no AWS types and no I/O, so every rule here is unit-tested in isolation.
 
+pub mod alerting;
 pub mod mapping;
 pub mod message;
 pub mod metric;

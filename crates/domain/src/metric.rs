@@ -176,6 +176,9 @@ pub enum NormalizeError {
 
 impl Metric {
     /// Every metric, in catalog order.
+    /// How many metrics there are (for per-metric tables indexed by `metric as usize`).
+    pub const COUNT: usize = 7;
+
     pub fn all() -> impl Iterator<Item = Metric> {
         CATALOG.iter().map(|s| s.metric)
     }

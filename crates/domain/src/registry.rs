@@ -16,6 +16,10 @@ pub struct Assignment {
     pub valid_from: i64,
     #[serde(default)]
     pub valid_to: Option<i64>,
+    /// The clinical cohort the subject belongs to for this assignment (e.g. `neonatal`),
+    /// which alert rules may target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<String>,
 }
 
 impl Assignment {
@@ -28,11 +32,15 @@ impl DeviceRecord {
     /// The subject wearing the device at `t`, if any. When assignments overlap by
     /// mistake, the latest-starting one wins, so a re-assignment takes effect at once.
     pub fn subject_at(&self, t: i64) -> Option<&str> {
+        self.assignment_at(t).map(|a| a.subject_id.as_str())
+    }
+
+    /// The assignment in force at `t` (see [`DeviceRecord::subject_at`]).
+    pub fn assignment_at(&self, t: i64) -> Option<&Assignment> {
         self.assignments
             .iter()
             .filter(|a| a.covers(t))
             .max_by_key(|a| a.valid_from)
-            .map(|a| a.subject_id.as_str())
     }
 }
 
@@ -48,11 +56,13 @@ mod tests {
                     subject_id: "s-a".into(),
                     valid_from: 100,
                     valid_to: Some(200),
+                    cohort: None,
                 },
                 Assignment {
                     subject_id: "s-b".into(),
                     valid_from: 300,
                     valid_to: None,
+                    cohort: None,
                 },
             ],
         }
@@ -80,6 +90,7 @@ mod tests {
             subject_id: "s-c".into(),
             valid_from: 150,
             valid_to: None,
+            cohort: None,
         });
         assert_eq!(r.subject_at(160), Some("s-c"));
     }

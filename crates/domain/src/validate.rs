@@ -165,6 +165,7 @@ mod tests {
                 subject_id: "subj-9".into(),
                 valid_from: NOW - 30 * DAY_MS,
                 valid_to: None,
+                cohort: None,
             }],
         }
     }

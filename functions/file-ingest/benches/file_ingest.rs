@@ -112,6 +112,7 @@ fn main() -> std::io::Result<()> {
                     subject_id: format!("subj-{:08x}", d * 2_654_435_761 % (1 << 32)),
                     valid_from: since,
                     valid_to: None,
+                    cohort: None,
                 }],
             };
             (id, Arc::new(rec))

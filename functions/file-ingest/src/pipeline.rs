@@ -366,6 +366,7 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
                             subject_id: subject.clone(),
                             valid_from: i64::MIN,
                             valid_to: None,
+                            cohort: None,
                         }],
                     };
                     self.devices.insert(d, Some(Arc::new(record)));

@@ -38,6 +38,7 @@ fn ingest() -> Ingest {
             subject_id: format!("subj-{d}"),
             valid_from: since,
             valid_to: None,
+            cohort: None,
         }],
     }));
     FileIngest {

@@ -75,6 +75,7 @@ impl FileIo for Collect {
                         subject_id: format!("s-{}", id.chars().rev().collect::<String>()),
                         valid_from: since,
                         valid_to: None,
+                        cohort: None,
                     }],
                 };
                 ((*id).to_owned(), Some(std::sync::Arc::new(rec)))

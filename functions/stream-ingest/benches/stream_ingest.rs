@@ -57,6 +57,7 @@ fn event() -> (Vec<u8>, Vec<DeviceRecord>) {
                 subject_id: format!("subj-{m:08x}"),
                 valid_from: NOW - 30 * DAY_MS,
                 valid_to: None,
+                cohort: None,
             }],
         });
     }

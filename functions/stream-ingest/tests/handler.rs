@@ -28,6 +28,7 @@ fn registry() -> MemoryRegistry {
                 subject_id: "subj-1".into(),
                 valid_from: NOW - 30 * DAY_MS,
                 valid_to: None,
+                cohort: None,
             }],
         },
         DeviceRecord {
@@ -40,6 +41,7 @@ fn registry() -> MemoryRegistry {
                 subject_id: "subj-2".into(),
                 valid_from: 0,
                 valid_to: None,
+                cohort: None,
             }],
         },
     ])
@@ -374,6 +376,7 @@ async fn the_sample_event_is_handled() {
             subject_id: "s".into(),
             valid_from: 0,
             valid_to: None,
+            cohort: None,
         }],
     }]);
     let i = Ingest {
@@ -496,11 +499,13 @@ async fn a_device_reassigned_mid_message_attributes_each_reading_to_its_subject(
                 subject_id: "subj-before".into(),
                 valid_from: NOW - DAY_MS,
                 valid_to: Some(switch),
+                cohort: None,
             },
             Assignment {
                 subject_id: "subj-after".into(),
                 valid_from: switch,
                 valid_to: None,
+                cohort: None,
             },
         ],
     }]);
