@@ -2,6 +2,7 @@
 //! with an SDK adapter for AWS (and the local stack) and an in-memory one for tests
 //! and benchmarks. Functions are generic over the ports they need.
 
+pub mod alerts;
 pub mod aws;
 pub mod dedup;
 pub mod emf;
@@ -15,6 +16,10 @@ pub mod params;
 pub mod registry;
 pub mod s3_events;
 
+pub use alerts::{
+    AlertPublisher, AlertStates, DynamoAlertStates, MemoryAlertStates, MemoryPublisher, SnsAlerts,
+    StoredState,
+};
 pub use aws::{ConfigError, env_number, env_var, load_config, s3_client};
 pub use aws_config::SdkConfig;
 pub use dedup::{Claim, DedupStore, DynamoDedup, MemoryDedup, SourceManifest};

@@ -384,12 +384,19 @@ pub struct Firing {
 pub enum Step {
     /// Not newer than what the state has seen (a redelivery or a late reading): ignored.
     Replay,
-    Applied(Option<Firing>),
+    /// Applied; nothing to say.
+    Quiet,
+    /// The rule fires: page.
+    Fired(Firing),
+    /// The rule would fire, but the reading is history: recorded, never paged, and it
+    /// starts no cooldown (a live breach right after must still page).
+    Suppressed(Firing),
 }
 
 impl Rule {
-    /// Applies a reading (`at` ms, `value` in the canonical unit) to the pair's state.
-    pub fn apply(&self, state: &mut RuleState, at: i64, value: f64) -> Step {
+    /// Applies a reading (`at` ms, `value` in the canonical unit) to the pair's state;
+    /// `live` is false for history (replayed or backfilled readings).
+    pub fn apply(&self, state: &mut RuleState, at: i64, value: f64, live: bool) -> Step {
         if at <= state.last_at {
             return Step::Replay;
         }
@@ -431,14 +438,14 @@ impl Rule {
                 rise.is_some_and(|r| value - lo >= r) || fall.is_some_and(|f| hi - value >= f)
             }
         };
-        if !breach {
-            return Step::Applied(None);
+        if !breach || state.fired_at.is_some_and(|f| at - f < self.cooldown_ms) {
+            return Step::Quiet;
         }
-        if state.fired_at.is_some_and(|f| at - f < self.cooldown_ms) {
-            return Step::Applied(None);
+        if !live {
+            return Step::Suppressed(Firing { at, value });
         }
         state.fired_at = Some(at);
-        Step::Applied(Some(Firing { at, value }))
+        Step::Fired(Firing { at, value })
     }
 
     /// How long a pair's state must be kept for this rule to work (then it may expire).
@@ -450,6 +457,23 @@ impl Rule {
         };
         window.max(self.cooldown_ms)
     }
+}
+
+/// An alert as subscribers receive it (the SNS message body). It names the subject only
+/// by the pseudonymous key of the device registry: no name, MRN or device serial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub alert_id: String,
+    pub rule: String,
+    pub severity: Severity,
+    pub metric: String,
+    pub subject: String,
+    pub value: f64,
+    pub unit: String,
+    pub measured_at: String,
+    pub raised_at: String,
+    /// When the triggering record reached the stream (epoch ms): latency is measured from it.
+    pub arrived_at_ms: i64,
 }
 
 /// The alert id: the same rule, subject and triggering measurement always give the same
@@ -510,23 +534,23 @@ mod tests {
     fn a_threshold_fires_once_per_cooldown() {
         let r = rule("hr-high");
         let mut s = RuleState::default();
-        assert_eq!(r.apply(&mut s, MIN, 120.0), Step::Applied(None));
+        assert_eq!(r.apply(&mut s, MIN, 120.0, true), Step::Quiet);
         assert_eq!(
-            r.apply(&mut s, 2 * MIN, 140.0),
-            Step::Applied(Some(Firing {
+            r.apply(&mut s, 2 * MIN, 140.0, true),
+            Step::Fired(Firing {
                 at: 2 * MIN,
                 value: 140.0
-            }))
+            })
         );
         for m in 3..12 {
             assert_eq!(
-                r.apply(&mut s, m * MIN, 150.0),
-                Step::Applied(None),
+                r.apply(&mut s, m * MIN, 150.0, true),
+                Step::Quiet,
                 "cooling down at minute {m}"
             );
         }
         assert!(
-            matches!(r.apply(&mut s, 12 * MIN, 150.0), Step::Applied(Some(_))),
+            matches!(r.apply(&mut s, 12 * MIN, 150.0, true), Step::Fired(_)),
             "10 minutes later it may page again"
         );
     }
@@ -536,12 +560,12 @@ mod tests {
         let r = rule("hr-high");
         let mut s = RuleState::default();
         assert!(matches!(
-            r.apply(&mut s, 5 * MIN, 140.0),
-            Step::Applied(Some(_))
+            r.apply(&mut s, 5 * MIN, 140.0, true),
+            Step::Fired(_)
         ));
         let before = s.clone();
-        assert_eq!(r.apply(&mut s, 5 * MIN, 140.0), Step::Replay);
-        assert_eq!(r.apply(&mut s, 4 * MIN, 150.0), Step::Replay);
+        assert_eq!(r.apply(&mut s, 5 * MIN, 140.0, true), Step::Replay);
+        assert_eq!(r.apply(&mut s, 4 * MIN, 150.0, true), Step::Replay);
         assert_eq!(s, before);
     }
 
@@ -554,8 +578,8 @@ mod tests {
             .enumerate()
             .map(|(i, v)| {
                 matches!(
-                    r.apply(&mut s, (i as i64 + 1) * MIN, *v),
-                    Step::Applied(Some(_))
+                    r.apply(&mut s, (i as i64 + 1) * MIN, *v, true),
+                    Step::Fired(_)
                 )
             })
             .collect();
@@ -566,11 +590,11 @@ mod tests {
     fn sustained_by_duration_fires_when_the_breach_has_lasted() {
         let r = rule("spo2-low-5min");
         let mut s = RuleState::default();
-        assert_eq!(r.apply(&mut s, 0 + 1, 91.0), Step::Applied(None));
-        assert_eq!(r.apply(&mut s, 4 * MIN, 91.0), Step::Applied(None));
+        assert_eq!(r.apply(&mut s, 0 + 1, 91.0, true), Step::Quiet);
+        assert_eq!(r.apply(&mut s, 4 * MIN, 91.0, true), Step::Quiet);
         assert!(matches!(
-            r.apply(&mut s, 5 * MIN + 1, 90.0),
-            Step::Applied(Some(_))
+            r.apply(&mut s, 5 * MIN + 1, 90.0, true),
+            Step::Fired(_)
         ));
     }
 
@@ -578,17 +602,32 @@ mod tests {
     fn rate_of_change_compares_with_the_window_minimum() {
         let r = rule("temp-rise");
         let mut s = RuleState::default();
-        assert_eq!(r.apply(&mut s, MIN, 37.0), Step::Applied(None));
-        assert_eq!(r.apply(&mut s, 10 * MIN, 37.5), Step::Applied(None));
+        assert_eq!(r.apply(&mut s, MIN, 37.0, true), Step::Quiet);
+        assert_eq!(r.apply(&mut s, 10 * MIN, 37.5, true), Step::Quiet);
         assert!(matches!(
-            r.apply(&mut s, 20 * MIN, 38.1),
-            Step::Applied(Some(_))
+            r.apply(&mut s, 20 * MIN, 38.1, true),
+            Step::Fired(_)
         ));
         // A slow rise outside the window does not count.
         let mut slow = RuleState::default();
-        assert_eq!(r.apply(&mut slow, MIN, 37.0), Step::Applied(None));
-        assert_eq!(r.apply(&mut slow, 40 * MIN, 37.6), Step::Applied(None));
-        assert_eq!(r.apply(&mut slow, 80 * MIN, 38.2), Step::Applied(None));
+        assert_eq!(r.apply(&mut slow, MIN, 37.0, true), Step::Quiet);
+        assert_eq!(r.apply(&mut slow, 40 * MIN, 37.6, true), Step::Quiet);
+        assert_eq!(r.apply(&mut slow, 80 * MIN, 38.2, true), Step::Quiet);
+    }
+
+    #[test]
+    fn history_is_evaluated_but_never_fires_nor_starts_a_cooldown() {
+        let r = rule("hr-high");
+        let mut s = RuleState::default();
+        assert!(matches!(
+            r.apply(&mut s, MIN, 150.0, false),
+            Step::Suppressed(_)
+        ));
+        assert_eq!(s.fired_at, None);
+        assert!(matches!(
+            r.apply(&mut s, 2 * MIN, 150.0, true),
+            Step::Fired(_)
+        ));
     }
 
     #[test]
