@@ -127,6 +127,35 @@ impl Invoker for CatalogSyncFn {
     }
 }
 
+/// vitals-alert, in process.
+pub struct VitalsAlertFn {
+    pub alert: vitals_alert::AwsVitalsAlert,
+    pub timeout: Duration,
+    /// Where its metrics are counted (see [`crate::metrics`]).
+    pub metrics_scope: u64,
+}
+
+impl Invoker for VitalsAlertFn {
+    async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
+        let batch = serde_json::from_value(event).map_err(deserialize_error)?;
+        let event = LambdaEvent::new(batch, context(self.timeout));
+        let handled = crate::metrics::scoped(
+            self.metrics_scope,
+            vitals_alert::function_handler(event, &self.alert),
+        );
+        match handled.await {
+            Ok(resp) => Ok(serde_json::to_value(resp).unwrap_or(Value::Null)),
+            Err(e) => {
+                let d = Diagnostic::from(e);
+                Err(FunctionError {
+                    error_type: d.error_type,
+                    message: d.error_message,
+                })
+            }
+        }
+    }
+}
+
 /// A function served by `cargo lambda watch`, invoked over its HTTP invoke API.
 pub struct RuntimeApiFn {
     pub base_url: String,

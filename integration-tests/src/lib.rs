@@ -80,6 +80,20 @@ impl LocalPlatform {
         })
     }
 
+    /// vitals-alert, in process, configured as `template.yaml` configures it (the rules
+    /// document is read now, as at a cold start).
+    pub async fn vitals_alert(&self) -> Result<invoke::VitalsAlertFn> {
+        let sdk = moto::sdk_config_for(self.function_endpoint()).await;
+        let alert = vitals_alert::build(&self.stack.vitals_alert_config(), &sdk)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(invoke::VitalsAlertFn {
+            alert,
+            timeout: Duration::from_secs(60),
+            metrics_scope: self.metrics_scope,
+        })
+    }
+
     /// catalog-sync, in process, configured as `template.yaml` configures it.
     pub async fn catalog_sync(&self) -> Result<invoke::CatalogSyncFn> {
         let sdk = moto::sdk_config_for(self.function_endpoint()).await;
@@ -111,4 +125,11 @@ impl LocalPlatform {
             metrics_scope: self.metrics_scope,
         })
     }
+}
+
+/// Wall-clock now, in epoch ms.
+pub fn invoke_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

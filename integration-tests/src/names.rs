@@ -24,6 +24,11 @@ pub struct Names {
     pub glue_table: String,
     pub catalog_queue: String,
     pub catalog_dlq: String,
+    pub alert_state_table: String,
+    pub alerts_topic: String,
+    /// Local only: subscribed to the alerts topic (raw delivery), as a pager would be.
+    pub alerts_inbox: String,
+    pub alert_rules_parameter: String,
 }
 
 impl Default for Names {
@@ -49,6 +54,10 @@ impl Default for Names {
             glue_table: "readings".into(),
             catalog_queue: "pulselake-catalog".into(),
             catalog_dlq: "pulselake-catalog-dlq".into(),
+            alert_state_table: "pulselake-alert-state".into(),
+            alerts_topic: "pulselake-alerts".into(),
+            alerts_inbox: "pulselake-alerts-inbox".into(),
+            alert_rules_parameter: "/pulselake/alert-rules".into(),
         }
     }
 }

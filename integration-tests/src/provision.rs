@@ -37,6 +37,9 @@ pub struct Stack {
     pub catalog_queue_url: String,
     pub catalog_dlq_url: String,
     pub glue: aws_sdk_glue::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub alerts_topic_arn: String,
+    pub alerts_inbox_url: String,
 }
 
 async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
@@ -54,7 +57,11 @@ impl Stack {
         let ops_inbox_url = queue_url(&sqs, &names.ops_inbox).await?;
         let catalog_queue_url = queue_url(&sqs, &names.catalog_queue).await?;
         let catalog_dlq_url = queue_url(&sqs, &names.catalog_dlq).await?;
+        let alerts_inbox_url = queue_url(&sqs, &names.alerts_inbox).await?;
         Ok(Stack {
+            sns: aws_sdk_sns::Client::new(&sdk),
+            alerts_topic_arn: format!("arn:aws:sns:{REGION}:{ACCOUNT}:{}", names.alerts_topic),
+            alerts_inbox_url,
             glue: aws_sdk_glue::Client::new(&sdk),
             catalog_queue_url,
             catalog_dlq_url,
@@ -157,6 +164,7 @@ impl Stack {
             (&names.registry_table, "device_id"),
             (&names.dedup_table, "id"),
             (&names.alias_table, "alias"),
+            (&names.alert_state_table, "key"),
         ] {
             dynamodb
                 .create_table()
@@ -291,6 +299,29 @@ impl Stack {
             .attributes("RawMessageDelivery", "true")
             .send()
             .await?;
+
+        // Alerting: the topic, a subscriber queue standing in for the pager, the rules.
+        sqs.create_queue()
+            .queue_name(&names.alerts_inbox)
+            .send()
+            .await?;
+        let alerts = sns.create_topic().name(&names.alerts_topic).send().await?;
+        sns.subscribe()
+            .topic_arn(alerts.topic_arn().unwrap_or_default())
+            .protocol("sqs")
+            .endpoint(format!(
+                "arn:aws:sqs:{REGION}:{ACCOUNT}:{}",
+                names.alerts_inbox
+            ))
+            .attributes("RawMessageDelivery", "true")
+            .send()
+            .await?;
+        ssm.put_parameter()
+            .name(&names.alert_rules_parameter)
+            .value(pulselake_domain::alerting::DEFAULT_RULES)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .send()
+            .await?;
         Stack::connect(sdk, names).await
     }
 
@@ -351,6 +382,31 @@ impl Stack {
             mappings_parameter: Some(n.mappings_parameter.clone()),
             dedup_ttl: std::time::Duration::from_secs(400 * 86_400),
         }
+    }
+
+    /// vitals-alert's configuration on this stack.
+    pub fn vitals_alert_config(&self) -> vitals_alert::Config {
+        let n = &self.names;
+        vitals_alert::Config {
+            registry_table: n.registry_table.clone(),
+            state_table: n.alert_state_table.clone(),
+            alerts_topic_arn: self.alerts_topic_arn.clone(),
+            rules_parameter: Some(n.alert_rules_parameter.clone()),
+            mappings_parameter: Some(n.mappings_parameter.clone()),
+        }
+    }
+
+    /// Replaces the alert rules document (a function built afterwards reads it).
+    pub async fn set_alert_rules(&self, doc: &str) -> Result<()> {
+        self.ssm
+            .put_parameter()
+            .name(&self.names.alert_rules_parameter)
+            .value(doc)
+            .overwrite(true)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .send()
+            .await?;
+        Ok(())
     }
 
     /// catalog-sync's configuration on this stack.

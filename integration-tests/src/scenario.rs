@@ -383,3 +383,243 @@ pub async fn run_catalog(
     r.duckdb_rows = counted?;
     Ok(r)
 }
+
+/// What the alerting scenario sent and what the pager (the alerts topic's subscriber
+/// queue) received.
+#[derive(Debug, Default)]
+pub struct AlertReport {
+    /// Out-of-range episodes of different patients and rules, each a page.
+    pub episodes: usize,
+    /// Pages for those episodes that reached the subscriber.
+    pub episode_pages: usize,
+    /// One patient in distress: many breaching readings, and the pages they caused.
+    pub storm_readings: usize,
+    pub storm_pages: usize,
+    /// Pages that appeared after the whole stream was delivered to vitals-alert again.
+    pub redelivery_pages: usize,
+    /// Breaching readings measured hours ago (a device catching up), and their pages.
+    pub backfill_readings: usize,
+    pub backfill_pages: usize,
+    pub suppressed: usize,
+    /// Alerts raised by the streamed fleet before this scenario (not checked).
+    pub earlier_pages: usize,
+    /// Kinesis put -> message at the subscriber, per episode, in ms.
+    pub latencies_ms: Vec<f64>,
+    /// Alert ids received more than once.
+    pub duplicate_ids: usize,
+    /// Pages whose body names a device, or that lack the filtering attributes.
+    pub malformed: usize,
+}
+
+impl AlertReport {
+    pub fn percentile(&self, p: f64) -> f64 {
+        let mut v = self.latencies_ms.clone();
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+        v[rank.clamp(1, v.len()) - 1]
+    }
+
+    pub fn adds_up(&self) -> bool {
+        self.episode_pages == self.episodes
+            && self.storm_pages == 1
+            && self.redelivery_pages == 0
+            && self.backfill_pages == 0
+            && self.suppressed >= self.backfill_readings
+            && self.duplicate_ids == 0
+            && self.malformed == 0
+    }
+}
+
+/// The pager's view: alerts delivered to the subscriber queue.
+struct Pager {
+    seen: std::collections::HashSet<String>,
+    duplicates: usize,
+    malformed: usize,
+}
+
+impl Pager {
+    /// Takes what has arrived, waiting up to `wait` for at least `want` pages.
+    async fn take(
+        &mut self,
+        stack: &crate::Stack,
+        want: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<pulselake_domain::alerting::Alert>> {
+        let start = std::time::Instant::now();
+        let mut got = Vec::new();
+        loop {
+            let out = stack
+                .sqs
+                .receive_message()
+                .queue_url(&stack.alerts_inbox_url)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .send()
+                .await?;
+            for m in out.messages() {
+                let body = m.body().unwrap_or_default();
+                let attrs = m.message_attributes();
+                let filterable = ["severity", "metric", "rule"]
+                    .iter()
+                    .all(|k| attrs.is_some_and(|a| a.contains_key(*k)));
+                match serde_json::from_str::<pulselake_domain::alerting::Alert>(body) {
+                    Ok(alert) if filterable && !body.contains("dev-") => {
+                        if !self.seen.insert(alert.alert_id.clone()) {
+                            self.duplicates += 1;
+                        }
+                        got.push(alert);
+                    }
+                    _ => self.malformed += 1,
+                }
+                stack
+                    .sqs
+                    .delete_message()
+                    .queue_url(&stack.alerts_inbox_url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await?;
+            }
+            if got.len() >= want || start.elapsed() >= wait {
+                return Ok(got);
+            }
+            if out.messages().is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
+    }
+}
+
+fn vitals_message(
+    device: &str,
+    sensor: &str,
+    metric: &str,
+    value: f64,
+    unit: &str,
+    at: i64,
+) -> (String, Vec<u8>) {
+    let msg = serde_json::json!({"v": 1, "device_id": device, "message_id": format!("{device}-{sensor}-{at}"),
+        "sent_at": pulselake_domain::time::format_rfc3339_ms(crate::invoke_now_ms()),
+        "readings": [{"sensor_id": sensor, "metric": metric, "value": value, "unit": unit,
+                      "measured_at": pulselake_domain::time::format_rfc3339_ms(at)}]});
+    (iot::topic_for(device), msg.to_string().into_bytes())
+}
+
+/// Out-of-range vitals published through the stream to vitals-alert, a second consumer
+/// with its own event source mapping; the pages are read where a pager would get them.
+pub async fn run_alerts(
+    platform: &LocalPlatform,
+    patients: usize,
+    progress: &mut dyn FnMut(String),
+) -> Result<AlertReport> {
+    use std::time::{Duration, Instant};
+    let stack = &platform.stack;
+    let now = crate::invoke_now_ms;
+    let since = now() - 86_400_000;
+    let device = |i: usize| format!("dev-alert-{i:03}");
+    let devices: Vec<DeviceRecord> = (0..patients + 2)
+        .map(|i| DeviceRecord {
+            device_id: device(i),
+            assignments: vec![Assignment {
+                subject_id: format!("subj-a{i:04}"),
+                valid_from: since,
+                valid_to: None,
+                cohort: None,
+            }],
+        })
+        .collect();
+    stack.register_devices(&devices).await?;
+    let mut mapping = KinesisMapping::new(
+        stack,
+        platform.vitals_alert().await?,
+        MappingConfig {
+            batch_size: 100,
+            function_name: "vitals-alert".into(),
+            ..MappingConfig::default()
+        },
+    );
+    let mut pager = Pager {
+        seen: Default::default(),
+        duplicates: 0,
+        malformed: 0,
+    };
+    let mut r = AlertReport::default();
+    // Catch up with what is already in the stream (the fleet), as a new consumer would.
+    mapping.drain().await?;
+    r.earlier_pages = pager
+        .take(stack, usize::MAX, Duration::from_millis(300))
+        .await?
+        .len();
+
+    // Episodes: each patient's heart rate and temperature go out of range, live.
+    for i in 0..patients {
+        for (sensor, metric, value, unit) in [
+            ("hr-0", "heart_rate", 152.0, "/min"),
+            ("t-0", "body_temp", 39.6, "Cel"),
+        ] {
+            let msg = vitals_message(&device(i), sensor, metric, value, unit, now() - 1_000);
+            let t = Instant::now();
+            iot::publish(stack, &[msg]).await?;
+            mapping.drain().await?;
+            let pages = pager.take(stack, 1, Duration::from_secs(5)).await?;
+            r.latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            r.episodes += 1;
+            r.episode_pages += pages.len();
+        }
+    }
+    progress(format!(
+        "{} episodes of {} patients paged; now one patient in distress",
+        r.episodes, patients
+    ));
+
+    // A storm: one patient's SpO2 stays low for 20 readings in a row.
+    let storm = device(patients);
+    let t0 = now() - 60_000;
+    let storm_msgs: Vec<_> = (0..20)
+        .map(|k| vitals_message(&storm, "spo2-0", "spo2", 84.0, "%", t0 + k * 3_000))
+        .collect();
+    r.storm_readings = storm_msgs.len();
+    iot::publish(stack, &storm_msgs).await?;
+    mapping.drain().await?;
+    r.storm_pages = pager
+        .take(stack, 2, Duration::from_millis(500))
+        .await?
+        .len();
+
+    // History: a device uploads its buffer of two hours ago, out of range.
+    let late = device(patients + 1);
+    let old = now() - 2 * 3_600_000;
+    let backlog: Vec<_> = (0..10)
+        .map(|k| vitals_message(&late, "hr-0", "heart_rate", 160.0, "/min", old + k * 30_000))
+        .collect();
+    r.backfill_readings = backlog.len();
+    iot::publish(stack, &backlog).await?;
+    mapping.drain().await?;
+    r.backfill_pages = pager
+        .take(stack, 1, Duration::from_millis(500))
+        .await?
+        .len();
+    r.suppressed = platform.metric_total("vitals-alert/AlertsSuppressed") as usize;
+
+    // Lambda redelivers: the whole stream, again, to a fresh mapping (no checkpoints).
+    progress("the whole stream is delivered to vitals-alert a second time".into());
+    let mut again = KinesisMapping::new(
+        stack,
+        platform.vitals_alert().await?,
+        MappingConfig {
+            batch_size: 100,
+            function_name: "vitals-alert".into(),
+            ..MappingConfig::default()
+        },
+    );
+    again.drain().await?;
+    r.redelivery_pages = pager
+        .take(stack, 1, Duration::from_millis(500))
+        .await?
+        .len();
+    r.duplicate_ids = pager.duplicates;
+    r.malformed = pager.malformed;
+    Ok(r)
+}

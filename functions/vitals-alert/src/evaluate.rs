@@ -190,11 +190,17 @@ impl<R: RegistryLookup, S: AlertStates, P: AlertPublisher> VitalsAlert<R, S, P> 
 
         let keys: Vec<String> = pairs.iter().map(|p| p.key.clone()).collect();
         let mut stored = self.states.load(&keys).await.map_err(AlertError::State)?;
-        let results: Vec<(usize, PairResult)> =
-            futures_util::stream::iter(pairs.iter().enumerate().map(|(i, p)| {
+        // The futures are built first: a closure inside the stream type would make the
+        // handler's future not `Send` (a known limitation of higher-ranked closures).
+        let work: Vec<_> = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
                 let current = stored.remove(&p.key);
                 async move { (i, self.evaluate_pair(p, current, now_ms).await) }
-            }))
+            })
+            .collect();
+        let results: Vec<(usize, PairResult)> = futures_util::stream::iter(work)
             .buffer_unordered(CONCURRENT_PAIRS)
             .collect()
             .await;
