@@ -77,6 +77,44 @@ impl<'s, I: Invoker> KinesisMapping<'s, I> {
         &self.function
     }
 
+    /// Starts at the end of the stream, as a mapping created with `StartingPosition:
+    /// LATEST` does: records already in the stream are never delivered.
+    pub async fn at_latest(mut self) -> Result<Self> {
+        for shard in self.shard_ids().await? {
+            if let Some(last) = self.read_shard(&shard).await?.last() {
+                self.checkpoints
+                    .insert(shard, last.sequence_number().to_owned());
+            }
+        }
+        Ok(self)
+    }
+
+    /// Where the mapping stands, per shard (the last sequence number it finished).
+    pub fn checkpoints(&self) -> HashMap<String, String> {
+        self.checkpoints.clone()
+    }
+
+    /// Resumes after the given checkpoints: what Lambda does when it delivers again.
+    pub fn resume_after(mut self, checkpoints: HashMap<String, String>) -> Self {
+        self.checkpoints = checkpoints;
+        self
+    }
+
+    async fn shard_ids(&self) -> Result<Vec<String>> {
+        let shards = self
+            .stack
+            .kinesis
+            .list_shards()
+            .stream_name(&self.stack.names.stream)
+            .send()
+            .await?;
+        Ok(shards
+            .shards()
+            .iter()
+            .map(|s| s.shard_id().to_owned())
+            .collect())
+    }
+
     /// Processes everything currently in the stream, shard by shard.
     pub async fn drain(&mut self) -> Result<()> {
         let shards = self

@@ -7,7 +7,8 @@ use std::time::Instant;
 use pulselake_domain::Reason;
 use pulselake_local::proxy::FaultPlan;
 use pulselake_local::scenario::{
-    CatalogReport, FileScenarioReport, StreamReport, run_catalog, run_files, run_stream,
+    AlertReport, CatalogReport, FileScenarioReport, StreamReport, run_alerts, run_catalog,
+    run_files, run_stream,
 };
 use pulselake_local::simulator::FleetConfig;
 use pulselake_local::{LocalPlatform, Result};
@@ -100,8 +101,16 @@ async fn run() -> Result<()> {
     print_catalog(&catalog, &report, &files);
 
     println!();
+    println!("Alerts: vitals-alert reads the same stream with its own mapping; pages go to SNS");
+    let alerts = run_alerts(&platform, arg("alert-patients", 40), &mut |line| {
+        println!("  {line}")
+    })
+    .await?;
+    print_alerts(&alerts);
+
+    println!();
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
-    if !report.adds_up() || !files.adds_up() || !catalog.adds_up() {
+    if !report.adds_up() || !files.adds_up() || !catalog.adds_up() || !alerts.adds_up() {
         return Err("the counts do not add up: see above".into());
     }
     Ok(())
@@ -251,5 +260,47 @@ fn print_catalog(r: &CatalogReport, stream: &StreamReport, files: &FileScenarioR
         n(stream.lake_distinct),
         n(files.lake_distinct),
         ok(duckdb_total == reported)
+    );
+}
+
+fn print_alerts(r: &AlertReport) {
+    let ok = |b: bool| if b { "ok" } else { "MISMATCH" };
+    println!();
+    println!("Alerting");
+    println!(
+        "  alerts raised        {:>9}  {} out-of-range episodes, {} paged",
+        n(r.episode_pages + r.storm_pages),
+        n(r.episodes),
+        n(r.episode_pages)
+    );
+    println!(
+        "  alert storm          {:>9}  page(s) for {} consecutive low-SpO2 readings of one patient",
+        n(r.storm_pages),
+        n(r.storm_readings)
+    );
+    println!(
+        "  history              {:>9}  pages for {} out-of-range readings measured 2 h ago ({} evaluated, not paged)",
+        n(r.backfill_pages),
+        n(r.backfill_readings),
+        n(r.suppressed)
+    );
+    println!(
+        "  redelivery           {:>9}  pages after every record was delivered a second time",
+        n(r.redelivery_pages)
+    );
+    println!(
+        "  latency              p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms  (Kinesis put -> SNS -> subscriber queue, {} alerts)",
+        r.percentile(50.0),
+        r.percentile(99.0),
+        r.percentile(100.0),
+        r.latencies_ms.len()
+    );
+    println!(
+        "  check: every episode paged once: {}; one page per storm: {}; history and redelivery never page: {}; no duplicate alert id, no device in a page: {}; p99 <= 500 ms: {}",
+        ok(r.episode_pages == r.episodes),
+        ok(r.storm_pages == 1),
+        ok(r.backfill_pages == 0 && r.redelivery_pages == 0),
+        ok(r.duplicate_ids == 0 && r.malformed == 0),
+        ok(r.percentile(99.0) <= 500.0)
     );
 }
