@@ -337,3 +337,45 @@ fn athena_queries_run_in_a_workgroup_that_enforces_encrypted_results() {
     assert!(text(&enc["KmsKey"]).contains("DataKey"));
     assert!(text(&wg["ResultConfiguration"]["OutputLocation"]).contains("AthenaResultsBucket"));
 }
+
+#[test]
+fn the_deployed_alert_rules_are_the_builtin_document_and_valid() {
+    let t = template();
+    let deployed = text(&t["Resources"]["AlertRulesParameter"]["Properties"]["Value"]);
+    let deployed: serde_json::Value = serde_json::from_str(&deployed).unwrap();
+    let builtin: serde_json::Value =
+        serde_json::from_str(pulselake_domain::alerting::DEFAULT_RULES).unwrap();
+    assert_eq!(deployed, builtin);
+    pulselake_domain::alerting::RuleSet::from_json(&deployed.to_string()).unwrap();
+}
+
+#[test]
+fn alerting_reads_the_stream_through_its_own_consumer_tuned_for_latency() {
+    let t = template();
+    let f = &t["Resources"]["VitalsAlertFunction"]["Properties"];
+    let ev = &f["Events"]["Vitals"]["Properties"];
+    assert!(
+        text(&ev["Stream"]).contains("VitalsAlertConsumer"),
+        "enhanced fan-out, not the shared read throughput"
+    );
+    assert_eq!(ev["MaximumBatchingWindowInSeconds"].as_u64(), Some(0));
+    assert_eq!(text(&ev["StartingPosition"]), "LATEST");
+    assert_eq!(
+        text(&ev["FunctionResponseTypes"]),
+        "ReportBatchItemFailures"
+    );
+    assert!(
+        text(&ev["DestinationConfig"]["OnFailure"]["Destination"]).contains("VitalsAlertFailures")
+    );
+    let ttl = &t["Resources"]["AlertStateTable"]["Properties"]["TimeToLiveSpecification"];
+    assert_eq!(
+        text(&ttl["AttributeName"]),
+        "expiration",
+        "the attribute DynamoAlertStates writes"
+    );
+    let alarm = &t["Resources"]["VitalsAlertIteratorAgeAlarm"]["Properties"];
+    assert_eq!(text(&alarm["MetricName"]), "IteratorAge");
+    assert!(
+        text(&t["Resources"]["AlertsTopic"]["Properties"]["KmsMasterKeyId"]).contains("DataKey")
+    );
+}
