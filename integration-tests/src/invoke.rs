@@ -40,6 +40,34 @@ fn deserialize_error(e: serde_json::Error) -> FunctionError {
     }
 }
 
+/// Runs a function's handler as the runtime does: the event deserialized, a context with
+/// the time budget, the response serialized or the error reported as Lambda reports it.
+async fn in_process<E, R, Err, Fut>(
+    event: Value,
+    timeout: Duration,
+    metrics_scope: u64,
+    handler: impl FnOnce(LambdaEvent<E>) -> Fut,
+) -> Result<Value, FunctionError>
+where
+    E: serde::de::DeserializeOwned,
+    R: serde::Serialize,
+    Err: Into<Diagnostic>,
+    Fut: Future<Output = Result<R, Err>>,
+{
+    let payload = serde_json::from_value(event).map_err(deserialize_error)?;
+    let event = LambdaEvent::new(payload, context(timeout));
+    match crate::metrics::scoped(metrics_scope, handler(event)).await {
+        Ok(resp) => Ok(serde_json::to_value(resp).unwrap_or(Value::Null)),
+        Err(e) => {
+            let d: Diagnostic = e.into();
+            Err(FunctionError {
+                error_type: d.error_type,
+                message: d.error_message,
+            })
+        }
+    }
+}
+
 /// stream-ingest, in process.
 pub struct StreamIngestFn {
     pub ingest: stream_ingest::AwsIngest,
@@ -50,22 +78,10 @@ pub struct StreamIngestFn {
 
 impl Invoker for StreamIngestFn {
     async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
-        let batch = serde_json::from_value(event).map_err(deserialize_error)?;
-        let event = LambdaEvent::new(batch, context(self.timeout));
-        let handled = crate::metrics::scoped(
-            self.metrics_scope,
-            stream_ingest::function_handler(event, &self.ingest),
-        );
-        match handled.await {
-            Ok(resp) => Ok(serde_json::to_value(resp).unwrap_or(Value::Null)),
-            Err(e) => {
-                let d = Diagnostic::from(e);
-                Err(FunctionError {
-                    error_type: d.error_type,
-                    message: d.error_message,
-                })
-            }
-        }
+        in_process(event, self.timeout, self.metrics_scope, |e| {
+            stream_ingest::function_handler(e, &self.ingest)
+        })
+        .await
     }
 }
 
@@ -79,22 +95,10 @@ pub struct FileIngestFn {
 
 impl Invoker for FileIngestFn {
     async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
-        let batch = serde_json::from_value(event).map_err(deserialize_error)?;
-        let event = LambdaEvent::new(batch, context(self.timeout));
-        let handled = crate::metrics::scoped(
-            self.metrics_scope,
-            file_ingest::function_handler(event, &self.ingest),
-        );
-        match handled.await {
-            Ok(resp) => Ok(serde_json::to_value(resp).unwrap_or(Value::Null)),
-            Err(e) => {
-                let d = Diagnostic::from(e);
-                Err(FunctionError {
-                    error_type: d.error_type,
-                    message: d.error_message,
-                })
-            }
-        }
+        in_process(event, self.timeout, self.metrics_scope, |e| {
+            file_ingest::function_handler(e, &self.ingest)
+        })
+        .await
     }
 }
 
@@ -108,22 +112,10 @@ pub struct CatalogSyncFn {
 
 impl Invoker for CatalogSyncFn {
     async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
-        let batch = serde_json::from_value(event).map_err(deserialize_error)?;
-        let event = LambdaEvent::new(batch, context(self.timeout));
-        let handled = crate::metrics::scoped(
-            self.metrics_scope,
-            catalog_sync::function_handler(event, &self.sync),
-        );
-        match handled.await {
-            Ok(resp) => Ok(serde_json::to_value(resp).unwrap_or(Value::Null)),
-            Err(e) => {
-                let d = Diagnostic::from(e);
-                Err(FunctionError {
-                    error_type: d.error_type,
-                    message: d.error_message,
-                })
-            }
-        }
+        in_process(event, self.timeout, self.metrics_scope, |e| {
+            catalog_sync::function_handler(e, &self.sync)
+        })
+        .await
     }
 }
 
@@ -137,22 +129,10 @@ pub struct VitalsAlertFn {
 
 impl Invoker for VitalsAlertFn {
     async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
-        let batch = serde_json::from_value(event).map_err(deserialize_error)?;
-        let event = LambdaEvent::new(batch, context(self.timeout));
-        let handled = crate::metrics::scoped(
-            self.metrics_scope,
-            vitals_alert::function_handler(event, &self.alert),
-        );
-        match handled.await {
-            Ok(resp) => Ok(serde_json::to_value(resp).unwrap_or(Value::Null)),
-            Err(e) => {
-                let d = Diagnostic::from(e);
-                Err(FunctionError {
-                    error_type: d.error_type,
-                    message: d.error_message,
-                })
-            }
-        }
+        in_process(event, self.timeout, self.metrics_scope, |e| {
+            vitals_alert::function_handler(e, &self.alert)
+        })
+        .await
     }
 }
 

@@ -6,7 +6,8 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use pulselake_domain::{MAX_PAYLOAD_BYTES, Reason, Rejection};
+use pulselake_domain::message::DeviceMessage;
+use pulselake_domain::{DeviceMappings, MAX_PAYLOAD_BYTES, Reason, Rejection};
 use serde::Deserialize;
 use serde::de::{Deserializer, Visitor};
 
@@ -125,6 +126,18 @@ impl StreamRecord {
     /// Taken from the record, not the clock, so a redelivered record yields identical rows.
     pub fn arrival_ms(&self) -> i64 {
         (self.kinesis.approximate_arrival_timestamp * 1000.0).round() as i64
+    }
+
+    /// The device message the record carries, through the device mappings; why not,
+    /// when it carries none (undecodable, not JSON, an unknown shape).
+    pub fn device_message<'a>(
+        &'a self,
+        mappings: &DeviceMappings,
+    ) -> Result<DeviceMessage<'a>, Rejection> {
+        match &self.kinesis.data {
+            Payload::Decoded(bytes) => mappings.map(bytes),
+            Payload::Undecodable { rejection, .. } => Err(rejection.clone()),
+        }
     }
 }
 

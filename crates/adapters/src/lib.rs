@@ -10,6 +10,7 @@ pub mod error;
 pub mod firehose;
 pub mod glue;
 pub mod kinesis_events;
+pub mod lambda_batch;
 pub mod notify;
 pub mod objects;
 pub mod params;

@@ -5,8 +5,9 @@
 pub mod config;
 pub mod sync;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
+use pulselake_adapters::lambda_batch::{sqs_messages, sqs_response};
 use pulselake_adapters::{AwsError, Catalog, GlueCatalog, Metrics, Objects, S3Objects, SdkConfig};
 
 pub use config::Config;
@@ -43,15 +44,7 @@ pub async fn function_handler<C: Catalog, O: Objects>(
     event: LambdaEvent<SqsEvent>,
     sync: &CatalogSync<C, O>,
 ) -> Result<SqsBatchResponse, BatchError> {
-    let messages: Vec<Message<'_>> = event
-        .payload
-        .records
-        .iter()
-        .map(|r| Message {
-            id: r.message_id.as_deref(),
-            body: r.body.as_deref(),
-        })
-        .collect();
+    let messages = sqs_messages(&event.payload);
     let outcome = sync.handle_batch(&messages).await.map_err(BatchError)?;
     let s = &outcome.stats;
     Metrics::new("catalog-sync")
@@ -72,15 +65,5 @@ pub async fn function_handler<C: Catalog, O: Objects>(
         failed = s.failed_messages,
         "batch processed"
     );
-    let mut resp = SqsBatchResponse::default();
-    resp.batch_item_failures = outcome
-        .failed_message_ids
-        .into_iter()
-        .map(|id| {
-            let mut f = BatchItemFailure::default();
-            f.item_identifier = id;
-            f
-        })
-        .collect();
-    Ok(resp)
+    Ok(sqs_response(outcome.failed_message_ids))
 }

@@ -13,12 +13,7 @@ use pulselake_adapters::{ALREADY_EXISTS, AwsError, Catalog, NOT_FOUND, Objects};
 use pulselake_domain::Partition;
 use pulselake_domain::partition::READINGS_PREFIX;
 
-/// One SQS message, as the handler needs it.
-#[derive(Debug, Clone, Copy)]
-pub struct Message<'a> {
-    pub id: Option<&'a str>,
-    pub body: Option<&'a str>,
-}
+pub use pulselake_adapters::lambda_batch::Message;
 
 /// What a batch did, for logs and metrics.
 #[derive(Debug, Default, Clone, PartialEq)]

@@ -215,14 +215,7 @@ async fn the_sample_event_registers_its_url_encoded_partition() {
         serde_json::from_str(include_str!("../../../events/catalog-sync.sqs.json")).unwrap();
     let mut s = sync();
     s.lake_bucket = "pulselake-lake-123456789012".into();
-    let msgs: Vec<Message<'_>> = event
-        .records
-        .iter()
-        .map(|r| Message {
-            id: r.message_id.as_deref(),
-            body: r.body.as_deref(),
-        })
-        .collect();
+    let msgs = pulselake_adapters::lambda_batch::sqs_messages(&event);
     let out = s.handle_batch(&msgs).await.unwrap();
     assert!(out.failed_message_ids.is_empty());
     assert_eq!(

@@ -98,11 +98,7 @@ pub struct BatchOutcome {
     pub stats: BatchStats,
 }
 
-/// A message as the SQS event holds it.
-pub struct Message<'a> {
-    pub id: Option<&'a str>,
-    pub body: Option<&'a str>,
-}
+pub use pulselake_adapters::lambda_batch::Message;
 
 /// Time kept back at the end of an invocation: a file is not started without it.
 const START_RESERVE: Duration = Duration::from_secs(20);

@@ -10,8 +10,9 @@ pub mod pipeline;
 
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
+use pulselake_adapters::lambda_batch::{sqs_messages, sqs_response};
 use pulselake_adapters::{
     AwsError, CachedRegistry, DedupStore, DynamoAliases, DynamoDedup, DynamoRegistry, Metrics,
     Notifier, Objects, RegistryLookup, S3Objects, SdkConfig, SnsTopic, SubjectAliases,
@@ -83,15 +84,7 @@ pub async fn function_handler<
 ) -> Result<SqsBatchResponse, BatchError> {
     let left = Duration::from_millis((event.context.deadline as i64 - now_ms()).max(0) as u64);
     let deadline = tokio::time::Instant::now() + left;
-    let messages: Vec<Message<'_>> = event
-        .payload
-        .records
-        .iter()
-        .map(|r| Message {
-            id: r.message_id.as_deref(),
-            body: r.body.as_deref(),
-        })
-        .collect();
+    let messages = sqs_messages(&event.payload);
     let outcome = ingest
         .handle_batch(&messages, deadline)
         .await
@@ -118,17 +111,7 @@ pub async fn function_handler<
         failed = s.failed_messages,
         "batch processed"
     );
-    let mut resp = SqsBatchResponse::default();
-    resp.batch_item_failures = outcome
-        .failed_message_ids
-        .into_iter()
-        .map(|id| {
-            let mut f = BatchItemFailure::default();
-            f.item_identifier = id;
-            f
-        })
-        .collect();
-    Ok(resp)
+    Ok(sqs_response(outcome.failed_message_ids))
 }
 
 pub fn now_ms() -> i64 {

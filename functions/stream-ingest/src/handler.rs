@@ -161,10 +161,7 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
         // 1. Map payloads (decoded from base64 as the event was read) to device messages.
         let messages: Vec<Result<DeviceMessage<'_>, Rejection>> = records
             .iter()
-            .map(|r| match &r.kinesis.data {
-                Payload::Decoded(bytes) => self.mappings.map(bytes),
-                Payload::Undecodable { rejection, .. } => Err(rejection.clone()),
-            })
+            .map(|r| r.device_message(&self.mappings))
             .collect();
 
         // 2. One registry resolution for the batch (served from the cache once warm).

@@ -9,7 +9,7 @@ pub mod handler;
 
 use std::time::Duration;
 
-use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use aws_lambda_events::event::streams::KinesisEventResponse;
 use lambda_runtime::LambdaEvent;
 use pulselake_adapters::{
     CachedRegistry, DynamoRegistry, FirehoseSink, Metrics, ObjectStore, RecordSink, RegistryLookup,
@@ -85,20 +85,7 @@ pub async fn function_handler<S: RecordSink, Q: ObjectStore, R: RegistryLookup>(
     Ok(response(outcome.failed_sequence_numbers))
 }
 
-/// The partial batch response: one item per failed record, never an empty identifier.
-pub fn response(failed_sequence_numbers: Vec<String>) -> KinesisEventResponse {
-    let mut resp = KinesisEventResponse::default();
-    resp.batch_item_failures = failed_sequence_numbers
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            let mut f = KinesisBatchItemFailure::default();
-            f.item_identifier = Some(s);
-            f
-        })
-        .collect();
-    resp
-}
+pub use pulselake_adapters::lambda_batch::kinesis_response as response;
 
 fn emit(s: &Stats) {
     let mut m = Metrics::new("stream-ingest");

@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use futures_util::StreamExt;
-use pulselake_adapters::kinesis_events::{Payload, StreamBatch};
+use pulselake_adapters::kinesis_events::StreamBatch;
 use pulselake_adapters::{
     AlertPublisher, AlertStates, AwsError, CachedRegistry, RegistryLookup, StoredState,
 };
@@ -111,10 +111,7 @@ impl<R: RegistryLookup, S: AlertStates, P: AlertPublisher> VitalsAlert<R, S, P> 
         };
         let messages: Vec<Result<DeviceMessage<'_>, Rejection>> = records
             .iter()
-            .map(|r| match &r.kinesis.data {
-                Payload::Decoded(bytes) => self.mappings.map(bytes),
-                Payload::Undecodable { rejection, .. } => Err(rejection.clone()),
-            })
+            .map(|r| r.device_message(&self.mappings))
             .collect();
         let devices = self
             .registry

@@ -8,9 +8,10 @@ pub mod evaluate;
 
 use std::time::Duration;
 
-use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use aws_lambda_events::event::streams::KinesisEventResponse;
 use lambda_runtime::LambdaEvent;
 use pulselake_adapters::kinesis_events::StreamBatch;
+use pulselake_adapters::lambda_batch::kinesis_response;
 use pulselake_adapters::{
     AlertPublisher, AlertStates, CachedRegistry, DynamoAlertStates, DynamoRegistry, Metrics,
     RegistryLookup, SdkConfig, SnsAlerts,
@@ -105,17 +106,7 @@ pub async fn function_handler<R: RegistryLookup, S: AlertStates, P: AlertPublish
         }
     }
     let outcome = result?;
-    let mut resp = KinesisEventResponse::default();
-    resp.batch_item_failures = outcome
-        .failed_sequence_numbers
-        .into_iter()
-        .map(|s| {
-            let mut f = KinesisBatchItemFailure::default();
-            f.item_identifier = Some(s);
-            f
-        })
-        .collect();
-    Ok(resp)
+    Ok(kinesis_response(outcome.failed_sequence_numbers))
 }
 
 pub fn now_ms() -> i64 {

@@ -1,0 +1,54 @@
+//! The Lambda batch contracts the functions share: SQS messages in, and partial batch
+//! responses out (SQS items by message id, Kinesis items by sequence number).
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+
+/// One SQS message, as a handler needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub id: Option<&'a str>,
+    pub body: Option<&'a str>,
+}
+
+/// The messages of an SQS event, borrowed.
+pub fn sqs_messages(event: &SqsEvent) -> Vec<Message<'_>> {
+    event
+        .records
+        .iter()
+        .map(|r| Message {
+            id: r.message_id.as_deref(),
+            body: r.body.as_deref(),
+        })
+        .collect()
+}
+
+/// The SQS partial batch response: the messages to be retried.
+pub fn sqs_response(failed_message_ids: Vec<String>) -> SqsBatchResponse {
+    let mut resp = SqsBatchResponse::default();
+    resp.batch_item_failures = failed_message_ids
+        .into_iter()
+        .map(|id| {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = id;
+            f
+        })
+        .collect();
+    resp
+}
+
+/// The Kinesis partial batch response: one item per failed record, never an empty
+/// identifier (Lambda would take that as the whole batch failing).
+pub fn kinesis_response(failed_sequence_numbers: Vec<String>) -> KinesisEventResponse {
+    let mut resp = KinesisEventResponse::default();
+    resp.batch_item_failures = failed_sequence_numbers
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let mut f = KinesisBatchItemFailure::default();
+            f.item_identifier = Some(s);
+            f
+        })
+        .collect();
+    resp
+}
