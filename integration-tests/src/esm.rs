@@ -117,22 +117,13 @@ impl<'s, I: Invoker> KinesisMapping<'s, I> {
 
     /// Processes everything currently in the stream, shard by shard.
     pub async fn drain(&mut self) -> Result<()> {
-        let shards = self
-            .stack
-            .kinesis
-            .list_shards()
-            .stream_name(&self.stack.names.stream)
-            .send()
-            .await?;
-        for shard in shards.shards() {
-            let records = self.read_shard(shard.shard_id()).await?;
+        for shard in self.shard_ids().await? {
+            let records = self.read_shard(&shard).await?;
             for batch in records.chunks(self.config.batch_size) {
-                self.process(shard.shard_id(), batch.to_vec(), 0).await?;
+                self.process(&shard, batch.to_vec(), 0).await?;
                 if let Some(last) = batch.last() {
-                    self.checkpoints.insert(
-                        shard.shard_id().to_owned(),
-                        last.sequence_number().to_owned(),
-                    );
+                    self.checkpoints
+                        .insert(shard.clone(), last.sequence_number().to_owned());
                 }
             }
         }
