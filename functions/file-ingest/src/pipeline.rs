@@ -175,10 +175,35 @@ impl<R: Read> Read for LineLimit<R> {
 
 type Sym = u32;
 
+/// FNV-1a: device, sensor and subject names are short and come from our own files'
+/// rows, so a fast non-keyed hash is the right trade for the interner.
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
 /// Strings seen in the file, stored once.
 #[derive(Default)]
 struct Interner {
-    ids: HashMap<Box<str>, Sym>,
+    ids: FastMap<Box<str>, Sym>,
     names: Vec<Box<str>>,
 }
 
@@ -229,7 +254,7 @@ struct Pipeline<'s, 'io, IO: FileIo> {
     io: &'io mut IO,
     limits: Limits,
     strings: Interner,
-    devices: HashMap<Sym, Option<Arc<DeviceRecord>>>,
+    devices: FastMap<Sym, Option<Arc<DeviceRecord>>>,
     partitions: BTreeMap<Partition, Vec<Row>>,
     chunk_numbers: BTreeMap<Partition, u32>,
     buffered: usize,
@@ -477,9 +502,19 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
         subjects.sort_unstable();
         subjects.dedup();
         subjects.sort_by(|a, b| self.strings.name(*a).cmp(self.strings.name(*b)));
-        let rank: HashMap<Sym, usize> = subjects.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+        // A dense table, not a map: the key is computed O(n log n) times.
+        let mut rank = vec![0u32; self.strings.names.len()];
+        for (i, s) in subjects.iter().enumerate() {
+            rank[*s as usize] = i as u32;
+        }
         rows.sort_unstable_by_key(|r| {
-            (rank[&r.subject], r.measured_at, r.device, r.sensor, r.line)
+            (
+                rank[r.subject as usize],
+                r.measured_at,
+                r.device,
+                r.sensor,
+                r.line,
+            )
         });
         let mut kept: Vec<Row> = Vec::with_capacity(rows.len());
         let mut dupes = Vec::new();
@@ -586,7 +621,7 @@ pub fn ingest(
             io,
             limits,
             strings: Interner::default(),
-            devices: HashMap::new(),
+            devices: FastMap::default(),
             partitions: BTreeMap::new(),
             chunk_numbers: BTreeMap::new(),
             buffered: 0,
