@@ -43,15 +43,20 @@ pub trait Catalog: Send + Sync {
     ) -> impl Future<Output = Result<Vec<PartitionError>, AwsError>> + Send;
 }
 
-fn entry_errors<'a>(
+/// Glue's per-entry errors (the same shape for creates and deletes), matched back to
+/// the partitions asked for.
+fn entry_errors(
     partitions: &[Partition],
-    errors: impl Iterator<Item = (&'a [String], Option<&'a str>)>,
+    errors: &[aws_sdk_glue::types::PartitionError],
 ) -> Vec<PartitionError> {
     errors
-        .filter_map(|(values, code)| {
+        .iter()
+        .filter_map(|e| {
+            let values = e.partition_values();
             let p = partitions
                 .iter()
                 .find(|p| p.values().as_slice() == values)?;
+            let code = e.error_detail().and_then(|d| d.error_code());
             Some(PartitionError {
                 partition: *p,
                 code: code.unwrap_or("Unknown").to_owned(),
@@ -140,15 +145,7 @@ impl Catalog for GlueCatalog {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(OP, e))?;
-        Ok(entry_errors(
-            partitions,
-            out.errors().iter().map(|e| {
-                (
-                    e.partition_values(),
-                    e.error_detail().and_then(|d| d.error_code()),
-                )
-            }),
-        ))
+        Ok(entry_errors(partitions, out.errors()))
     }
 
     async fn delete_partitions(
@@ -174,15 +171,7 @@ impl Catalog for GlueCatalog {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(OP, e))?;
-        Ok(entry_errors(
-            partitions,
-            out.errors().iter().map(|e| {
-                (
-                    e.partition_values(),
-                    e.error_detail().and_then(|d| d.error_code()),
-                )
-            }),
-        ))
+        Ok(entry_errors(partitions, out.errors()))
     }
 }
 
