@@ -37,10 +37,17 @@ impl DeviceRecord {
 
     /// The assignment in force at `t` (see [`DeviceRecord::subject_at`]).
     pub fn assignment_at(&self, t: i64) -> Option<&Assignment> {
+        self.assignment_index_at(t).map(|i| &self.assignments[i])
+    }
+
+    /// The position in `assignments` of [`DeviceRecord::assignment_at`].
+    pub fn assignment_index_at(&self, t: i64) -> Option<usize> {
         self.assignments
             .iter()
-            .filter(|a| a.covers(t))
-            .max_by_key(|a| a.valid_from)
+            .enumerate()
+            .filter(|(_, a)| a.covers(t))
+            .max_by_key(|(_, a)| a.valid_from)
+            .map(|(i, _)| i)
     }
 }
 

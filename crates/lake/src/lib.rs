@@ -5,18 +5,20 @@
 //! must list exactly these columns, in this order, with these types, and the
 //! partition keys [`PARTITION_KEYS`]; a test enforces it.
 
+mod encode;
+
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use parquet::basic::{Compression, LogicalType, Repetition, TimeUnit, Type as PhysicalType};
-use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
-use parquet::file::properties::{WriterProperties, WriterVersion};
+use bytes::Bytes;
+use parquet::basic::{LogicalType, Repetition, TimeUnit, Type as PhysicalType};
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use parquet::file::writer::SerializedFileWriter;
 use parquet::record::RowAccessor;
 use parquet::schema::types::Type;
 use pulselake_domain::{Metric, Reading, ReadingId, Source};
+
+pub use encode::{Columns, Strings, encode};
 
 /// A column of the readings table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +61,8 @@ pub enum LakeError {
     },
 }
 
-/// The Parquet schema of a lake file. Columns are OPTIONAL, as in the files Firehose's
+/// The Parquet schema of a lake file (what [`encode`] writes; a test reads it back).
+/// Columns are OPTIONAL, as in the files Firehose's
 /// record format conversion writes, so both producers of the table agree.
 pub fn parquet_schema() -> Arc<Type> {
     let fields = COLUMNS
@@ -103,76 +106,29 @@ pub fn glue_type_of(t: &Type) -> Option<&'static str> {
     }
 }
 
-/// Rows per row group: large enough for efficient scans, small enough that the
-/// buffered group stays well under the file-ingest memory budget (~40 MB).
-pub const DEFAULT_ROW_GROUP_ROWS: usize = 256 * 1024;
+/// Rows per row group: large enough for efficient scans, small enough that a group's
+/// pages stay a few megabytes.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
 
-/// A string column buffered without a heap allocation per value: bytes appended to
-/// one buffer, each value a range, frozen into cheap `Bytes` slices at flush.
-#[derive(Default)]
-struct StrColumn {
-    data: BytesMut,
-    ends: Vec<u32>,
-}
-
-impl StrColumn {
-    fn push(&mut self, s: &[u8]) {
-        self.data.extend_from_slice(s);
-        self.ends.push(self.data.len() as u32);
-    }
-
-    fn take(&mut self) -> Vec<ByteArray> {
-        let data: Bytes = std::mem::take(&mut self.data).freeze();
-        let mut start = 0usize;
-        let out = self
-            .ends
-            .iter()
-            .map(|&end| {
-                let v = ByteArray::from(data.slice(start..end as usize));
-                start = end as usize;
-                v
-            })
-            .collect();
-        self.ends.clear();
-        out
-    }
-}
-
-#[derive(Default)]
-struct RowGroupBuffer {
-    strings: [StrColumn; 8],
+/// Writes readings of one partition into one Parquet file, row by row. The rows are
+/// held until [`ParquetWriter::finish`] (this is for small files, such as the local
+/// Firehose's); file-ingest hands whole columns to [`encode`] instead.
+pub struct ParquetWriter<W: Write> {
+    sink: W,
+    row_group_rows: usize,
+    names: Vec<String>,
+    codes: HashMap<String, u32>,
+    ids: Vec<ReadingId>,
+    /// Codes into `names` for subject, device, sensor, unit, loinc and source.
+    coded: [Vec<u32>; 6],
     value: Vec<f64>,
     measured_at: Vec<i64>,
     received_at: Vec<i64>,
+    source_ref: Vec<u8>,
+    source_ref_ends: Vec<u32>,
 }
 
-impl RowGroupBuffer {
-    fn len(&self) -> usize {
-        self.value.len()
-    }
-}
-
-/// Index of each string column in the buffer, in column order.
-const STR_COLUMNS: [&str; 8] = [
-    "reading_id",
-    "subject_id",
-    "device_id",
-    "sensor_id",
-    "unit",
-    "loinc",
-    "source",
-    "source_ref",
-];
-
-/// Writes readings of one partition into one Parquet file.
-pub struct ParquetWriter<W: Write + Send> {
-    inner: SerializedFileWriter<W>,
-    buf: RowGroupBuffer,
-    row_group_rows: usize,
-    rows: u64,
-}
-
-impl<W: Write + Send> ParquetWriter<W> {
+impl<W: Write> ParquetWriter<W> {
     pub fn new(sink: W) -> Result<ParquetWriter<W>, LakeError> {
         ParquetWriter::with_row_group_rows(sink, DEFAULT_ROW_GROUP_ROWS)
     }
@@ -181,108 +137,92 @@ impl<W: Write + Send> ParquetWriter<W> {
         sink: W,
         row_group_rows: usize,
     ) -> Result<ParquetWriter<W>, LakeError> {
-        let props = WriterProperties::builder()
-            .set_writer_version(WriterVersion::PARQUET_1_0)
-            .set_compression(Compression::SNAPPY)
-            .set_created_by("pulselake".into())
-            .set_max_row_group_row_count(Some(row_group_rows.max(1)))
-            .build();
-        let inner = SerializedFileWriter::new(sink, parquet_schema(), Arc::new(props))?;
         Ok(ParquetWriter {
-            inner,
-            buf: RowGroupBuffer::default(),
+            sink,
             row_group_rows: row_group_rows.max(1),
-            rows: 0,
+            names: Vec::new(),
+            codes: HashMap::new(),
+            ids: Vec::new(),
+            coded: Default::default(),
+            value: Vec::new(),
+            measured_at: Vec::new(),
+            received_at: Vec::new(),
+            source_ref: Vec::new(),
+            source_ref_ends: Vec::new(),
         })
     }
 
+    fn code(&mut self, s: &str) -> u32 {
+        if let Some(&c) = self.codes.get(s) {
+            return c;
+        }
+        let c = self.names.len() as u32;
+        self.names.push(s.to_owned());
+        self.codes.insert(s.to_owned(), c);
+        c
+    }
+
     pub fn write(&mut self, r: &Reading<'_>) -> Result<(), LakeError> {
-        let b = &mut self.buf;
-        let id = r.reading_id.hex();
-        let strings: [&[u8]; 8] = [
-            id.as_bytes(),
-            r.subject_id.as_bytes(),
-            r.device_id.as_bytes(),
-            r.sensor_id.as_bytes(),
-            r.unit().as_bytes(),
-            r.loinc().as_bytes(),
-            r.source.as_str().as_bytes(),
-            r.source_ref.as_bytes(),
+        let texts = [
+            r.subject_id.as_ref(),
+            r.device_id.as_ref(),
+            r.sensor_id.as_ref(),
+            r.unit(),
+            r.loinc(),
+            r.source.as_str(),
         ];
-        for (col, s) in b.strings.iter_mut().zip(strings) {
-            col.push(s);
+        for (i, text) in texts.into_iter().enumerate() {
+            let c = self.code(text);
+            self.coded[i].push(c);
         }
-        b.value.push(r.value);
-        b.measured_at.push(r.measured_at);
-        b.received_at.push(r.received_at);
-        if b.len() >= self.row_group_rows {
-            self.flush_row_group()?;
-        }
+        self.ids.push(r.reading_id);
+        self.value.push(r.value);
+        self.measured_at.push(r.measured_at);
+        self.received_at.push(r.received_at);
+        self.source_ref.extend_from_slice(r.source_ref.as_bytes());
+        let end = u32::try_from(self.source_ref.len()).map_err(|_| LakeError::Column {
+            column: "source_ref",
+            problem: "more than 4 GiB of text in one file".into(),
+        })?;
+        self.source_ref_ends.push(end);
         Ok(())
     }
 
-    /// Rows written so far (including buffered ones).
+    /// Rows written so far.
     pub fn rows(&self) -> u64 {
-        self.rows + self.buf.len() as u64
+        self.ids.len() as u64
     }
 
-    fn flush_row_group(&mut self) -> Result<(), LakeError> {
-        let n = self.buf.len();
-        if n == 0 {
-            return Ok(());
-        }
-        let defs = vec![1i16; n];
-        let mut strings = STR_COLUMNS
-            .into_iter()
-            .zip(self.buf.strings.each_mut().map(StrColumn::take));
-        let value = std::mem::take(&mut self.buf.value);
-        let measured_at = std::mem::take(&mut self.buf.measured_at);
-        let received_at = std::mem::take(&mut self.buf.received_at);
-        let mut rg = self.inner.next_row_group()?;
-        for c in COLUMNS {
-            let mut w = rg.next_column()?.ok_or(LakeError::Column {
-                column: c.name,
-                problem: "missing".into(),
-            })?;
-            match c.name {
-                "value" => {
-                    w.typed::<DoubleType>()
-                        .write_batch(&value, Some(&defs), None)?;
-                }
-                "measured_at" => {
-                    w.typed::<Int64Type>()
-                        .write_batch(&measured_at, Some(&defs), None)?;
-                }
-                "received_at" => {
-                    w.typed::<Int64Type>()
-                        .write_batch(&received_at, Some(&defs), None)?;
-                }
-                _ => {
-                    let values = match strings.next() {
-                        Some((name, values)) if name == c.name => values,
-                        _ => {
-                            return Err(LakeError::Column {
-                                column: c.name,
-                                problem: "buffer order differs".into(),
-                            });
-                        }
-                    };
-                    w.typed::<ByteArrayType>()
-                        .write_batch(&values, Some(&defs), None)?;
-                }
-            }
-            w.close()?;
-        }
-        rg.close()?;
-        self.rows += n as u64;
-        Ok(())
-    }
-
-    /// Writes the last row group and the footer; returns the sink and the row count.
+    /// Encodes the file into the sink; returns the sink and the row count.
     pub fn finish(mut self) -> Result<(W, u64), LakeError> {
-        self.flush_row_group()?;
-        let rows = self.rows;
-        Ok((self.inner.into_inner()?, rows))
+        let names = &self.names;
+        let name = |c: u32| names[c as usize].as_str();
+        let coded = |i: usize| Strings::Coded {
+            codes: &self.coded[i],
+            name: &name,
+        };
+        let columns = Columns {
+            reading_id: &self.ids,
+            subject_id: coded(0),
+            device_id: coded(1),
+            sensor_id: coded(2),
+            value: &self.value,
+            unit: coded(3),
+            loinc: coded(4),
+            measured_at: &self.measured_at,
+            received_at: &self.received_at,
+            source: coded(5),
+            source_ref: Strings::Each {
+                bytes: &self.source_ref,
+                ends: &self.source_ref_ends,
+            },
+        };
+        let bytes = encode(&columns, self.row_group_rows)?;
+        self.sink.write_all(&bytes).map_err(|e| LakeError::Column {
+            column: "*",
+            problem: format!("writing the file failed: {e}"),
+        })?;
+        Ok((self.sink, self.ids.len() as u64))
     }
 }
 

@@ -7,6 +7,7 @@ pub mod event;
 pub mod formats;
 pub mod handler;
 pub mod pipeline;
+pub mod records;
 
 use std::time::Duration;
 

@@ -3,9 +3,13 @@
 //! free of AWS types; the handler runs it on a blocking thread and lends it [`FileIo`].
 //!
 //! Memory stays bounded whatever the file size: rows wait in compact form (interned
-//! strings, ~56 bytes a row) and at most `max_buffered_rows` of them across partitions;
+//! strings, 48 bytes a row) and at most `max_buffered_rows` of them across partitions;
 //! then the largest partition is sorted and written as one Parquet chunk. Lines longer
 //! than `max_line_bytes` reject the file instead of being buffered.
+//!
+//! The hot path is one pass over the read buffer: rows are split in place (see
+//! [`crate::records`]), strings are interned once, and everything after that works on
+//! integer ids: the registry table, subject ranks, the sort key.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -17,13 +21,14 @@ use pulselake_domain::message::RawReading;
 use pulselake_domain::quarantine::QuarantineEntry;
 use pulselake_domain::time::{format_rfc3339_ms, parse_timestamp_utc_default_ms};
 use pulselake_domain::{
-    Assignment, DeviceMappings, DeviceRecord, Metric, Partition, Provenance, Reading, ReadingId,
-    Reason, Rejection, Source, TimePolicy, normalize,
+    Assignment, DeviceMappings, DeviceRecord, Metric, Partition, Provenance, ReadingId, Reason,
+    Rejection, Source, TimePolicy, normalize,
 };
-use pulselake_lake::ParquetWriter;
+use pulselake_lake::{Columns, Strings};
 use sha2::{Digest, Sha256};
 
 use crate::formats::{Format, check_seed_header, csv_layout, parse_value, seed_time, short};
+use crate::records::{LINE_TOO_LONG, Records};
 
 /// What the pipeline needs from the outside world.
 pub trait FileIo {
@@ -142,38 +147,13 @@ impl<R: Read> Read for Guard<R> {
     }
 }
 
-/// Fails a read when a line runs past `max` bytes.
-struct LineLimit<R> {
-    inner: R,
-    max: usize,
-    run: usize,
-}
-
-const LINE_TOO_LONG: &str = "line too long";
-
-impl<R: Read> Read for LineLimit<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        for &b in &buf[..n] {
-            if b == b'\n' {
-                self.run = 0;
-            } else {
-                self.run += 1;
-                if self.run > self.max {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        LINE_TOO_LONG,
-                    ));
-                }
-            }
-        }
-        Ok(n)
-    }
-}
-
 // ---------------------------------------------------------------- buffering
 
 type Sym = u32;
+
+/// Milliseconds into a partition's UTC day fit in 27 bits (a day is 86,400,000 ms).
+const DAY_OFFSET_BITS: u32 = 27;
+const DAY_OFFSET_MASK: i64 = (1 << DAY_OFFSET_BITS) - 1;
 
 /// FNV-1a: device, sensor and subject names are short and come from our own files'
 /// rows, so a fast non-keyed hash is the right trade for the interner.
@@ -230,9 +210,18 @@ struct Row {
     subject: Sym,
     device: Sym,
     sensor: Sym,
+    /// Line numbers of files up to 2 GB fit (a line is at least two bytes).
+    line: u32,
     value: f64,
     measured_at: i64,
-    line: u64,
+}
+
+/// What the registry said of a device id of this file.
+enum Slot {
+    Unresolved,
+    Unknown,
+    /// The record and, for each of its assignments, the interned subject.
+    Known(Arc<DeviceRecord>, Vec<Sym>),
 }
 
 /// A reading parsed from a line, before registry resolution and validation.
@@ -254,8 +243,11 @@ struct Pipeline<'s, 'io, IO: FileIo> {
     io: &'io mut IO,
     limits: Limits,
     strings: Interner,
-    devices: FastMap<Sym, Option<Arc<DeviceRecord>>>,
-    partitions: BTreeMap<Partition, Vec<Row>>,
+    /// Indexed by the device id's symbol.
+    devices: Vec<Slot>,
+    /// Rows waiting per partition; `partition_index` finds a partition's entry.
+    partitions: Vec<(Partition, Vec<Row>)>,
+    partition_index: FastMap<Partition, usize>,
     chunk_numbers: BTreeMap<Partition, u32>,
     buffered: usize,
     block: Vec<Pending>,
@@ -351,18 +343,6 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
         (start, self.block_text.len())
     }
 
-    /// As `keep_text`, for a CSV record (its fields joined by commas again).
-    fn keep_record(&mut self, record: &csv::ByteRecord) -> (usize, usize) {
-        let start = self.block_text.len();
-        for (i, f) in record.iter().enumerate() {
-            if i > 0 {
-                self.block_text.push(b',');
-            }
-            self.block_text.extend_from_slice(f);
-        }
-        (start, self.block_text.len())
-    }
-
     fn block_full(&self) -> bool {
         self.block.len() >= self.limits.block_rows
     }
@@ -372,20 +352,42 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
         if self.block.is_empty() {
             return Ok(());
         }
+        self.resolve_block_devices()?;
+        let block = std::mem::take(&mut self.block);
+        let text = std::mem::take(&mut self.block_text);
+        let devices = std::mem::take(&mut self.devices);
+        let result = self.validate_block(&block, &text, &devices);
+        self.devices = devices;
+        self.block = block;
+        self.block.clear();
+        self.block_text = text;
+        self.block_text.clear();
+        result
+    }
+
+    /// Looks up, in one registry call, the block's devices this file has not seen yet.
+    fn resolve_block_devices(&mut self) -> Result<(), AwsError> {
+        if self.devices.len() < self.strings.names.len() {
+            self.devices
+                .resize_with(self.strings.names.len(), || Slot::Unresolved);
+        }
         let mut unknown: Vec<Sym> = self
             .block
             .iter()
             .map(|p| p.device)
-            .filter(|d| !self.devices.contains_key(d))
+            .filter(|d| matches!(self.devices[*d as usize], Slot::Unresolved))
             .collect();
         unknown.sort_unstable();
         unknown.dedup();
-        if !unknown.is_empty() {
-            if let Some(subject) = &self.spec.subject {
-                // A seed file's readings all belong to its patient's subject.
-                self.strings.get(subject);
-                for &d in &unknown {
-                    let record = DeviceRecord {
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<Option<Arc<DeviceRecord>>> = if let Some(subject) = &self.spec.subject {
+            // A seed file's readings all belong to its patient's subject.
+            unknown
+                .iter()
+                .map(|&d| {
+                    Some(Arc::new(DeviceRecord {
                         device_id: self.strings.name(d).to_owned(),
                         assignments: vec![Assignment {
                             subject_id: subject.clone(),
@@ -393,35 +395,49 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
                             valid_to: None,
                             cohort: None,
                         }],
-                    };
-                    self.devices.insert(d, Some(Arc::new(record)));
+                    }))
+                })
+                .collect()
+        } else {
+            let names: Vec<&str> = unknown.iter().map(|&d| self.strings.name(d)).collect();
+            let resolved = self.io.resolve_devices(&names)?;
+            unknown
+                .iter()
+                .map(|&d| resolved.get(self.strings.name(d)).cloned().flatten())
+                .collect()
+        };
+        for (d, record) in unknown.into_iter().zip(records) {
+            self.devices[d as usize] = match record {
+                None => Slot::Unknown,
+                Some(r) => {
+                    let subjects = r
+                        .assignments
+                        .iter()
+                        .map(|a| self.strings.get(&a.subject_id))
+                        .collect();
+                    Slot::Known(r, subjects)
                 }
-            } else {
-                let names: Vec<&str> = unknown.iter().map(|&d| self.strings.name(d)).collect();
-                let resolved = self.io.resolve_devices(&names)?;
-                for &d in &unknown {
-                    let rec = resolved.get(self.strings.name(d)).cloned().flatten();
-                    if let Some(r) = &rec {
-                        for a in &r.assignments {
-                            self.strings.get(&a.subject_id);
-                        }
-                    }
-                    self.devices.insert(d, rec);
-                }
-            }
+            };
         }
-        let block = std::mem::take(&mut self.block);
-        let text = std::mem::take(&mut self.block_text);
-        for p in &block {
-            let result = match self.devices.get(&p.device).cloned().flatten() {
-                None => Err(Rejection::new(
+        Ok(())
+    }
+
+    fn validate_block(
+        &mut self,
+        block: &[Pending],
+        text: &[u8],
+        devices: &[Slot],
+    ) -> Result<(), AwsError> {
+        for p in block {
+            let result = match devices.get(p.device as usize) {
+                Some(Slot::Known(record, subjects)) => self.validate(p, record, subjects),
+                _ => Err(Rejection::new(
                     Reason::UnknownDevice,
                     "device is not in the registry",
                 )),
-                Some(device) => self.validate(p, &device),
             };
             match result {
-                Ok(row_partition) => self.buffer(row_partition.0, row_partition.1)?,
+                Ok((partition, row)) => self.buffer(partition, row)?,
                 Err(rej) => {
                     let payload = String::from_utf8_lossy(&text[p.text.0..p.text.1]);
                     let index = (self.spec.format == Format::Ndjson).then_some(p.index);
@@ -429,17 +445,14 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
                 }
             }
         }
-        self.block = block;
-        self.block.clear();
-        self.block_text = text;
-        self.block_text.clear();
         Ok(())
     }
 
     fn validate(
-        &mut self,
+        &self,
         p: &Pending,
         device: &DeviceRecord,
+        subjects: &[Sym],
     ) -> Result<(Partition, Row), Rejection> {
         let raw = RawReading {
             sensor_id: Cow::Borrowed(self.strings.name(p.sensor)),
@@ -454,37 +467,50 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
             received_at: self.spec.received_at,
         };
         let r = normalize(raw, device, prov, &self.spec.policy)?;
-        // Subjects were interned when their device was resolved.
-        let subject = *self.strings.ids.get(r.subject_id.as_ref()).ok_or_else(|| {
-            Rejection::new(
-                Reason::DeviceUnassigned,
-                "the device's subject is not known to this file",
-            )
-        })?;
+        // The assignment normalize found: its subject was interned when the device resolved.
+        let subject = device
+            .assignment_index_at(r.measured_at)
+            .and_then(|i| subjects.get(i).copied())
+            .ok_or_else(|| {
+                Rejection::new(
+                    Reason::DeviceUnassigned,
+                    "the device's subject is not known to this file",
+                )
+            })?;
         let row = Row {
             id: r.reading_id,
             subject,
             device: p.device,
             sensor: p.sensor,
+            line: u32::try_from(p.line).unwrap_or(u32::MAX),
             value: r.value,
             measured_at: r.measured_at,
-            line: p.line,
         };
         Ok((Partition::of(r.metric, r.measured_at), row))
     }
 
     fn buffer(&mut self, partition: Partition, row: Row) -> Result<(), AwsError> {
-        self.partitions.entry(partition).or_default().push(row);
+        let index = match self.partition_index.get(&partition) {
+            Some(&i) => i,
+            None => {
+                self.partitions.push((partition, Vec::new()));
+                self.partition_index
+                    .insert(partition, self.partitions.len() - 1);
+                self.partitions.len() - 1
+            }
+        };
+        self.partitions[index].1.push(row);
         self.buffered += 1;
         self.out.peak_buffered_rows = self.out.peak_buffered_rows.max(self.buffered);
         if self.buffered >= self.limits.max_buffered_rows {
             let largest = self
                 .partitions
                 .iter()
-                .max_by_key(|(_, rows)| rows.len())
-                .map(|(p, _)| *p);
-            if let Some(p) = largest {
-                self.flush_partition(p)?;
+                .enumerate()
+                .max_by_key(|(_, (_, rows))| rows.len())
+                .map(|(i, _)| i);
+            if let Some(i) = largest {
+                self.flush_partition(i)?;
             }
         }
         Ok(())
@@ -492,36 +518,23 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
 
     /// Sorts a partition's rows by subject then time, drops repeated readings (reported
     /// as duplicate rows), and writes them as the partition's next chunk.
-    fn flush_partition(&mut self, partition: Partition) -> Result<(), AwsError> {
-        let Some(mut rows) = self.partitions.remove(&partition) else {
+    fn flush_partition(&mut self, index: usize) -> Result<(), AwsError> {
+        let partition = self.partitions[index].0;
+        let rows = std::mem::take(&mut self.partitions[index].1);
+        if rows.is_empty() {
             return Ok(());
-        };
-        self.buffered -= rows.len();
-        // Subject order by name, through ranks, so the sort compares integers.
-        let mut subjects: Vec<Sym> = rows.iter().map(|r| r.subject).collect();
-        subjects.sort_unstable();
-        subjects.dedup();
-        subjects.sort_by(|a, b| self.strings.name(*a).cmp(self.strings.name(*b)));
-        // A dense table, not a map: the key is computed O(n log n) times.
-        let mut rank = vec![0u32; self.strings.names.len()];
-        for (i, s) in subjects.iter().enumerate() {
-            rank[*s as usize] = i as u32;
         }
-        rows.sort_unstable_by_key(|r| {
-            (
-                rank[r.subject as usize],
-                r.measured_at,
-                r.device,
-                r.sensor,
-                r.line,
-            )
-        });
-        let mut kept: Vec<Row> = Vec::with_capacity(rows.len());
+        self.buffered -= rows.len();
+        let order = self.sorted_order(partition, &rows);
+        let mut kept: Vec<u32> = Vec::with_capacity(order.len());
         let mut dupes = Vec::new();
-        for r in rows {
+        for i in order {
+            let r = &rows[i as usize];
             match kept.last() {
-                Some(prev) if prev.id == r.id => dupes.push((r.line, prev.line)),
-                _ => kept.push(r),
+                Some(&prev) if rows[prev as usize].id == r.id => {
+                    dupes.push((r.line, rows[prev as usize].line));
+                }
+                _ => kept.push(i),
             }
         }
         for (line, first) in dupes {
@@ -529,57 +542,130 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
                 Reason::DuplicateRow,
                 format!("the same reading as line {first}"),
             );
-            self.reject(line, None, rej, None, Some(1))?;
+            self.reject(u64::from(line), None, rej, None, Some(1))?;
         }
-        let mut writer = ParquetWriter::with_row_group_rows(
-            Vec::with_capacity(kept.len() * 12),
-            self.limits.row_group_rows,
-        )
-        .map_err(|e| AwsError::permanent("parquet", e.to_string()))?;
-        let mut source_ref = String::new();
-        for r in &kept {
-            source_ref.clear();
-            source_ref.push_str(&self.source_ref);
-            source_ref.push_str(itoa::Buffer::new().format(r.line));
-            let reading = Reading {
-                reading_id: r.id,
-                subject_id: Cow::Borrowed(self.strings.name(r.subject)),
-                device_id: Cow::Borrowed(self.strings.name(r.device)),
-                sensor_id: Cow::Borrowed(self.strings.name(r.sensor)),
-                metric: partition.metric,
-                value: r.value,
-                measured_at: r.measured_at,
-                received_at: self.spec.received_at,
-                source: Source::File,
-                source_ref: Cow::Borrowed(&source_ref),
-            };
-            writer
-                .write(&reading)
-                .map_err(|e| AwsError::permanent("parquet", e.to_string()))?;
-        }
-        let (bytes, rows) = writer
-            .finish()
+        let bytes = self
+            .encode(partition, &rows, &kept)
             .map_err(|e| AwsError::permanent("parquet", e.to_string()))?;
+        let written = kept.len() as u64;
         let number = {
             let n = self.chunk_numbers.entry(partition).or_default();
             *n += 1;
             *n - 1
         };
         self.io.write_chunk(partition, number, bytes)?;
-        self.out.written += rows;
+        self.out.written += written;
         self.out.chunks.push(Chunk {
             partition,
             number,
-            rows,
+            rows: written,
         });
         Ok(())
     }
 
+    /// Row positions in lake order: subject (by name), time, then device, sensor and
+    /// line, so repeats of a reading are adjacent and the first line's is kept.
+    fn sorted_order(&self, partition: Partition, rows: &[Row]) -> Vec<u32> {
+        // Subject ranks by name in a dense table, so the sort compares integers only.
+        let mut seen = vec![false; self.strings.names.len()];
+        let mut subjects: Vec<Sym> = Vec::new();
+        for r in rows {
+            if !std::mem::replace(&mut seen[r.subject as usize], true) {
+                subjects.push(r.subject);
+            }
+        }
+        subjects.sort_unstable_by(|a, b| self.strings.name(*a).cmp(self.strings.name(*b)));
+        let mut rank = vec![0u64; self.strings.names.len()];
+        for (i, s) in subjects.iter().enumerate() {
+            rank[*s as usize] = i as u64;
+        }
+        // One key: the rank above the time within the partition's day (< 2^27 ms).
+        let day_start = partition.date.start_epoch_ms();
+        let mut keyed: Vec<(u64, u32)> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let offset = (r.measured_at - day_start).clamp(0, DAY_OFFSET_MASK) as u64;
+                (
+                    (rank[r.subject as usize] << DAY_OFFSET_BITS) | offset,
+                    i as u32,
+                )
+            })
+            .collect();
+        keyed.sort_unstable();
+        // Same subject, same instant (several sensors): rare and short runs.
+        let mut start = 0;
+        while start < keyed.len() {
+            let mut end = start + 1;
+            while end < keyed.len() && keyed[end].0 == keyed[start].0 {
+                end += 1;
+            }
+            if end - start > 1 {
+                keyed[start..end].sort_unstable_by_key(|&(_, i)| {
+                    let r = &rows[i as usize];
+                    (r.device, r.sensor, r.line)
+                });
+            }
+            start = end;
+        }
+        keyed.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// One Parquet file of `rows[kept]`, in that order.
+    fn encode(
+        &self,
+        partition: Partition,
+        rows: &[Row],
+        kept: &[u32],
+    ) -> Result<Vec<u8>, pulselake_lake::LakeError> {
+        let n = kept.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut subjects = Vec::with_capacity(n);
+        let mut devices = Vec::with_capacity(n);
+        let mut sensors = Vec::with_capacity(n);
+        let mut values = Vec::with_capacity(n);
+        let mut measured = Vec::with_capacity(n);
+        let mut refs = Vec::with_capacity(n * (self.source_ref.len() + 7));
+        let mut ref_ends = Vec::with_capacity(n);
+        let mut line = itoa::Buffer::new();
+        for &i in kept {
+            let r = &rows[i as usize];
+            ids.push(r.id);
+            subjects.push(r.subject);
+            devices.push(r.device);
+            sensors.push(r.sensor);
+            values.push(r.value);
+            measured.push(r.measured_at);
+            refs.extend_from_slice(self.source_ref.as_bytes());
+            refs.extend_from_slice(line.format(r.line).as_bytes());
+            ref_ends.push(u32::try_from(refs.len()).unwrap_or(u32::MAX));
+        }
+        let received = vec![self.spec.received_at; n];
+        let name = |sym: Sym| self.strings.name(sym);
+        let coded = |codes| Strings::Coded { codes, name: &name };
+        let columns = Columns {
+            reading_id: &ids,
+            subject_id: coded(&subjects),
+            device_id: coded(&devices),
+            sensor_id: coded(&sensors),
+            value: &values,
+            unit: Strings::Same(partition.metric.unit()),
+            loinc: Strings::Same(partition.metric.loinc()),
+            measured_at: &measured,
+            received_at: &received,
+            source: Strings::Same(Source::File.as_str()),
+            source_ref: Strings::Each {
+                bytes: &refs,
+                ends: &ref_ends,
+            },
+        };
+        pulselake_lake::encode(&columns, self.limits.row_group_rows)
+    }
+
     fn finish(mut self) -> Result<FileReport, AwsError> {
         self.process_block()?;
-        let remaining: Vec<Partition> = self.partitions.keys().copied().collect();
-        for p in remaining {
-            self.flush_partition(p)?;
+        for i in 0..self.partitions.len() {
+            self.flush_partition(i)?;
         }
         self.flush_report()?;
         Ok(self.out)
@@ -611,18 +697,15 @@ pub fn ingest(
         } else {
             Box::new(buffered)
         };
-        let reader = LineLimit {
-            inner: decoded,
-            max: limits.max_line_bytes,
-            run: 0,
-        };
+        let reader = Records::new(decoded, limits.max_line_bytes);
         let mut p = Pipeline {
             spec,
             io,
             limits,
             strings: Interner::default(),
-            devices: FastMap::default(),
-            partitions: BTreeMap::new(),
+            devices: Vec::new(),
+            partitions: Vec::new(),
+            partition_index: FastMap::default(),
             chunk_numbers: BTreeMap::new(),
             buffered: 0,
             block: Vec::with_capacity(limits.block_rows),
@@ -732,38 +815,32 @@ enum CsvKind {
 }
 
 fn read_csv<IO: FileIo>(
-    reader: impl Read,
+    mut records: Records<impl Read>,
     p: &mut Pipeline<'_, '_, IO>,
     kind: CsvKind,
 ) -> Result<(), Stop> {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(reader);
-    let mut record = csv::ByteRecord::new();
-    let csv_err = |e: csv::Error| match e.into_kind() {
-        csv::ErrorKind::Io(io) => Stop::Io(io),
-        other => Stop::Rejected(Rejection::new(
-            Reason::BadHeader,
-            format!("unreadable CSV: {other:?}"),
-        )),
+    let header: Vec<String> = loop {
+        let Some(record) = records.next_record().map_err(Stop::Io)? else {
+            return Err(Stop::Rejected(Rejection::new(
+                Reason::EmptyFile,
+                "the file is empty",
+            )));
+        };
+        if record.is_blank() {
+            continue;
+        }
+        break record
+            .fields()
+            .map(|f| std::str::from_utf8(f).map(|s| s.trim_start_matches('\u{feff}').to_owned()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                Stop::Rejected(Rejection::new(
+                    Reason::BadHeader,
+                    "the header is not UTF-8 text",
+                ))
+            })?;
     };
-    if !csv.read_byte_record(&mut record).map_err(csv_err)? {
-        return Err(Stop::Rejected(Rejection::new(
-            Reason::EmptyFile,
-            "the file is empty",
-        )));
-    }
-    let header: Vec<&str> = record
-        .iter()
-        .map(|f| std::str::from_utf8(f).map(|s| s.trim_start_matches('\u{feff}')))
-        .collect::<Result<_, _>>()
-        .map_err(|_| {
-            Stop::Rejected(Rejection::new(
-                Reason::BadHeader,
-                "the header is not UTF-8 text",
-            ))
-        })?;
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let layout = match kind {
         CsvKind::Seed(..) => {
             check_seed_header(&header).map_err(Stop::Rejected)?;
@@ -778,16 +855,17 @@ fn read_csv<IO: FileIo>(
         }
         _ => None,
     };
-    while csv.read_byte_record(&mut record).map_err(csv_err)? {
-        let line = record.position().map_or(0, |pos| pos.line());
-        if record.len() == 1 && record.get(0).is_some_and(|f| f.trim_ascii().is_empty()) {
-            continue; // a blank line
+    while let Some(record) = records.next_record().map_err(Stop::Io)? {
+        if record.is_blank() {
+            continue;
         }
+        let line = record.line;
         p.out.lines += 1;
-        if std::str::from_utf8(record.as_slice()).is_err() {
+        let lossy = || String::from_utf8_lossy(record.text);
+        if std::str::from_utf8(record.text).is_err() {
             p.out.readings += 1;
             let rej = Rejection::new(Reason::NotUtf8, "the row is not UTF-8 text");
-            p.reject(line, None, rej, Some(&joined(&record)), Some(1))?;
+            p.reject(line, None, rej, Some(&lossy()), Some(1))?;
             continue;
         }
         if record.len() != width {
@@ -796,16 +874,10 @@ fn read_csv<IO: FileIo>(
                 Reason::RaggedRow,
                 format!("{} fields where the header has {width}", record.len()),
             );
-            p.reject(line, None, rej, Some(&joined(&record)), Some(1))?;
+            p.reject(line, None, rej, Some(&lossy()), Some(1))?;
             continue;
         }
-        let field = |i: usize| {
-            record
-                .get(i)
-                .and_then(|f| std::str::from_utf8(f).ok())
-                .unwrap_or("")
-                .trim()
-        };
+        let field = |i: usize| std::str::from_utf8(record.field(i)).unwrap_or("").trim();
         let parsed = match (&seed_device, &kind, &layout) {
             (Some((device, metric, unit)), CsvKind::Seed(date, _), _) => seed_time(*date, field(0))
                 .and_then(|t| {
@@ -850,12 +922,12 @@ fn read_csv<IO: FileIo>(
         });
         match parsed {
             Ok((device, sensor, metric, unit, value, at)) => {
-                let span = p.keep_record(&record);
+                let span = p.keep_text(record.text);
                 p.push(line, 0, span, device, sensor, metric, unit, value, at)?;
             }
             Err(rej) => {
                 p.out.readings += 1;
-                p.reject(line, None, rej, Some(&joined(&record)), Some(1))?;
+                p.reject(line, None, rej, Some(&lossy()), Some(1))?;
             }
         }
         if p.block_full() {
@@ -865,33 +937,13 @@ fn read_csv<IO: FileIo>(
     Ok(())
 }
 
-fn joined_bytes(record: &csv::ByteRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(record.as_slice().len() + record.len());
-    for (i, f) in record.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(f);
-    }
-    out
-}
-
-fn joined(record: &csv::ByteRecord) -> String {
-    String::from_utf8_lossy(&joined_bytes(record)).into_owned()
-}
-
-fn read_ndjson<IO: FileIo>(reader: impl Read, p: &mut Pipeline<'_, '_, IO>) -> Result<(), Stop> {
-    let mut reader = BufReader::with_capacity(256 * 1024, reader);
-    let mut buf = Vec::with_capacity(4096);
-    let mut line = 0u64;
-    loop {
-        buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(Stop::Io)?;
-        if n == 0 {
-            break;
-        }
-        line += 1;
-        let bytes = buf.trim_ascii();
+fn read_ndjson<IO: FileIo>(
+    mut records: Records<impl Read>,
+    p: &mut Pipeline<'_, '_, IO>,
+) -> Result<(), Stop> {
+    while let Some(l) = records.next_line().map_err(Stop::Io)? {
+        let line = l.number;
+        let bytes = l.bytes.trim_ascii();
         if bytes.is_empty() {
             continue;
         }

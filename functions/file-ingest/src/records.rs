@@ -1,0 +1,267 @@
+//! Lines and CSV records read straight from the (decoded) byte stream without copying
+//! a row: a line is found with `memchr` and its fields are spans of the read buffer.
+//! Most rows of the files we ingest have no quote; a record that has one is handed to
+//! `csv-core`, which knows the quoting rules, so quoted fields (commas, doubled quotes,
+//! line breaks inside) read as in any CSV tool.
+//!
+//! Memory is bounded: a line (or quoted record) longer than `max_line` bytes fails the
+//! read with [`LINE_TOO_LONG`] instead of being buffered.
+
+use std::io::{Error, ErrorKind, Read};
+
+use memchr::{memchr, memchr_iter, memchr2};
+
+pub const LINE_TOO_LONG: &str = "line too long";
+
+const READ_BYTES: usize = 1 << 20;
+
+/// One line of text as read.
+pub struct Line<'a> {
+    /// 1-based number of the line in the file.
+    pub number: u64,
+    /// The line without its terminator (`\n` or `\r\n`).
+    pub bytes: &'a [u8],
+}
+
+/// One CSV record.
+pub struct Record<'a> {
+    /// 1-based number of the line the record starts on.
+    pub line: u64,
+    /// The record as written (all its lines for a quoted one, without the terminator).
+    pub text: &'a [u8],
+    fields: &'a [u8],
+    spans: &'a [(usize, usize)],
+}
+
+impl<'a> Record<'a> {
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Field `i`, unquoted; empty past the last field.
+    pub fn field(&self, i: usize) -> &'a [u8] {
+        self.spans
+            .get(i)
+            .map_or(&[][..], |&(start, end)| &self.fields[start..end])
+    }
+
+    pub fn fields(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.spans.iter().map(|&(s, e)| &self.fields[s..e])
+    }
+
+    /// A line with nothing but white space.
+    pub fn is_blank(&self) -> bool {
+        self.text.trim_ascii().is_empty()
+    }
+}
+
+/// Where the next line or record lies in the buffer.
+struct Extent {
+    start: usize,
+    /// End of the content (before `\r\n` / `\n`).
+    stop: usize,
+    /// Where the following one starts.
+    next: usize,
+    /// Whether a `"` occurs in it.
+    quoted: bool,
+    /// Line breaks inside it (quoted records only).
+    inner_lines: u64,
+}
+
+pub struct Records<R> {
+    inner: R,
+    buf: Vec<u8>,
+    /// Unread data is `buf[pos..end]`.
+    pos: usize,
+    end: usize,
+    eof: bool,
+    /// Line number of the line starting at `pos`.
+    line: u64,
+    max_line: usize,
+    spans: Vec<(usize, usize)>,
+    /// The current quoted record's fields after unquoting, and their ends.
+    unquoted: Vec<u8>,
+    ends: Vec<usize>,
+    csv: csv_core::Reader,
+}
+
+impl<R: Read> Records<R> {
+    pub fn new(inner: R, max_line: usize) -> Records<R> {
+        Records {
+            inner,
+            buf: vec![0; READ_BYTES + max_line],
+            pos: 0,
+            end: 0,
+            eof: false,
+            line: 1,
+            max_line,
+            spans: Vec::with_capacity(16),
+            unquoted: Vec::new(),
+            ends: Vec::new(),
+            csv: csv_core::Reader::new(),
+        }
+    }
+
+    /// The next line (NDJSON: quotes mean nothing to the line structure).
+    pub fn next_line(&mut self) -> std::io::Result<Option<Line<'_>>> {
+        let Some(x) = self.extent(false)? else {
+            return Ok(None);
+        };
+        let number = self.line;
+        self.line += 1;
+        self.pos = x.next;
+        Ok(Some(Line {
+            number,
+            bytes: &self.buf[x.start..x.stop],
+        }))
+    }
+
+    /// The next CSV record (blank lines included: callers decide what they mean).
+    pub fn next_record(&mut self) -> std::io::Result<Option<Record<'_>>> {
+        let Some(x) = self.extent(true)? else {
+            return Ok(None);
+        };
+        let line = self.line;
+        self.line += 1 + x.inner_lines;
+        self.pos = x.next;
+        let text = &self.buf[x.start..x.stop];
+        self.spans.clear();
+        if !x.quoted {
+            let mut start = 0;
+            for comma in memchr_iter(b',', text) {
+                self.spans.push((start, comma));
+                start = comma + 1;
+            }
+            self.spans.push((start, text.len()));
+            return Ok(Some(Record {
+                line,
+                text,
+                fields: text,
+                spans: &self.spans,
+            }));
+        }
+        unquote(&mut self.csv, text, &mut self.unquoted, &mut self.ends);
+        let mut start = 0;
+        for &end in &self.ends {
+            self.spans.push((start, end));
+            start = end;
+        }
+        Ok(Some(Record {
+            line,
+            text,
+            fields: &self.unquoted,
+            spans: &self.spans,
+        }))
+    }
+
+    /// Finds the end of the next line (or, for CSV, of the record: a line break inside
+    /// quotes does not end it), reading more input as needed.
+    fn extent(&mut self, csv: bool) -> std::io::Result<Option<Extent>> {
+        let mut scan = self.pos;
+        let mut quotes = 0u64;
+        let mut inner_lines = 0u64;
+        loop {
+            let hay = &self.buf[scan..self.end];
+            let hit = if csv {
+                memchr2(b'\n', b'"', hay)
+            } else {
+                memchr(b'\n', hay)
+            };
+            let stop = match hit {
+                Some(i) if hay[i] == b'"' => {
+                    quotes += 1;
+                    scan += i + 1;
+                    continue;
+                }
+                Some(i) if quotes % 2 == 1 => {
+                    inner_lines += 1;
+                    scan += i + 1;
+                    continue;
+                }
+                Some(i) => Some(scan + i),
+                None if self.eof => None,
+                None => {
+                    if self.end - self.pos > self.max_line {
+                        return Err(Error::new(ErrorKind::InvalidData, LINE_TOO_LONG));
+                    }
+                    // Everything up to `end` is scanned; the refill moves it to the front.
+                    let scanned = self.end - self.pos;
+                    self.refill()?;
+                    scan = self.pos + scanned;
+                    continue;
+                }
+            };
+            let (content_end, next) = match stop {
+                Some(nl) => (nl, nl + 1),
+                None if self.pos == self.end => return Ok(None),
+                None => (self.end, self.end),
+            };
+            if content_end - self.pos > self.max_line {
+                return Err(Error::new(ErrorKind::InvalidData, LINE_TOO_LONG));
+            }
+            let stop = if content_end > self.pos && self.buf[content_end - 1] == b'\r' {
+                content_end - 1
+            } else {
+                content_end
+            };
+            return Ok(Some(Extent {
+                start: self.pos,
+                stop,
+                next,
+                quoted: quotes > 0,
+                inner_lines,
+            }));
+        }
+    }
+
+    /// Moves the unread data to the front and reads more after it.
+    fn refill(&mut self) -> std::io::Result<()> {
+        self.buf.copy_within(self.pos..self.end, 0);
+        self.end -= self.pos;
+        self.pos = 0;
+        loop {
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Parses one whole record (`text` has no terminator) with the CSV quoting rules.
+fn unquote(csv: &mut csv_core::Reader, text: &[u8], out: &mut Vec<u8>, ends: &mut Vec<usize>) {
+    use csv_core::ReadRecordResult as R;
+    csv.reset();
+    out.clear();
+    out.resize(text.len().max(16), 0);
+    ends.clear();
+    ends.resize(16, 0);
+    let (mut input, mut nout, mut nends) = (text, 0, 0);
+    loop {
+        let (res, nin, o, e) = csv.read_record(input, &mut out[nout..], &mut ends[nends..]);
+        input = &input[nin..];
+        nout += o;
+        nends += e;
+        match res {
+            // An empty input tells csv-core the record is complete.
+            R::InputEmpty => {}
+            R::OutputFull => out.resize(out.len() * 2, 0),
+            R::OutputEndsFull => ends.resize(ends.len() * 2, 0),
+            R::Record | R::End => break,
+        }
+    }
+    out.truncate(nout);
+    ends.truncate(nends);
+}
