@@ -324,4 +324,113 @@ mod tests {
         assert_eq!(n, 0);
         assert_eq!(row_count(Bytes::from(bytes)).unwrap(), 0);
     }
+
+    /// A file wide enough to exercise every encoding: several row groups and pages,
+    /// long runs (RLE) and alternating values (bit-packed), a dictionary of more than
+    /// 256 entries, numbers that repeat (dictionary) and that don't (plain), texts
+    /// per row with multi-byte characters.
+    fn varied(n: usize) -> Vec<Reading<'static>> {
+        (0..n)
+            .map(|i| {
+                let subject = i / 5000; // long runs
+                Reading {
+                    reading_id: ReadingId::derive("dev", "s", i as i64),
+                    subject_id: format!("subj-{subject:03}").into(),
+                    device_id: format!("dev-{:04}", (i / 7) % 300).into(),
+                    sensor_id: ["s-0", "s-1", "s-2"][i % 3].into(),
+                    metric: Metric::BodyTemp,
+                    value: 36.0 + (i % 40) as f64 / 10.0,
+                    measured_at: 1_600_000_000_000 + (i as i64) * 1000,
+                    received_at: 1_700_000_000_000,
+                    source: Source::File,
+                    source_ref: format!("file:é{i}").into(),
+                }
+            })
+            .collect()
+    }
+
+    fn column_stats(file: &Bytes, group: usize, column: &str) -> parquet::file::statistics::Statistics {
+        let reader = SerializedFileReader::new(file.clone()).unwrap();
+        let rg = reader.metadata().row_group(group);
+        let i = COLUMNS.iter().position(|c| c.name == column).unwrap();
+        rg.column(i).statistics().cloned().unwrap()
+    }
+
+    #[test]
+    fn encoded_files_read_back_whole_with_the_lake_schema() {
+        let rows = varied(70_000);
+        let mut w = ParquetWriter::with_row_group_rows(Vec::new(), 30_000).unwrap();
+        for r in &rows {
+            w.write(r).unwrap();
+        }
+        let (bytes, n) = w.finish().unwrap();
+        assert_eq!(n, 70_000);
+        let file = Bytes::from(bytes);
+        let reader = SerializedFileReader::new(file.clone()).unwrap();
+        let meta = reader.metadata();
+        assert_eq!(meta.num_row_groups(), 3);
+        assert_eq!(meta.file_metadata().num_rows(), 70_000);
+        // The footer's schema is the lake schema, column for column.
+        let written = meta.file_metadata().schema_descr().root_schema().clone();
+        assert_eq!(&written, parquet_schema().as_ref());
+        assert_eq!(read_readings(file, Metric::BodyTemp).unwrap(), rows);
+    }
+
+    #[test]
+    fn statistics_let_engines_skip_row_groups() {
+        use parquet::file::statistics::Statistics as S;
+        let rows = varied(40_000);
+        let mut w = ParquetWriter::with_row_group_rows(Vec::new(), 20_000).unwrap();
+        for r in &rows {
+            w.write(r).unwrap();
+        }
+        let file = Bytes::from(w.finish().unwrap().0);
+        match column_stats(&file, 1, "measured_at") {
+            S::Int64(v) => {
+                assert_eq!(v.min_opt(), Some(&(1_600_000_000_000 + 20_000_000)));
+                assert_eq!(v.max_opt(), Some(&(1_600_000_000_000 + 39_999_000)));
+                assert_eq!(v.null_count_opt(), Some(0));
+            }
+            other => panic!("measured_at statistics: {other:?}"),
+        }
+        match column_stats(&file, 0, "subject_id") {
+            S::ByteArray(v) => {
+                assert_eq!(v.min_opt().unwrap().data(), b"subj-000");
+                assert_eq!(v.max_opt().unwrap().data(), b"subj-003");
+            }
+            other => panic!("subject_id statistics: {other:?}"),
+        }
+        match column_stats(&file, 0, "value") {
+            S::Double(v) => assert_eq!((v.min_opt(), v.max_opt()), (Some(&36.0), Some(&39.9))),
+            other => panic!("value statistics: {other:?}"),
+        }
+        let reader = SerializedFileReader::new(file).unwrap();
+        let rg = reader.metadata().row_group(0);
+        // Unique per row: no statistics (they would prune nothing).
+        assert!(rg.column(0).statistics().is_none());
+        assert!(rg.column(10).statistics().is_none());
+    }
+
+    #[test]
+    fn columns_of_different_lengths_are_refused() {
+        let ids = [ReadingId::derive("d", "s", 1)];
+        let columns = Columns {
+            reading_id: &ids,
+            subject_id: Strings::Same("s"),
+            device_id: Strings::Same("d"),
+            sensor_id: Strings::Same("s"),
+            value: &[1.0, 2.0],
+            unit: Strings::Same("u"),
+            loinc: Strings::Same("l"),
+            measured_at: &[1],
+            received_at: &[1],
+            source: Strings::Same("file"),
+            source_ref: Strings::Each {
+                bytes: b"x",
+                ends: &[1],
+            },
+        };
+        let err = encode(&columns, 10).unwrap_err().to_string();
+        assert!(err.contains("value") && err.contains("2 values for 1 rows"), "{err}");
+    }
 }

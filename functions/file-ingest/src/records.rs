@@ -265,3 +265,84 @@ fn unquote(csv: &mut csv_core::Reader, text: &[u8], out: &mut Vec<u8>, ends: &mu
     out.truncate(nout);
     ends.truncate(nends);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out its bytes a few at a time, as a slow network read would.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(self.0.len()).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn records(text: &[u8], step: usize, max_line: usize) -> std::io::Result<Vec<(u64, Vec<String>)>> {
+        let mut r = Records::new(Trickle(text, step), max_line);
+        let mut out = Vec::new();
+        while let Some(rec) = r.next_record()? {
+            let fields = rec
+                .fields()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect();
+            out.push((rec.line, fields));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn quoted_fields_follow_the_csv_rules_and_line_numbers_stay_true() {
+        let text = b"a,b,c\r\n\"x, y\",\"say \"\"hi\"\"\",3\n\"two\nlines\",z,\n\nlast,row,\"q\"";
+        for step in [1, 3, 7, 4096] {
+            let got = records(text, step, 1024).unwrap();
+            let want = vec![
+                (1, vec!["a", "b", "c"]),
+                (2, vec!["x, y", "say \"hi\"", "3"]),
+                (3, vec!["two\nlines", "z", ""]),
+                (5, vec![""]),
+                (6, vec!["last", "row", "q"]),
+            ];
+            let want: Vec<(u64, Vec<String>)> = want
+                .into_iter()
+                .map(|(l, f)| (l, f.into_iter().map(String::from).collect()))
+                .collect();
+            assert_eq!(got, want, "reading {step} bytes at a time");
+        }
+    }
+
+    #[test]
+    fn a_line_past_the_limit_fails_the_read_instead_of_growing_the_buffer() {
+        let mut long = b"h\n".to_vec();
+        long.extend(std::iter::repeat_n(b'x', 5000));
+        long.push(b'\n');
+        let err = records(&long, 512, 1000).unwrap_err();
+        assert_eq!(err.get_ref().map(|e| e.to_string()), Some(LINE_TOO_LONG.into()));
+        // An unterminated quote cannot swallow the rest of the file either.
+        let mut open = b"a,\"never closed\n".to_vec();
+        open.extend(std::iter::repeat_n(b"1,2\n".as_slice(), 2000).flatten());
+        assert!(records(&open, 4096, 1000).is_err());
+    }
+
+    #[test]
+    fn ndjson_lines_ignore_quotes_and_keep_their_numbers() {
+        let text = b"{\"a\":\"x\"}\r\n\n{\"b\":1}";
+        let mut r = Records::new(Trickle(text, 2), 100);
+        let mut got = Vec::new();
+        while let Some(l) = r.next_line().unwrap() {
+            got.push((l.number, String::from_utf8_lossy(l.bytes).into_owned()));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (1, "{\"a\":\"x\"}".to_owned()),
+                (2, String::new()),
+                (3, "{\"b\":1}".to_owned())
+            ]
+        );
+    }
+}
