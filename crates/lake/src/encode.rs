@@ -244,26 +244,33 @@ impl FileWriter {
             Strings::Coded { codes, name } => {
                 let codes = &codes[start..end];
                 // Local dictionary indices in order of first appearance.
-                let mut local: HashMap<u32, u32, BuildHasherDefault<IdHash>> = HashMap::default();
                 let mut entries: Vec<&[u8]> = Vec::new();
-                let mut last = None;
-                let indices: Vec<u32> = codes
-                    .iter()
-                    .map(|&code| {
-                        if let Some((c, i)) = last
-                            && c == code
-                        {
-                            return i;
-                        }
-                        let next = entries.len() as u32;
-                        let i = *local.entry(code).or_insert_with(|| {
-                            entries.push(name(code).as_bytes());
-                            next
-                        });
-                        last = Some((code, i));
-                        i
-                    })
-                    .collect();
+                let mut add = |code: u32| {
+                    entries.push(name(code).as_bytes());
+                    entries.len() as u32 - 1
+                };
+                let max = codes.iter().copied().max().unwrap_or(0) as usize;
+                let indices: Vec<u32> = if max < 4 * rows + 65_536 {
+                    // Codes are dense (interned symbols): a table, no hashing.
+                    let mut local = vec![u32::MAX; max + 1];
+                    codes
+                        .iter()
+                        .map(|&code| {
+                            let slot = &mut local[code as usize];
+                            if *slot == u32::MAX {
+                                *slot = add(code);
+                            }
+                            *slot
+                        })
+                        .collect()
+                } else {
+                    let mut local: HashMap<u32, u32, BuildHasherDefault<IdHash>> =
+                        HashMap::default();
+                    codes
+                        .iter()
+                        .map(|&code| *local.entry(code).or_insert_with(|| add(code)))
+                        .collect()
+                };
                 self.dictionary_chunk(TYPE_BYTE_ARRAY, &entries, &indices, true)
             }
         }

@@ -31,6 +31,8 @@ pub struct Record<'a> {
     pub text: &'a [u8],
     fields: &'a [u8],
     spans: &'a [(usize, usize)],
+    /// Fields were unquoted into a buffer of their own (else they are spans of `text`).
+    quoted: bool,
 }
 
 impl<'a> Record<'a> {
@@ -47,6 +49,19 @@ impl<'a> Record<'a> {
         self.spans
             .get(i)
             .map_or(&[][..], |&(start, end)| &self.fields[start..end])
+    }
+
+    /// Field `i` as text, given `text` (this record's text, checked as UTF-8): no
+    /// second check for the usual unquoted row.
+    pub fn text_field(&self, text: &'a str, i: usize) -> &'a str {
+        let Some(&(start, end)) = self.spans.get(i) else {
+            return "";
+        };
+        if self.quoted {
+            std::str::from_utf8(&self.fields[start..end]).unwrap_or("")
+        } else {
+            text.get(start..end).unwrap_or("")
+        }
     }
 
     pub fn fields(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
@@ -142,6 +157,7 @@ impl<R: Read> Records<R> {
                 text,
                 fields: text,
                 spans: &self.spans,
+                quoted: false,
             }));
         }
         unquote(&mut self.csv, text, &mut self.unquoted, &mut self.ends);
@@ -155,6 +171,7 @@ impl<R: Read> Records<R> {
             text,
             fields: &self.unquoted,
             spans: &self.spans,
+            quoted: true,
         }))
     }
 
