@@ -383,7 +383,9 @@ mod tests {
         // A known id (computed independently; ids are the lake's dedup key, so they
         // must never change between releases).
         assert_eq!(
-            ReadingId::derive("dev-1", "hr-0", 1_795_342_530_000).hex().as_str(),
+            ReadingId::derive("dev-1", "hr-0", 1_795_342_530_000)
+                .hex()
+                .as_str(),
             "2e3479e83ea6bf362af61de6aa8a0c0a"
         );
     }

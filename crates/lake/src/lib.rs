@@ -349,7 +349,11 @@ mod tests {
             .collect()
     }
 
-    fn column_stats(file: &Bytes, group: usize, column: &str) -> parquet::file::statistics::Statistics {
+    fn column_stats(
+        file: &Bytes,
+        group: usize,
+        column: &str,
+    ) -> parquet::file::statistics::Statistics {
         let reader = SerializedFileReader::new(file.clone()).unwrap();
         let rg = reader.metadata().row_group(group);
         let i = COLUMNS.iter().position(|c| c.name == column).unwrap();
@@ -431,6 +435,9 @@ mod tests {
             },
         };
         let err = encode(&columns, 10).unwrap_err().to_string();
-        assert!(err.contains("value") && err.contains("2 values for 1 rows"), "{err}");
+        assert!(
+            err.contains("value") && err.contains("2 values for 1 rows"),
+            "{err}"
+        );
     }
 }

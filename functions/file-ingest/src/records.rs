@@ -299,7 +299,11 @@ mod tests {
         }
     }
 
-    fn records(text: &[u8], step: usize, max_line: usize) -> std::io::Result<Vec<(u64, Vec<String>)>> {
+    fn records(
+        text: &[u8],
+        step: usize,
+        max_line: usize,
+    ) -> std::io::Result<Vec<(u64, Vec<String>)>> {
         let mut r = Records::new(Trickle(text, step), max_line);
         let mut out = Vec::new();
         while let Some(rec) = r.next_record()? {
@@ -338,7 +342,10 @@ mod tests {
         long.extend(std::iter::repeat_n(b'x', 5000));
         long.push(b'\n');
         let err = records(&long, 512, 1000).unwrap_err();
-        assert_eq!(err.get_ref().map(|e| e.to_string()), Some(LINE_TOO_LONG.into()));
+        assert_eq!(
+            err.get_ref().map(|e| e.to_string()),
+            Some(LINE_TOO_LONG.into())
+        );
         // An unterminated quote cannot swallow the rest of the file either.
         let mut open = b"a,\"never closed\n".to_vec();
         open.extend(std::iter::repeat_n(b"1,2\n".as_slice(), 2000).flatten());
