@@ -154,10 +154,6 @@ type Sym = u32;
 
 const DAY_MS: i64 = 86_400_000;
 
-/// Milliseconds into a partition's UTC day fit in 27 bits (a day is 86,400,000 ms).
-const DAY_OFFSET_BITS: u32 = 27;
-const DAY_OFFSET_MASK: i64 = (1 << DAY_OFFSET_BITS) - 1;
-
 /// A word-at-a-time multiplicative hash (as rustc's FxHash) for the interner: names
 /// are short and hashed several times per row, where SipHash or a byte-wise FNV would
 /// be a tenth of the ingest time. Seeded per file, so a crafted file cannot aim
@@ -689,18 +685,15 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
             return Ok(());
         }
         self.buffered -= rows.len();
-        let order = self.sorted_order(partition, &rows);
-        let mut kept: Vec<u32> = Vec::with_capacity(order.len());
+        let mut rows = self.sorted(rows);
         let mut dupes = Vec::new();
-        for i in order {
-            let r = &rows[i as usize];
-            match kept.last() {
-                Some(&prev) if rows[prev as usize].id == r.id => {
-                    dupes.push((r.line, rows[prev as usize].line));
-                }
-                _ => kept.push(i),
+        rows.dedup_by(|r, kept| {
+            let repeat = r.id == kept.id;
+            if repeat {
+                dupes.push((r.line, kept.line));
             }
-        }
+            repeat
+        });
         for (line, first) in dupes {
             let rej = Rejection::new(
                 Reason::DuplicateRow,
@@ -709,9 +702,9 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
             self.reject(u64::from(line), None, rej, None, Some(1))?;
         }
         let bytes = self
-            .encode(partition, &rows, &kept)
+            .encode(partition, &rows)
             .map_err(|e| AwsError::permanent("parquet", e.to_string()))?;
-        let written = kept.len() as u64;
+        let written = rows.len() as u64;
         let number = {
             let n = self.chunk_numbers.entry(partition).or_default();
             *n += 1;
@@ -727,62 +720,59 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
         Ok(())
     }
 
-    /// Row positions in lake order: subject (by name), time, then device, sensor and
-    /// line, so repeats of a reading are adjacent and the first line's is kept.
-    fn sorted_order(&self, partition: Partition, rows: &[Row]) -> Vec<u32> {
-        // Subject ranks by name in a dense table, so the sort compares integers only.
-        let mut seen = vec![false; self.strings.names.len()];
+    /// The rows in lake order: subject (by name), time, then device, sensor and line,
+    /// so repeats of a reading are adjacent and the first line's comes first.
+    ///
+    /// A counting sort by subject (two sequential passes; each subject's rows are
+    /// written as one stream), then a sort of each subject's rows, which fit in cache
+    /// and mostly arrive in time order already. Sorting the whole buffer at once would
+    /// touch it in random order.
+    fn sorted(&self, rows: Vec<Row>) -> Vec<Row> {
+        let Some(&first) = rows.first() else {
+            return rows;
+        };
+        // Subject ranks by name in a dense table indexed by symbol.
+        let mut rank = vec![u32::MAX; self.strings.names.len()];
         let mut subjects: Vec<Sym> = Vec::new();
-        for r in rows {
-            if !std::mem::replace(&mut seen[r.subject as usize], true) {
+        for r in &rows {
+            let slot = &mut rank[r.subject as usize];
+            if *slot == u32::MAX {
+                *slot = 0;
                 subjects.push(r.subject);
             }
         }
         subjects.sort_unstable_by(|a, b| self.strings.name(*a).cmp(self.strings.name(*b)));
-        let mut rank = vec![0u64; self.strings.names.len()];
         for (i, s) in subjects.iter().enumerate() {
-            rank[*s as usize] = i as u64;
+            rank[*s as usize] = i as u32;
         }
-        // One key: the rank above the time within the partition's day (< 2^27 ms).
-        let day_start = partition.date.start_epoch_ms();
-        let mut keyed: Vec<(u64, u32)> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let offset = (r.measured_at - day_start).clamp(0, DAY_OFFSET_MASK) as u64;
-                (
-                    (rank[r.subject as usize] << DAY_OFFSET_BITS) | offset,
-                    i as u32,
-                )
-            })
-            .collect();
-        keyed.sort_unstable();
-        // Same subject, same instant (several sensors): rare and short runs.
-        let mut start = 0;
-        while start < keyed.len() {
-            let mut end = start + 1;
-            while end < keyed.len() && keyed[end].0 == keyed[start].0 {
-                end += 1;
-            }
-            if end - start > 1 {
-                keyed[start..end].sort_unstable_by_key(|&(_, i)| {
-                    let r = &rows[i as usize];
-                    (r.device, r.sensor, r.line)
-                });
-            }
-            start = end;
+        let mut starts = vec![0usize; subjects.len() + 1];
+        for r in &rows {
+            starts[rank[r.subject as usize] as usize + 1] += 1;
         }
-        keyed.into_iter().map(|(_, i)| i).collect()
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut next = starts.clone();
+        let mut out = vec![first; rows.len()];
+        for r in &rows {
+            let at = &mut next[rank[r.subject as usize] as usize];
+            out[*at] = *r;
+            *at += 1;
+        }
+        drop(rows);
+        for w in starts.windows(2) {
+            out[w[0]..w[1]].sort_unstable_by_key(|r| (r.measured_at, r.device, r.sensor, r.line));
+        }
+        out
     }
 
-    /// One Parquet file of `rows[kept]`, in that order.
+    /// One Parquet file of `rows`, in that order.
     fn encode(
         &self,
         partition: Partition,
         rows: &[Row],
-        kept: &[u32],
     ) -> Result<Vec<u8>, pulselake_lake::LakeError> {
-        let n = kept.len();
+        let n = rows.len();
         let mut ids = Vec::with_capacity(n);
         let mut subjects = Vec::with_capacity(n);
         let mut devices = Vec::with_capacity(n);
@@ -792,8 +782,7 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
         let mut refs = Vec::with_capacity(n * (self.source_ref.len() + 7));
         let mut ref_ends = Vec::with_capacity(n);
         let mut line = itoa::Buffer::new();
-        for &i in kept {
-            let r = &rows[i as usize];
+        for r in rows {
             ids.push(r.id);
             subjects.push(r.subject);
             devices.push(r.device);
