@@ -81,10 +81,8 @@ struct Extent {
     stop: usize,
     /// Where the following one starts.
     next: usize,
-    /// Whether a `"` occurs in it.
+    /// A `"` comes before the line break: the record is `csv-core`'s to read.
     quoted: bool,
-    /// Line breaks inside it (quoted records only).
-    inner_lines: u64,
 }
 
 pub struct Records<R> {
@@ -140,47 +138,103 @@ impl<R: Read> Records<R> {
         let Some(x) = self.extent(true)? else {
             return Ok(None);
         };
+        if x.quoted {
+            return self.quoted_record().map(Some);
+        }
         let line = self.line;
-        self.line += 1 + x.inner_lines;
+        self.line += 1;
         self.pos = x.next;
         let text = &self.buf[x.start..x.stop];
         self.spans.clear();
-        if !x.quoted {
-            let mut start = 0;
-            for comma in memchr_iter(b',', text) {
-                self.spans.push((start, comma));
-                start = comma + 1;
-            }
-            self.spans.push((start, text.len()));
-            return Ok(Some(Record {
-                line,
-                text,
-                fields: text,
-                spans: &self.spans,
-                quoted: false,
-            }));
-        }
-        unquote(&mut self.csv, text, &mut self.unquoted, &mut self.ends);
         let mut start = 0;
-        for &end in &self.ends {
-            self.spans.push((start, end));
-            start = end;
+        for comma in memchr_iter(b',', text) {
+            self.spans.push((start, comma));
+            start = comma + 1;
         }
+        self.spans.push((start, text.len()));
         Ok(Some(Record {
             line,
             text,
-            fields: &self.unquoted,
+            fields: text,
             spans: &self.spans,
-            quoted: true,
+            quoted: false,
         }))
     }
 
-    /// Finds the end of the next line (or, for CSV, of the record: a line break inside
-    /// quotes does not end it), reading more input as needed.
+    /// A record with a quote before its first line break: `csv-core` decides where it
+    /// ends (a quoted field may span lines) and unquotes its fields.
+    fn quoted_record(&mut self) -> std::io::Result<Record<'_>> {
+        use csv_core::ReadRecordResult as R;
+        self.csv.reset();
+        if self.unquoted.len() < 256 {
+            self.unquoted.resize(256, 0);
+        }
+        if self.ends.len() < 16 {
+            self.ends.resize(16, 0);
+        }
+        let (mut consumed, mut nout, mut nends) = (0, 0, 0);
+        loop {
+            if self.pos + consumed == self.end && !self.eof {
+                if consumed > self.max_line {
+                    return Err(Error::new(ErrorKind::InvalidData, LINE_TOO_LONG));
+                }
+                self.refill()?;
+                continue;
+            }
+            // At the end of the file the input is empty, which tells csv-core so.
+            let input = &self.buf[self.pos + consumed..self.end];
+            let (res, nin, o, e) =
+                self.csv
+                    .read_record(input, &mut self.unquoted[nout..], &mut self.ends[nends..]);
+            consumed += nin;
+            nout += o;
+            nends += e;
+            match res {
+                R::InputEmpty => {}
+                R::OutputFull => self.unquoted.resize(self.unquoted.len() * 2, 0),
+                R::OutputEndsFull => self.ends.resize(self.ends.len() * 2, 0),
+                R::Record | R::End => break,
+            }
+        }
+        if consumed > self.max_line {
+            return Err(Error::new(ErrorKind::InvalidData, LINE_TOO_LONG));
+        }
+        // A CR LF terminator is one line break, even if the LF is still to be read.
+        if self.buf[self.pos..self.pos + consumed].ends_with(b"\r") {
+            if self.pos + consumed == self.end && !self.eof {
+                self.refill()?;
+            }
+            if self.buf.get(self.pos + consumed) == Some(&b'\n') && self.pos + consumed < self.end {
+                consumed += 1;
+            }
+        }
+        let start = self.pos;
+        self.pos += consumed;
+        let mut text = &self.buf[start..self.pos];
+        text = text.strip_suffix(b"\n").unwrap_or(text);
+        text = text.strip_suffix(b"\r").unwrap_or(text);
+        let line = self.line;
+        self.line += 1 + memchr_iter(b'\n', text).count() as u64;
+        self.spans.clear();
+        let mut from = 0;
+        for &end in &self.ends[..nends] {
+            self.spans.push((from, end));
+            from = end;
+        }
+        Ok(Record {
+            line,
+            text,
+            fields: &self.unquoted[..nout],
+            spans: &self.spans,
+            quoted: true,
+        })
+    }
+
+    /// Finds the end of the next line, reading more input as needed. For CSV, a quote
+    /// before the line break marks the record as quoted (its end is then `csv-core`'s
+    /// call, see [`Records::quoted_record`]).
     fn extent(&mut self, csv: bool) -> std::io::Result<Option<Extent>> {
         let mut scan = self.pos;
-        let mut quotes = 0u64;
-        let mut inner_lines = 0u64;
         loop {
             let hay = &self.buf[scan..self.end];
             let hit = if csv {
@@ -190,14 +244,12 @@ impl<R: Read> Records<R> {
             };
             let stop = match hit {
                 Some(i) if hay[i] == b'"' => {
-                    quotes += 1;
-                    scan += i + 1;
-                    continue;
-                }
-                Some(i) if quotes % 2 == 1 => {
-                    inner_lines += 1;
-                    scan += i + 1;
-                    continue;
+                    return Ok(Some(Extent {
+                        start: self.pos,
+                        stop: self.pos,
+                        next: self.pos,
+                        quoted: true,
+                    }));
                 }
                 Some(i) => Some(scan + i),
                 None if self.eof => None,
@@ -229,8 +281,7 @@ impl<R: Read> Records<R> {
                 start: self.pos,
                 stop,
                 next,
-                quoted: quotes > 0,
-                inner_lines,
+                quoted: false,
             }));
         }
     }
@@ -255,32 +306,6 @@ impl<R: Read> Records<R> {
             }
         }
     }
-}
-
-/// Parses one whole record (`text` has no terminator) with the CSV quoting rules.
-fn unquote(csv: &mut csv_core::Reader, text: &[u8], out: &mut Vec<u8>, ends: &mut Vec<usize>) {
-    use csv_core::ReadRecordResult as R;
-    csv.reset();
-    out.clear();
-    out.resize(text.len().max(16), 0);
-    ends.clear();
-    ends.resize(16, 0);
-    let (mut input, mut nout, mut nends) = (text, 0, 0);
-    loop {
-        let (res, nin, o, e) = csv.read_record(input, &mut out[nout..], &mut ends[nends..]);
-        input = &input[nin..];
-        nout += o;
-        nends += e;
-        match res {
-            // An empty input tells csv-core the record is complete.
-            R::InputEmpty => {}
-            R::OutputFull => out.resize(out.len() * 2, 0),
-            R::OutputEndsFull => ends.resize(ends.len() * 2, 0),
-            R::Record | R::End => break,
-        }
-    }
-    out.truncate(nout);
-    ends.truncate(nends);
 }
 
 #[cfg(test)]
@@ -332,6 +357,24 @@ mod tests {
                 .into_iter()
                 .map(|(l, f)| (l, f.into_iter().map(String::from).collect()))
                 .collect();
+            assert_eq!(got, want, "reading {step} bytes at a time");
+        }
+    }
+
+    #[test]
+    fn a_quote_inside_an_unquoted_field_is_a_character_and_ends_nothing() {
+        let text = b"a,b\"c,d\nnext,row,x\r\n\"q\",\"r\r\nr\"\r\nlast,1,2\n";
+        for step in [1, 5, 4096] {
+            let got = records(text, step, 1024).unwrap();
+            let want: Vec<(u64, Vec<String>)> = vec![
+                (1, vec!["a", "b\"c", "d"]),
+                (2, vec!["next", "row", "x"]),
+                (3, vec!["q", "r\r\nr"]),
+                (5, vec!["last", "1", "2"]),
+            ]
+            .into_iter()
+            .map(|(l, f)| (l, f.into_iter().map(String::from).collect()))
+            .collect();
             assert_eq!(got, want, "reading {step} bytes at a time");
         }
     }
