@@ -302,16 +302,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn writes_readable_files_across_row_groups() {
-        let rows: Vec<_> = (0..2500).map(reading).collect();
-        let mut w = ParquetWriter::with_row_group_rows(Vec::new(), 1000).unwrap();
-        for r in &rows {
+    /// `rows` written as one file of `group`-row row groups.
+    fn file_of(rows: &[Reading<'_>], group: usize) -> Bytes {
+        let mut w = ParquetWriter::with_row_group_rows(Vec::new(), group).unwrap();
+        for r in rows {
             w.write(r).unwrap();
         }
         let (bytes, n) = w.finish().unwrap();
-        assert_eq!(n, 2500);
-        let bytes = Bytes::from(bytes);
+        assert_eq!(n, rows.len() as u64);
+        Bytes::from(bytes)
+    }
+
+    #[test]
+    fn writes_readable_files_across_row_groups() {
+        let rows: Vec<_> = (0..2500).map(reading).collect();
+        let bytes = file_of(&rows, 1000);
         let reader = SerializedFileReader::new(bytes.clone()).unwrap();
         assert_eq!(reader.metadata().num_row_groups(), 3);
         assert_eq!(row_count(bytes.clone()).unwrap(), 2500);
@@ -363,13 +368,7 @@ mod tests {
     #[test]
     fn encoded_files_read_back_whole_with_the_lake_schema() {
         let rows = varied(70_000);
-        let mut w = ParquetWriter::with_row_group_rows(Vec::new(), 30_000).unwrap();
-        for r in &rows {
-            w.write(r).unwrap();
-        }
-        let (bytes, n) = w.finish().unwrap();
-        assert_eq!(n, 70_000);
-        let file = Bytes::from(bytes);
+        let file = file_of(&rows, 30_000);
         let reader = SerializedFileReader::new(file.clone()).unwrap();
         let meta = reader.metadata();
         assert_eq!(meta.num_row_groups(), 3);
@@ -383,12 +382,7 @@ mod tests {
     #[test]
     fn statistics_let_engines_skip_row_groups() {
         use parquet::file::statistics::Statistics as S;
-        let rows = varied(40_000);
-        let mut w = ParquetWriter::with_row_group_rows(Vec::new(), 20_000).unwrap();
-        for r in &rows {
-            w.write(r).unwrap();
-        }
-        let file = Bytes::from(w.finish().unwrap().0);
+        let file = file_of(&varied(40_000), 20_000);
         match column_stats(&file, 1, "measured_at") {
             S::Int64(v) => {
                 assert_eq!(v.min_opt(), Some(&(1_600_000_000_000 + 20_000_000)));

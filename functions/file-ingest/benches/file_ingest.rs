@@ -128,8 +128,8 @@ fn main() -> std::io::Result<()> {
         mappings: &mappings,
         policy: TimePolicy::history(),
     };
-    // A shared machine's timings vary from run to run: the median of three is reported.
-    let runs = if bench { 3 } else { 1 };
+    // A shared machine's timings vary from run to run: the median of five is reported.
+    let runs = if bench { 5 } else { 1 };
     let mut timings = Vec::with_capacity(runs);
     let mut last = None;
     for _ in 0..runs {
