@@ -239,15 +239,19 @@ impl std::hash::BuildHasher for Seeded {
 type FastMap<K, V> = HashMap<K, V, Seeded>;
 
 /// Strings seen in the file, stored once per kind of field. Names of up to 24 bytes
-/// (all the ids of the fleet) are looked up by an inline key: comparing it touches no
-/// other memory. Each field has its own table, so the busiest (device ids) stays small
-/// enough for the CPU's cache.
+/// (all the ids of the fleet) have an inline key. A row's fields are found through a
+/// compact table per field (a 64-bit digest of the key -> symbol, 16 bytes a slot, so
+/// the busiest, device ids, stays in the CPU's cache), checked against the symbol's
+/// key; the exact tables behind it settle digest collisions.
 #[derive(Default)]
 struct Interner {
     /// Per row field (device, sensor, metric, unit), then everything else.
     short: [FastMap<ShortKey, Sym>; FIELDS + 1],
     long: FastMap<Box<str>, Sym>,
+    digests: [FastMap<u64, Sym>; FIELDS],
     names: Vec<Box<str>>,
+    /// Each symbol's key (`ShortKey::LONG` for names too long for one).
+    keys: Vec<ShortKey>,
     /// The last short string of each field and its symbol: files list many rows of
     /// one sensor, metric or unit in a row, and a match costs no hash lookup.
     last: [Option<(ShortKey, Sym)>; FIELDS],
@@ -266,6 +270,20 @@ struct ShortKey {
 }
 
 impl ShortKey {
+    /// Stands for names longer than a key holds (no key has this length).
+    const LONG: ShortKey = ShortKey {
+        words: [0; 3],
+        len: u8::MAX,
+    };
+
+    /// Not unique (collisions are checked), just cheap and well spread by the table's hash.
+    fn digest(&self) -> u64 {
+        self.words[0]
+            ^ self.words[1].rotate_left(21)
+            ^ self.words[2].rotate_left(42)
+            ^ u64::from(self.len)
+    }
+
     #[inline]
     fn new(s: &str) -> Option<ShortKey> {
         let b = s.as_bytes();
@@ -322,6 +340,7 @@ impl Interner {
         };
         if id == next {
             self.names.push(s.into());
+            self.keys.push(ShortKey::new(s).unwrap_or(ShortKey::LONG));
         }
         id
     }
@@ -337,12 +356,28 @@ impl Interner {
         {
             return sym;
         }
+        let digest = key.digest();
+        let sym = match self.digests[field].get(&digest) {
+            Some(&sym) if self.keys[sym as usize] == key => sym,
+            Some(_) => self.exact(field, key, s),
+            None => {
+                let sym = self.exact(field, key, s);
+                self.digests[field].insert(digest, sym);
+                sym
+            }
+        };
+        self.last[field] = Some((key, sym));
+        sym
+    }
+
+    /// The symbol of a field's string from the exact table.
+    fn exact(&mut self, field: usize, key: ShortKey, s: &str) -> Sym {
         let next = self.names.len() as Sym;
         let sym = *self.short[field].entry(key).or_insert(next);
         if sym == next {
             self.names.push(s.into());
+            self.keys.push(key);
         }
-        self.last[field] = Some((key, sym));
         sym
     }
 
@@ -1172,6 +1207,29 @@ mod tests {
             }
         }
         assert!(ShortKey::new(&alphabet[..25]).is_none());
+    }
+
+    #[test]
+    fn a_digest_collision_still_gives_each_string_its_own_symbol() {
+        let mut i = Interner::default();
+        // Two different keys with one digest: the second must not take the first's symbol.
+        let a = ShortKey::new("ab").unwrap();
+        let mut forged = a;
+        forged.words[0] ^= 1 << 40;
+        forged.words[1] ^= 1u64 << 19; // rotate_left(21) moves it onto bit 40
+        assert_eq!(a.digest(), forged.digest());
+        let sa = i.get_field(0, "ab");
+        let planted = i.names.len() as Sym;
+        i.names.push("forged".into());
+        i.keys.push(forged);
+        i.digests[0].insert(ShortKey::new("cd").unwrap().digest(), planted);
+        // "cd" finds the planted symbol under its digest, sees the key differ, and
+        // falls back to the exact table.
+        let sc = i.get_field(0, "cd");
+        assert_ne!(sc, planted);
+        assert_eq!(i.name(sc), "cd");
+        assert_eq!(i.get_field(0, "ab"), sa);
+        assert_eq!(i.get_field(1, "cd"), i.get_field(1, "cd"));
     }
 
     #[test]
