@@ -291,6 +291,11 @@ impl<R: Read> Records<R> {
         self.buf.copy_within(self.pos..self.end, 0);
         self.end -= self.pos;
         self.pos = 0;
+        if self.end == self.buf.len() {
+            // Callers refill only below the line limit, so this cannot happen; if it
+            // did, an empty read would look like the end of the file.
+            return Err(Error::new(ErrorKind::InvalidData, LINE_TOO_LONG));
+        }
         loop {
             match self.inner.read(&mut self.buf[self.end..]) {
                 Ok(0) => {
