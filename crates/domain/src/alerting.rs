@@ -491,6 +491,10 @@ pub fn alert_id(rule_id: &str, subject_id: &str, at: i64) -> String {
         .collect()
 }
 
+/// The rules deployed by default (`crates/domain/rules/default.json`, the SSM parameter's
+/// initial value; a test keeps `template.yaml` in step).
+pub const DEFAULT_RULES: &str = include_str!("../rules/default.json");
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,7 +594,7 @@ mod tests {
     fn sustained_by_duration_fires_when_the_breach_has_lasted() {
         let r = rule("spo2-low-5min");
         let mut s = RuleState::default();
-        assert_eq!(r.apply(&mut s, 0 + 1, 91.0, true), Step::Quiet);
+        assert_eq!(r.apply(&mut s, 1, 91.0, true), Step::Quiet);
         assert_eq!(r.apply(&mut s, 4 * MIN, 91.0, true), Step::Quiet);
         assert!(matches!(
             r.apply(&mut s, 5 * MIN + 1, 90.0, true),
@@ -716,7 +720,3 @@ mod tests {
         assert!(r.rules().len() >= 4);
     }
 }
-
-/// The rules deployed by default (`crates/domain/rules/default.json`, the SSM parameter's
-/// initial value; a test keeps `template.yaml` in step).
-pub const DEFAULT_RULES: &str = include_str!("../rules/default.json");

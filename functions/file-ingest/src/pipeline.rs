@@ -1195,7 +1195,8 @@ mod tests {
         for n in 0..=24 {
             let base = &alphabet[..n];
             let key = ShortKey::new(base).unwrap();
-            assert!(ShortKey::new(&base.to_owned()) == Some(key));
+            let copy: String = base.chars().collect();
+            assert!(ShortKey::new(&copy) == Some(key));
             for i in 0..n {
                 let mut changed = base.as_bytes().to_vec();
                 changed[i] = b'Z';
