@@ -71,6 +71,15 @@ impl Columns<'_> {
                     problem: format!("{len} values for {n} rows"),
                 });
             }
+            if let Strings::Each { bytes, ends } = s {
+                let ordered = ends.windows(2).all(|w| w[0] <= w[1]);
+                if !ordered || ends.last().is_some_and(|&e| e as usize > bytes.len()) {
+                    return Err(LakeError::Column {
+                        column,
+                        problem: "text ends out of order or past the text".into(),
+                    });
+                }
+            }
         }
         for (column, len) in [
             ("value", self.value.len()),

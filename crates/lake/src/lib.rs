@@ -433,5 +433,18 @@ mod tests {
             err.contains("value") && err.contains("2 values for 1 rows"),
             "{err}"
         );
+        let past_the_text = Columns {
+            value: &[1.0],
+            source_ref: Strings::Each {
+                bytes: b"x",
+                ends: &[2],
+            },
+            ..columns
+        };
+        let err = encode(&past_the_text, 10).unwrap_err().to_string();
+        assert!(
+            err.contains("source_ref") && err.contains("past the text"),
+            "{err}"
+        );
     }
 }
