@@ -327,21 +327,16 @@ impl std::hash::Hash for ShortKey {
 
 impl Interner {
     fn get(&mut self, s: &str) -> Sym {
-        let next = self.names.len() as Sym;
-        let id = match ShortKey::new(s) {
-            Some(key) => *self.short[FIELDS].entry(key).or_insert(next),
-            None => match self.long.get(s) {
-                Some(&id) => id,
-                None => {
-                    self.long.insert(s.into(), next);
-                    next
-                }
-            },
-        };
-        if id == next {
-            self.names.push(s.into());
-            self.keys.push(ShortKey::new(s).unwrap_or(ShortKey::LONG));
+        if let Some(key) = ShortKey::new(s) {
+            return self.exact(FIELDS, key, s);
         }
+        if let Some(&id) = self.long.get(s) {
+            return id;
+        }
+        let id = self.names.len() as Sym;
+        self.long.insert(s.into(), id);
+        self.names.push(s.into());
+        self.keys.push(ShortKey::LONG);
         id
     }
 
@@ -370,7 +365,7 @@ impl Interner {
         sym
     }
 
-    /// The symbol of a field's string from the exact table.
+    /// The symbol of a short string from the exact table of `field` (`FIELDS`: others).
     fn exact(&mut self, field: usize, key: ShortKey, s: &str) -> Sym {
         let next = self.names.len() as Sym;
         let sym = *self.short[field].entry(key).or_insert(next);
