@@ -59,18 +59,23 @@ impl Columns<'_> {
             ("source", &self.source),
             ("source_ref", &self.source_ref),
         ];
+        let numbers = [
+            ("value", self.value.len()),
+            ("measured_at", self.measured_at.len()),
+            ("received_at", self.received_at.len()),
+        ];
+        let lengths = strings.iter().map(|(column, s)| match s {
+            Strings::Same(_) => (*column, n),
+            Strings::Coded { codes, .. } => (*column, codes.len()),
+            Strings::Each { ends, .. } => (*column, ends.len()),
+        });
+        if let Some((column, len)) = lengths.chain(numbers).find(|&(_, len)| len != n) {
+            return Err(LakeError::Column {
+                column,
+                problem: format!("{len} values for {n} rows"),
+            });
+        }
         for (column, s) in strings {
-            let len = match s {
-                Strings::Same(_) => n,
-                Strings::Coded { codes, .. } => codes.len(),
-                Strings::Each { ends, .. } => ends.len(),
-            };
-            if len != n {
-                return Err(LakeError::Column {
-                    column,
-                    problem: format!("{len} values for {n} rows"),
-                });
-            }
             if let Strings::Each { bytes, ends } = s {
                 let ordered = ends.windows(2).all(|w| w[0] <= w[1]);
                 if !ordered || ends.last().is_some_and(|&e| e as usize > bytes.len()) {
@@ -79,18 +84,6 @@ impl Columns<'_> {
                         problem: "text ends out of order or past the text".into(),
                     });
                 }
-            }
-        }
-        for (column, len) in [
-            ("value", self.value.len()),
-            ("measured_at", self.measured_at.len()),
-            ("received_at", self.received_at.len()),
-        ] {
-            if len != n {
-                return Err(LakeError::Column {
-                    column,
-                    problem: format!("{len} values for {n} rows"),
-                });
             }
         }
         Ok(())
