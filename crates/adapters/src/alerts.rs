@@ -186,7 +186,7 @@ impl AlertStates for DynamoAlertStates {
     }
 }
 
-/// The alerts topic. Message attributes let subscribers filter (by severity, metric, rule)
+/// The alerts topic. Message attributes let subscribers filter (by severity, kind, metric, rule)
 /// without reading bodies.
 pub struct SnsAlerts {
     client: aws_sdk_sns::Client,
@@ -220,6 +220,7 @@ impl AlertPublisher for SnsAlerts {
             .topic_arn(&self.topic_arn)
             .message(body)
             .message_attributes("severity", attribute(alert.severity.as_str())?)
+            .message_attributes("kind", attribute(alert.kind.as_str())?)
             .message_attributes("metric", attribute(&alert.metric)?)
             .message_attributes("rule", attribute(&alert.rule)?)
             .message_attributes("alert_id", attribute(&alert.alert_id)?)

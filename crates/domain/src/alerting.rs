@@ -71,6 +71,43 @@ pub enum Condition {
         fall: Option<f64>,
         within_ms: i64,
     },
+    /// A technical alarm: `readings` consecutive values outside the metric's plausible
+    /// range that no physiological rule of the metric (for the rule's cohort) treats as
+    /// a breach. A heart rate of 0 is a physiological page (below `hr-low`'s bound);
+    /// an SpO2 of 127 % or a skin probe reading 22 Cel is a sensor fault.
+    SensorFault {
+        readings: u32,
+        /// The bounds of the physiological rules that explain an implausible value.
+        explained_by: Vec<Bounds>,
+    },
+}
+
+impl Condition {
+    /// Technical alarms are about the equipment, not the patient.
+    pub fn kind(&self) -> AlertKind {
+        match self {
+            Condition::SensorFault { .. } => AlertKind::Technical,
+            _ => AlertKind::Physiological,
+        }
+    }
+}
+
+/// What an alert is about: subscribers route technical alarms (sensor faults, silent
+/// devices) to equipment staff and physiological ones to clinicians.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertKind {
+    Physiological,
+    Technical,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Physiological => "physiological",
+            AlertKind::Technical => "technical",
+        }
+    }
 }
 
 /// One validated rule.
@@ -95,6 +132,16 @@ pub struct RuleSet {
     by_metric: [Vec<u16>; Metric::COUNT],
     /// Readings measured longer ago than this are history: evaluated, never paged.
     pub history_after_ms: i64,
+    /// Paging when an assigned device falls silent (none when the document has none).
+    pub device_silence: Option<SilenceRule>,
+}
+
+/// A device with a subject assigned that sends nothing for `after_ms` raises one
+/// technical page, and one recovery page when it is heard again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SilenceRule {
+    pub after_ms: i64,
+    pub severity: Severity,
 }
 
 /// Why a rules document was refused.
@@ -116,6 +163,21 @@ struct Document {
     #[serde(default = "default_history_seconds")]
     history_after_seconds: i64,
     rules: Vec<RuleDoc>,
+    #[serde(default)]
+    device_silence: Option<SilenceDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceDoc {
+    after_seconds: i64,
+    severity: Severity,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SensorFaultDoc {
+    readings: u32,
 }
 
 fn default_history_seconds() -> i64 {
@@ -138,6 +200,8 @@ struct RuleDoc {
     sustained: Option<SustainedDoc>,
     #[serde(default)]
     rate_of_change: Option<RateDoc>,
+    #[serde(default)]
+    sensor_fault: Option<SensorFaultDoc>,
 }
 
 #[derive(Deserialize)]
@@ -196,14 +260,28 @@ impl RuleSet {
             }
             rules.push(rule);
         }
+        explain_sensor_faults(&mut rules);
         let mut by_metric: [Vec<u16>; Metric::COUNT] = Default::default();
         for (i, r) in rules.iter().enumerate() {
             by_metric[r.metric as usize].push(i as u16);
         }
+        let device_silence = match doc.device_silence {
+            None => None,
+            Some(d) if (60..=7 * 86_400).contains(&d.after_seconds) => Some(SilenceRule {
+                after_ms: d.after_seconds * 1000,
+                severity: d.severity,
+            }),
+            Some(_) => {
+                return Err(RulesError(
+                    "device_silence.after_seconds must be between 60 and 604800".into(),
+                ));
+            }
+        };
         Ok(RuleSet {
             rules,
             by_metric,
             history_after_ms: doc.history_after_seconds * 1000,
+            device_silence,
         })
     }
 
@@ -228,6 +306,31 @@ impl RuleSet {
                 None => true,
                 Some(c) => cohort == Some(c.as_str()),
             })
+    }
+}
+
+/// Gives each sensor-fault rule the bounds of the physiological rules that apply
+/// wherever it does (same metric; no cohort, or its own), so that a value those rules
+/// page on is not also a sensor fault.
+fn explain_sensor_faults(rules: &mut [Rule]) {
+    let bounds: Vec<(Metric, Option<String>, Bounds)> = rules
+        .iter()
+        .filter_map(|r| match &r.condition {
+            Condition::Threshold(b) | Condition::Sustained { bounds: b, .. } => {
+                Some((r.metric, r.cohort.clone(), *b))
+            }
+            _ => None,
+        })
+        .collect();
+    for r in rules.iter_mut() {
+        let (metric, cohort) = (r.metric, r.cohort.clone());
+        if let Condition::SensorFault { explained_by, .. } = &mut r.condition {
+            *explained_by = bounds
+                .iter()
+                .filter(|(m, c, _)| *m == metric && (c.is_none() || *c == cohort))
+                .map(|(_, _, b)| *b)
+                .collect();
+        }
     }
 }
 
@@ -283,10 +386,11 @@ fn validate(r: RuleDoc) -> Result<Rule, RulesError> {
         r.threshold.is_some(),
         r.sustained.is_some(),
         r.rate_of_change.is_some(),
+        r.sensor_fault.is_some(),
     ];
     if kinds.iter().filter(|k| **k).count() != 1 {
         return Err(err(
-            "give exactly one of `threshold`, `sustained`, `rate_of_change`".into(),
+            "give exactly one of `threshold`, `sustained`, `rate_of_change`, `sensor_fault`".into(),
         ));
     }
     let condition = if let Some(b) = r.threshold {
@@ -331,6 +435,16 @@ fn validate(r: RuleDoc) -> Result<Rule, RulesError> {
             rise: rc.rise,
             fall: rc.fall,
             within_ms: rc.within_seconds * 1000,
+        }
+    } else if let Some(f) = r.sensor_fault {
+        if !(1..=1000).contains(&f.readings) {
+            return Err(err(
+                "sensor_fault needs `readings` between 1 and 1000".into()
+            ));
+        }
+        Condition::SensorFault {
+            readings: f.readings,
+            explained_by: Vec::new(),
         }
     } else {
         unreachable!("exactly one kind was checked above")
@@ -419,6 +533,22 @@ impl Rule {
                     false
                 }
             }
+            Condition::SensorFault {
+                readings,
+                explained_by,
+            } => {
+                let fault = !self.metric.is_plausible(value)
+                    && !explained_by.iter().any(|b| b.breached_by(value));
+                if fault {
+                    state.breach_since.get_or_insert(at);
+                    state.breach_count = state.breach_count.saturating_add(1);
+                    state.breach_count >= *readings
+                } else {
+                    state.breach_since = None;
+                    state.breach_count = 0;
+                    false
+                }
+            }
             Condition::RateOfChange {
                 rise,
                 fall,
@@ -453,6 +583,7 @@ impl Rule {
         let window = match &self.condition {
             Condition::Threshold(_) => 0,
             Condition::Sustained { for_ms, .. } => for_ms.unwrap_or(3_600_000),
+            Condition::SensorFault { .. } => 3_600_000,
             Condition::RateOfChange { within_ms, .. } => *within_ms,
         };
         window.max(self.cooldown_ms)
@@ -466,6 +597,8 @@ pub struct Alert {
     pub alert_id: String,
     pub rule: String,
     pub severity: Severity,
+    /// Physiological (the patient) or technical (the equipment).
+    pub kind: AlertKind,
     pub metric: String,
     pub subject: String,
     pub value: f64,
@@ -705,6 +838,71 @@ mod tests {
             r#"{"version": 1, "rules": [{"id": "x", "metric": "spo2", "severity": "high", "threshold": {"below": 90}},
                 {"id": "x", "metric": "spo2", "severity": "high", "threshold": {"below": 85}}]}"#,
             "used twice",
+        );
+    }
+
+    #[test]
+    fn implausible_values_breach_physiological_rules() {
+        let r = RuleSet::from_json(DEFAULT_RULES).unwrap();
+        let low = r.rules().iter().find(|r| r.id == "hr-low").unwrap();
+        let mut s = RuleState::default();
+        let steps: Vec<Step> = [0.0, 18.0, 0.0]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| low.apply(&mut s, (i as i64 + 1) * MIN, *v, true))
+            .collect();
+        assert_eq!(
+            steps[2],
+            Step::Fired(Firing {
+                at: 3 * MIN,
+                value: 0.0
+            })
+        );
+    }
+
+    #[test]
+    fn a_sensor_fault_pages_after_consecutive_unexplained_implausible_values() {
+        let doc = r#"{"version": 1, "rules": [
+            {"id": "spo2-low", "metric": "spo2", "severity": "critical", "sustained": {"below": 90, "readings": 3}},
+            {"id": "spo2-sensor", "metric": "spo2", "severity": "warning", "sensor_fault": {"readings": 3}}
+        ]}"#;
+        let r = RuleSet::from_json(doc).unwrap();
+        let fault = r.rules().iter().find(|r| r.id == "spo2-sensor").unwrap();
+        assert_eq!(fault.condition.kind(), AlertKind::Technical);
+        let mut s = RuleState::default();
+        let mut at = 0;
+        let mut feed = |v: f64| {
+            at += MIN;
+            fault.apply(&mut s, at, v, true)
+        };
+        // 127 % twice, then a plausible value resets the run.
+        assert_eq!(
+            (feed(127.0), feed(127.0), feed(97.0)),
+            (Step::Quiet, Step::Quiet, Step::Quiet)
+        );
+        // 30 % is implausible but explained: spo2-low pages on it, not the sensor rule.
+        assert_eq!(
+            (feed(30.0), feed(30.0), feed(30.0)),
+            (Step::Quiet, Step::Quiet, Step::Quiet)
+        );
+        assert_eq!(feed(127.0), Step::Quiet);
+        assert_eq!(feed(140.0), Step::Quiet);
+        assert!(matches!(feed(127.0), Step::Fired(_)));
+        // One page per cooldown, however long the fault lasts.
+        assert_eq!(feed(127.0), Step::Quiet);
+    }
+
+    #[test]
+    fn device_silence_is_configured_in_the_rules_document() {
+        let r = RuleSet::from_json(DEFAULT_RULES).unwrap();
+        assert!(r.device_silence.is_some_and(|d| d.after_ms >= 60_000));
+        let bad = r#"{"version": 1, "rules": [{"id": "x", "metric": "spo2", "severity": "high", "threshold": {"below": 90}}],
+            "device_silence": {"after_seconds": 5, "severity": "high"}}"#;
+        assert!(
+            RuleSet::from_json(bad)
+                .unwrap_err()
+                .to_string()
+                .contains("device_silence")
         );
     }
 

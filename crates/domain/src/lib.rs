@@ -22,4 +22,4 @@ pub use quarantine::{QuarantineEntry, RejectedReading};
 pub use reading::{LineTail, Reading, ReadingId, Source};
 pub use reason::{Reason, Rejection};
 pub use registry::{Assignment, DeviceRecord};
-pub use validate::{Provenance, TimePolicy, normalize};
+pub use validate::{Assessed, Provenance, TimePolicy, assess, normalize};

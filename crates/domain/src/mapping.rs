@@ -344,7 +344,19 @@ impl Mapping {
                 Some(Value::Array(items)) if items.is_empty() => {
                     return Err(Rejection::new(Reason::NoReadings, format!("{p} is empty")));
                 }
-                Some(Value::Array(items)) => items.iter().map(one).collect(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|item| {
+                        if item.is_object() {
+                            one(item)
+                        } else {
+                            Err(Rejection::new(
+                                Reason::WrongShape,
+                                "reading is not an object",
+                            ))
+                        }
+                    })
+                    .collect(),
                 _ => {
                     return Err(Rejection::new(
                         Reason::WrongShape,

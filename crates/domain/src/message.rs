@@ -138,34 +138,67 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
     }
 }
 
+/// Checks an identifier-like field (device, sensor, metric, unit, message id) the same
+/// way on every path, stream and file: not empty, at most [`MAX_ID_BYTES`], and for the
+/// ids that land in the lake, no control characters (a NUL or a line break in a
+/// sensor id would corrupt every consumer that prints or splits it).
+pub fn check_id(field: &str, s: &str) -> Result<(), Rejection> {
+    if s.is_empty() {
+        return Err(Rejection::new(
+            Reason::MissingField,
+            format!("{field} is empty"),
+        ));
+    }
+    if s.len() > MAX_ID_BYTES {
+        return Err(Rejection::new(
+            Reason::InvalidId,
+            format!("{field} is longer than {MAX_ID_BYTES} bytes"),
+        ));
+    }
+    if has_control(s) {
+        return Err(Rejection::new(
+            Reason::InvalidId,
+            format!("{field} contains a control character"),
+        ));
+    }
+    Ok(())
+}
+
+/// A control character (Unicode Cc): ASCII checked byte-wise first, the common case.
+fn has_control(s: &str) -> bool {
+    if s.is_ascii() {
+        s.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        s.chars().any(char::is_control)
+    }
+}
+
 /// Field accessors shared by the v1 parser and the declarative mappings.
 pub(crate) fn require_text<'a>(
     field: &str,
     v: Option<Scalar<'a>>,
 ) -> Result<Cow<'a, str>, Rejection> {
-    match v {
-        Some(Scalar::Str(s)) if s.is_empty() => Err(Rejection::new(
-            Reason::MissingField,
-            format!("{field} is empty"),
-        )),
-        Some(Scalar::Str(s)) if s.len() > MAX_ID_BYTES => Err(Rejection::new(
-            Reason::WrongShape,
-            format!("{field} is longer than {MAX_ID_BYTES} bytes"),
-        )),
-        Some(Scalar::Str(s)) => Ok(s),
+    let text = match v {
+        Some(Scalar::Str(s)) => s,
         // Integer identifiers are common in vendor payloads; they are text to us.
         Some(Scalar::Num(n)) if n.fract() == 0.0 && n.abs() < 1e15 => {
-            Ok(Cow::Owned(format!("{}", n as i64)))
+            Cow::Owned(format!("{}", n as i64))
         }
-        None | Some(Scalar::Null) => Err(Rejection::new(
-            Reason::MissingField,
-            format!("{field} is missing"),
-        )),
-        Some(other) => Err(Rejection::new(
-            Reason::WrongShape,
-            format!("{field} must be a string, found {}", other.kind()),
-        )),
-    }
+        None | Some(Scalar::Null) => {
+            return Err(Rejection::new(
+                Reason::MissingField,
+                format!("{field} is missing"),
+            ));
+        }
+        Some(other) => {
+            return Err(Rejection::new(
+                Reason::WrongShape,
+                format!("{field} must be a string, found {}", other.kind()),
+            ));
+        }
+    };
+    check_id(field, &text)?;
+    Ok(text)
 }
 
 pub(crate) fn require_value(v: Option<Scalar<'_>>) -> Result<f64, Rejection> {
@@ -243,7 +276,7 @@ struct V1Strict<'a> {
     device_id: &'a str,
     #[serde(default)]
     message_id: Option<&'a str>,
-    readings: Vec<V1StrictReading<'a>>,
+    readings: Vec<ObjectOnly<V1StrictReading<'a>>>,
 }
 
 /// Plain `&str`: a string with escapes cannot borrow and fails this parse, which is
@@ -258,13 +291,13 @@ struct V1StrictReading<'a> {
 }
 
 fn plain_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_ID_BYTES
+    check_id("", s).is_ok()
 }
 
 /// The fast path: `Some` only for a well-formed v1 message whose every reading is
 /// structurally sound (validation against the catalog and registry comes later).
 pub(crate) fn parse_v1_strict(payload: &str) -> Option<DeviceMessage<'_>> {
-    let m: V1Strict = serde_json::from_str(payload).ok()?;
+    let ObjectOnly(m): ObjectOnly<V1Strict> = serde_json::from_str(payload).ok()?;
     if m.v != 1 || !plain_id(m.device_id) || m.readings.is_empty() {
         return None;
     }
@@ -272,12 +305,8 @@ pub(crate) fn parse_v1_strict(payload: &str) -> Option<DeviceMessage<'_>> {
         return None;
     }
     let mut readings = Vec::with_capacity(m.readings.len());
-    for r in m.readings {
-        let ok = plain_id(r.sensor_id)
-            && !r.metric.is_empty()
-            && !r.unit.is_empty()
-            && r.metric.len() <= MAX_ID_BYTES
-            && r.unit.len() <= MAX_ID_BYTES;
+    for ObjectOnly(r) in m.readings {
+        let ok = plain_id(r.sensor_id) && plain_id(r.metric) && plain_id(r.unit);
         let measured_at = parse_rfc3339_ms(r.measured_at)?;
         if !ok {
             return None;
@@ -418,7 +447,30 @@ impl<'de: 'a, 'a> Deserialize<'de> for LenientReading<'a> {
 /// Parses the payload as a v1 envelope. `Err` is the rejection for a payload that
 /// is not a JSON object at all; a parsed envelope may still be of another version.
 pub(crate) fn parse_v1_envelope(payload: &str) -> Result<V1Envelope<'_>, Rejection> {
-    serde_json::from_str::<V1Envelope>(payload).map_err(json_rejection)
+    serde_json::from_str::<ObjectOnly<V1Envelope>>(payload)
+        .map(|ObjectOnly(e)| e)
+        .map_err(json_rejection)
+}
+
+/// A struct read from a JSON object only. serde's derived structs also accept an array
+/// of their fields in order, which would take positional JSON such as
+/// `[1,"dev-1","m",[...]]` for a v1 message: the contract is objects.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = ObjectOnly<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(ObjectOnly)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 /// The payload as text. Validated once here, so the JSON parser need not check every
@@ -583,7 +635,59 @@ mod tests {
             r#"{{"v":1,"device_id":"{}","readings":[]}}"#,
             "x".repeat(200)
         );
-        assert_eq!(reason(&long), Reason::WrongShape);
+        assert_eq!(reason(&long), Reason::InvalidId);
+        assert_eq!(
+            reason(r#"[1,"dev-000001","m",[{"sensor_id":"a"}]]"#),
+            Reason::WrongShape,
+            "positional JSON is not a message"
+        );
+    }
+
+    #[test]
+    fn positional_json_is_not_a_v1_message_on_either_path() {
+        let mappings = crate::DeviceMappings::builtin();
+        let p = r#"[1,"dev-000001","m",[["hr-0","heart_rate",72,"/min","2026-11-22T10:15:30Z"]]]"#;
+        assert!(parse_v1_strict(p).is_none());
+        assert_eq!(
+            mappings.map(p.as_bytes()).unwrap_err().reason,
+            Reason::WrongShape
+        );
+        // A positional reading inside an object message is rejected alone.
+        let p = r#"{"v":1,"device_id":"d","readings":[["hr-0","heart_rate",72,"/min","2026-11-22T10:15:30Z"],
+            {"sensor_id":"a","metric":"heart_rate","value":70,"unit":"/min","measured_at":"2026-11-22T10:15:30Z"}]}"#;
+        assert!(parse_v1_strict(p).is_none());
+        let msg = mappings.map(p.as_bytes()).unwrap();
+        assert_eq!(
+            msg.readings[0].as_ref().unwrap_err().reason,
+            Reason::WrongShape
+        );
+        assert!(msg.readings[1].is_ok());
+    }
+
+    #[test]
+    fn control_characters_and_long_ids_are_invalid_ids_on_every_path() {
+        let mappings = crate::DeviceMappings::builtin();
+        for sensor in [r"ox\u00000", r"ox\n0", "ox\u{7f}0", r"ox\u0085"] {
+            let p = format!(
+                r#"{{"v":1,"device_id":"d","readings":[{{"sensor_id":"{sensor}","metric":"heart_rate","value":70,"unit":"/min","measured_at":"2026-11-22T10:15:30Z"}}]}}"#
+            );
+            let msg = mappings.map(p.as_bytes()).unwrap();
+            assert_eq!(
+                msg.readings[0].as_ref().unwrap_err().reason,
+                Reason::InvalidId,
+                "{sensor}"
+            );
+        }
+        assert_eq!(
+            check_id("sensor_id", &"s".repeat(129)).unwrap_err().reason,
+            Reason::InvalidId
+        );
+        assert!(check_id("sensor_id", &"s".repeat(128)).is_ok());
+        assert!(check_id("sensor_id", "température-ü").is_ok());
+        assert_eq!(
+            check_id("sensor_id", "").unwrap_err().reason,
+            Reason::MissingField
+        );
     }
 
     #[test]

@@ -216,20 +216,35 @@ impl Metric {
 
     /// Converts `value` in `unit` to the canonical unit and checks the plausible range.
     pub fn normalize(self, value: f64, unit: &str) -> Result<f64, NormalizeError> {
+        let canonical = self.convert(value, unit)?;
+        if !self.is_plausible(canonical) {
+            return Err(NormalizeError::OutOfRange { canonical });
+        }
+        Ok(canonical)
+    }
+
+    /// Converts `value` in `unit` to the canonical unit, whatever the value.
+    pub fn convert(self, value: f64, unit: &str) -> Result<f64, NormalizeError> {
         if !value.is_finite() {
             return Err(NormalizeError::NonFinite);
         }
-        let spec = self.spec();
-        let conv = spec
+        let conv = self
+            .spec()
             .accepted
             .iter()
             .find(|c| c.unit == unit)
             .ok_or(NormalizeError::UnknownUnit)?;
         let canonical = round_to_micro(value * conv.scale + conv.offset);
-        if canonical < spec.min || canonical > spec.max {
-            return Err(NormalizeError::OutOfRange { canonical });
+        if !canonical.is_finite() {
+            return Err(NormalizeError::NonFinite);
         }
         Ok(canonical)
+    }
+
+    /// Inside the catalog's plausible range (a canonical value).
+    pub fn is_plausible(self, canonical: f64) -> bool {
+        let spec = self.spec();
+        (spec.min..=spec.max).contains(&canonical)
     }
 }
 

@@ -11,72 +11,30 @@ use sha2::{Digest, Sha256};
 use crate::metric::Metric;
 
 /// The idempotency key of a reading everywhere in pulselake: the first 128 bits of
-/// SHA-256 over (device, sensor, measured-at). The same measurement delivered twice,
-/// by any path, has the same id.
+/// SHA-256 over (device, sensor, metric, measured-at). The same measurement delivered
+/// twice, by any path, has the same id; one sensor reporting two metrics at one instant
+/// (a pulse oximeter's heart rate and SpO2) gives two ids.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReadingId(pub [u8; 16]);
 
 /// Prefixed to what a reading id hashes, so ids cannot collide with other SHA-256 uses.
-const ID_DOMAIN: &[u8] = b"pulselake.reading.v1";
-
-/// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
-const SHA256_IV: [u32; 8] = [
-    0x6a09_e667,
-    0xbb67_ae85,
-    0x3c6e_f372,
-    0xa54f_f53a,
-    0x510e_527f,
-    0x9b05_688c,
-    0x1f83_d9ab,
-    0x5be0_cd19,
-];
+/// `v2`: the metric joined the key (v1 ids hashed device, sensor and time only).
+const ID_DOMAIN: &[u8] = b"pulselake.reading.v2";
 
 impl ReadingId {
-    pub fn derive(device_id: &str, sensor_id: &str, measured_at_ms: i64) -> ReadingId {
-        // This runs for every reading: ids of usual length are hashed as one or two
-        // blocks padded here, without the streaming hasher's buffering.
-        let (d, s) = (device_id.as_bytes(), sensor_id.as_bytes());
-        let len = ID_DOMAIN.len() + 4 + d.len() + 4 + s.len() + 8;
-        if len + 9 > 128 {
-            return ReadingId::derive_streaming(d, s, measured_at_ms);
-        }
-        let mut blocks = [[0u8; 64]; 2];
-        let used = if len + 9 <= 64 { 1 } else { 2 };
-        {
-            let flat = blocks.as_flattened_mut();
-            let mut at = 0;
-            for part in [
-                ID_DOMAIN,
-                &(d.len() as u32).to_be_bytes(),
-                d,
-                &(s.len() as u32).to_be_bytes(),
-                s,
-                &measured_at_ms.to_be_bytes(),
-            ] {
-                flat[at..at + part.len()].copy_from_slice(part);
-                at += part.len();
-            }
-            flat[at] = 0x80;
-            let end = used * 64;
-            flat[end - 8..end].copy_from_slice(&((len as u64) * 8).to_be_bytes());
-        }
-        let mut state = SHA256_IV;
-        sha2::block_api::compress256(&mut state, &blocks[..used]);
-        let mut id = [0u8; 16];
-        for (out, word) in id.chunks_exact_mut(4).zip(state) {
-            out.copy_from_slice(&word.to_be_bytes());
-        }
-        ReadingId(id)
-    }
-
-    fn derive_streaming(device_id: &[u8], sensor_id: &[u8], measured_at_ms: i64) -> ReadingId {
+    pub fn derive(
+        device_id: &str,
+        sensor_id: &str,
+        metric: Metric,
+        measured_at_ms: i64,
+    ) -> ReadingId {
         let mut h = Sha256::new();
-        // Length prefixes keep ("ab","c") and ("a","bc") apart.
         h.update(ID_DOMAIN);
-        h.update((device_id.len() as u32).to_be_bytes());
-        h.update(device_id);
-        h.update((sensor_id.len() as u32).to_be_bytes());
-        h.update(sensor_id);
+        // Length prefixes keep ("ab","c") and ("a","bc") apart.
+        for part in [device_id, sensor_id, metric.name()] {
+            h.update((part.len() as u32).to_be_bytes());
+            h.update(part.as_bytes());
+        }
         h.update(measured_at_ms.to_be_bytes());
         let digest = h.finalize();
         let mut id = [0u8; 16];
@@ -365,55 +323,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_one_pass_reading_id_equals_the_streaming_sha256() {
-        // Every message length around the one- and two-block boundaries, and past them.
-        for d in 0..90 {
-            for s in [0, 1, 7, 30] {
-                let device = "d".repeat(d);
-                let sensor = "é".repeat(s);
-                for at in [0, -1, 1_795_342_530_123] {
-                    assert_eq!(
-                        ReadingId::derive(&device, &sensor, at),
-                        ReadingId::derive_streaming(device.as_bytes(), sensor.as_bytes(), at),
-                        "device {d} bytes, sensor {s} chars"
-                    );
-                }
-            }
-        }
-        // A known id (computed independently; ids are the lake's dedup key, so they
-        // must never change between releases).
-        assert_eq!(
-            ReadingId::derive("dev-1", "hr-0", 1_795_342_530_000)
-                .hex()
-                .as_str(),
-            "2e3479e83ea6bf362af61de6aa8a0c0a"
-        );
-    }
-
-    #[test]
     fn reading_id_is_deterministic_and_field_separated() {
-        let a = ReadingId::derive("dev-1", "hr-0", 1_795_342_530_000);
-        assert_eq!(a, ReadingId::derive("dev-1", "hr-0", 1_795_342_530_000));
-        assert_ne!(a, ReadingId::derive("dev-1", "hr-0", 1_795_342_530_001));
-        assert_ne!(a, ReadingId::derive("dev-1", "hr-1", 1_795_342_530_000));
+        let hr = Metric::HeartRate;
+        let a = ReadingId::derive("dev-1", "hr-0", hr, 1_795_342_530_000);
+        assert_eq!(a, ReadingId::derive("dev-1", "hr-0", hr, 1_795_342_530_000));
+        assert_ne!(a, ReadingId::derive("dev-1", "hr-0", hr, 1_795_342_530_001));
+        assert_ne!(a, ReadingId::derive("dev-1", "hr-1", hr, 1_795_342_530_000));
+        assert_ne!(a, ReadingId::derive("dev-2", "hr-0", hr, 1_795_342_530_000));
         assert_ne!(
-            ReadingId::derive("ab", "c", 0),
-            ReadingId::derive("a", "bc", 0)
+            ReadingId::derive("ab", "c", hr, 0),
+            ReadingId::derive("a", "bc", hr, 0)
         );
         // Pinned: the id is a contract with the lake; changing the derivation would
-        // break idempotency against data already stored. (Checked independently with Python hashlib.)
-        assert_eq!(a.to_string(), "2e3479e83ea6bf362af61de6aa8a0c0a");
+        // break idempotency against data already stored. (Checked independently with
+        // Python hashlib: sha256(b"pulselake.reading.v2" + for each of device, sensor,
+        // metric: u32 BE length + bytes, then i64 BE ms)[:16].)
+        assert_eq!(a.to_string(), "c64c968658c493e487f1934b4dafb9b2");
         assert_eq!(ReadingId::parse_hex(&a.to_string()), Some(a));
         assert_eq!(
-            ReadingId::parse_hex("2E3479E83EA6BF362AF61DE6AA8A0C0A"),
+            ReadingId::parse_hex("C64C968658C493E487F1934B4DAFB9B2"),
             None
         );
     }
 
     #[test]
+    fn two_metrics_from_one_sensor_at_one_instant_have_two_ids() {
+        let at = 1_795_341_600_000;
+        let hr = ReadingId::derive("dev-000001", "ox-0", Metric::HeartRate, at);
+        let spo2 = ReadingId::derive("dev-000001", "ox-0", Metric::Spo2, at);
+        assert_ne!(hr, spo2);
+        assert_eq!(hr.to_string(), "ac1c565f5c16ca564c3eb786945da555");
+        assert_eq!(spo2.to_string(), "f6cbdd86efd7480286348d523b81e45a");
+    }
+
+    #[test]
     fn json_line_round_trips_with_derived_unit_and_loinc() {
         let r = Reading {
-            reading_id: ReadingId::derive("d", "s", 5),
+            reading_id: ReadingId::derive("d", "s", Metric::BodyTemp, 5),
             subject_id: "subj-1".into(),
             device_id: "d".into(),
             sensor_id: "s".into(),
@@ -449,7 +395,7 @@ mod tests {
             ("s", "fraction", 36.6),
         ] {
             let r = Reading {
-                reading_id: ReadingId::derive("d", sensor, 7),
+                reading_id: ReadingId::derive("d", sensor, Metric::Glucose, 7),
                 subject_id: subject.into(),
                 device_id: "dev-\"x\"".into(),
                 sensor_id: sensor.into(),

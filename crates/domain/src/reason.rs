@@ -45,6 +45,12 @@ pub enum Reason {
     TimestampTooOld,
     /// The device had no subject assigned at the measurement time.
     DeviceUnassigned,
+    /// An identifier (device, sensor, metric, unit) that is too long or holds control
+    /// characters: the same limits on every path.
+    InvalidId,
+    /// The same reading (device, sensor, metric, time) again in one batch or file with
+    /// a different value: the first value is kept, this one is held here.
+    ConflictingDuplicate,
 
     // Files: the whole file, or one row of it.
     /// The staging prefix names no known format.
@@ -65,12 +71,14 @@ pub enum Reason {
     RaggedRow,
     /// A row that is not UTF-8 text.
     NotUtf8,
-    /// The same reading (device, sensor, time) twice in one file.
+    /// The same reading (device, sensor, metric, time) twice in one file.
     DuplicateRow,
+    /// A quoted CSV field whose closing quote never comes.
+    UnterminatedQuote,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 31] = [
         Reason::InvalidBase64,
         Reason::Oversized,
         Reason::NotJson,
@@ -89,6 +97,8 @@ impl Reason {
         Reason::TimestampInFuture,
         Reason::TimestampTooOld,
         Reason::DeviceUnassigned,
+        Reason::InvalidId,
+        Reason::ConflictingDuplicate,
         Reason::UnknownFormat,
         Reason::BadFileName,
         Reason::EmptyFile,
@@ -99,6 +109,7 @@ impl Reason {
         Reason::RaggedRow,
         Reason::NotUtf8,
         Reason::DuplicateRow,
+        Reason::UnterminatedQuote,
     ];
 
     pub fn code(self) -> &'static str {
@@ -121,6 +132,8 @@ impl Reason {
             Reason::TimestampInFuture => "timestamp_in_future",
             Reason::TimestampTooOld => "timestamp_too_old",
             Reason::DeviceUnassigned => "device_unassigned",
+            Reason::InvalidId => "invalid_id",
+            Reason::ConflictingDuplicate => "conflicting_duplicate",
             Reason::UnknownFormat => "unknown_format",
             Reason::BadFileName => "bad_file_name",
             Reason::EmptyFile => "empty_file",
@@ -131,6 +144,7 @@ impl Reason {
             Reason::RaggedRow => "ragged_row",
             Reason::NotUtf8 => "not_utf8",
             Reason::DuplicateRow => "duplicate_row",
+            Reason::UnterminatedQuote => "unterminated_quote",
         }
     }
 

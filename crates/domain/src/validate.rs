@@ -81,44 +81,73 @@ pub struct Provenance<'a> {
     pub received_at: i64,
 }
 
-/// Validates `raw` from `device` and builds the canonical reading.
+/// Validates `raw` from `device` and builds the canonical reading (the lake's rule:
+/// a value outside the metric's plausible range is rejected as `out_of_range`).
 pub fn normalize<'a>(
     raw: RawReading<'a>,
     device: &'a DeviceRecord,
     prov: Provenance<'a>,
     policy: &TimePolicy,
 ) -> Result<Reading<'a>, Rejection> {
+    build(raw, device, prov, policy, true).map(|a| a.reading)
+}
+
+/// A reading as alerting sees it: valid in every respect but perhaps the plausible
+/// range. A heart rate of 0 is no row for the lake, but a monitor must not go quiet
+/// when the value is at its worst: rules see it, and `plausible` says what it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessed<'a> {
+    pub reading: Reading<'a>,
+    pub plausible: bool,
+}
+
+/// As [`normalize`], keeping implausible values (flagged) instead of rejecting them.
+pub fn assess<'a>(
+    raw: RawReading<'a>,
+    device: &'a DeviceRecord,
+    prov: Provenance<'a>,
+    policy: &TimePolicy,
+) -> Result<Assessed<'a>, Rejection> {
+    build(raw, device, prov, policy, false)
+}
+
+fn build<'a>(
+    raw: RawReading<'a>,
+    device: &'a DeviceRecord,
+    prov: Provenance<'a>,
+    policy: &TimePolicy,
+    require_plausible: bool,
+) -> Result<Assessed<'a>, Rejection> {
     let metric = Metric::from_name(&raw.metric).ok_or_else(|| {
         Rejection::new(
             Reason::UnknownMetric,
             format!("metric {:?} is not in the catalog", truncate(&raw.metric)),
         )
     })?;
-    let value = metric
-        .normalize(raw.value, &raw.unit)
-        .map_err(|e| match e {
-            NormalizeError::UnknownUnit => Rejection::new(
-                Reason::UnknownUnit,
-                format!(
-                    "unit {:?} cannot be converted to {} for {metric}",
-                    truncate(&raw.unit),
-                    metric.unit()
-                ),
+    let value = metric.convert(raw.value, &raw.unit).map_err(|e| match e {
+        NormalizeError::UnknownUnit => Rejection::new(
+            Reason::UnknownUnit,
+            format!(
+                "unit {:?} cannot be converted to {} for {metric}",
+                truncate(&raw.unit),
+                metric.unit()
             ),
-            NormalizeError::OutOfRange { canonical } => {
-                let s = metric.spec();
-                Rejection::new(
-                    Reason::OutOfRange,
-                    format!(
-                        "{metric} {canonical} {} is outside {}..={}",
-                        s.unit, s.min, s.max
-                    ),
-                )
-            }
-            NormalizeError::NonFinite => {
-                Rejection::new(Reason::NonFiniteValue, "value is not finite")
-            }
-        })?;
+        ),
+        NormalizeError::NonFinite | NormalizeError::OutOfRange { .. } => {
+            Rejection::new(Reason::NonFiniteValue, "value is not finite")
+        }
+    })?;
+    let plausible = metric.is_plausible(value);
+    if require_plausible && !plausible {
+        let s = metric.spec();
+        return Err(Rejection::new(
+            Reason::OutOfRange,
+            format!(
+                "{metric} {value} {} is outside {}..={}",
+                s.unit, s.min, s.max
+            ),
+        ));
+    }
     policy.check(raw.measured_at, prov.received_at)?;
     let subject = device.subject_at(raw.measured_at).ok_or_else(|| {
         Rejection::new(
@@ -129,8 +158,8 @@ pub fn normalize<'a>(
             ),
         )
     })?;
-    Ok(Reading {
-        reading_id: ReadingId::derive(&device.device_id, &raw.sensor_id, raw.measured_at),
+    let reading = Reading {
+        reading_id: ReadingId::derive(&device.device_id, &raw.sensor_id, metric, raw.measured_at),
         subject_id: Cow::Borrowed(subject),
         device_id: Cow::Borrowed(&device.device_id),
         sensor_id: raw.sensor_id,
@@ -140,7 +169,8 @@ pub fn normalize<'a>(
         received_at: prov.received_at,
         source: prov.source,
         source_ref: Cow::Borrowed(prov.source_ref),
-    })
+    };
+    Ok(Assessed { reading, plausible })
 }
 
 /// Vendor strings echoed into a rejection are cut short: a reason, not a copy of the payload.
@@ -209,7 +239,10 @@ mod tests {
         .unwrap();
         assert_eq!(r.value, 37.0);
         assert_eq!(r.subject_id, "subj-9");
-        assert_eq!(r.reading_id, ReadingId::derive("dev-1", "s", NOW - 1000));
+        assert_eq!(
+            r.reading_id,
+            ReadingId::derive("dev-1", "s", Metric::BodyTemp, NOW - 1000)
+        );
     }
 
     #[test]
@@ -243,6 +276,46 @@ mod tests {
             Ok(72.0),
             "small skew is accepted"
         );
+    }
+
+    #[test]
+    fn alerting_sees_implausible_values_flagged_where_the_lake_rejects_them() {
+        let d = device();
+        let prov = Provenance {
+            source: Source::Stream,
+            source_ref: "x",
+            received_at: NOW,
+        };
+        for v in [0.0, 18.0, 420.0] {
+            let a = assess(
+                raw("heart_rate", v, "/min", NOW),
+                &d,
+                prov,
+                &TimePolicy::stream(),
+            )
+            .unwrap();
+            assert_eq!((a.reading.value, a.plausible), (v, false));
+            assert_eq!(
+                check(raw("heart_rate", v, "/min", NOW)),
+                Err(Reason::OutOfRange)
+            );
+        }
+        let a = assess(
+            raw("heart_rate", 72.0, "/min", NOW),
+            &d,
+            prov,
+            &TimePolicy::stream(),
+        )
+        .unwrap();
+        assert!(a.plausible);
+        // Every other fault is still a rejection.
+        let late = assess(
+            raw("heart_rate", 0.0, "/min", NOW - 8 * DAY_MS),
+            &d,
+            prov,
+            &TimePolicy::stream(),
+        );
+        assert_eq!(late.unwrap_err().reason, Reason::TimestampTooOld);
     }
 
     #[test]

@@ -279,7 +279,7 @@ mod tests {
 
     fn reading(i: i64) -> Reading<'static> {
         Reading {
-            reading_id: ReadingId::derive("dev-1", "hr-0", i),
+            reading_id: ReadingId::derive("dev-1", "hr-0", Metric::HeartRate, i),
             subject_id: "subj-1".into(),
             device_id: "dev-1".into(),
             sensor_id: "hr-0".into(),
@@ -339,7 +339,7 @@ mod tests {
             .map(|i| {
                 let subject = i / 5000; // long runs
                 Reading {
-                    reading_id: ReadingId::derive("dev", "s", i as i64),
+                    reading_id: ReadingId::derive("dev", "s", Metric::BodyTemp, i as i64),
                     subject_id: format!("subj-{subject:03}").into(),
                     device_id: format!("dev-{:04}", (i / 7) % 300).into(),
                     sensor_id: ["s-0", "s-1", "s-2"][i % 3].into(),
@@ -411,7 +411,7 @@ mod tests {
 
     #[test]
     fn columns_of_different_lengths_are_refused() {
-        let ids = [ReadingId::derive("d", "s", 1)];
+        let ids = [ReadingId::derive("d", "s", Metric::HeartRate, 1)];
         let columns = Columns {
             reading_id: &ids,
             subject_id: Strings::Same("s"),

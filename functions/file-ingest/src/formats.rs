@@ -32,6 +32,7 @@ pub const SEED_SYSTEM: &str = "seed";
 /// Reads a staging key. A key outside the known prefixes, or a seed file whose name
 /// does not follow the vendor pattern, is rejected with the reason.
 pub fn classify(key: &str) -> Result<Format, Rejection> {
+    check_key(key)?;
     let (prefix, rest) = key.split_once('/').unwrap_or(("", key));
     let name = rest.rsplit('/').next().unwrap_or(rest);
     let name = name.strip_suffix(".gz").unwrap_or(name);
@@ -44,6 +45,25 @@ pub fn classify(key: &str) -> Result<Format, Rejection> {
             "staging objects must be under seed/, csv/ or ndjson/",
         )),
     }
+}
+
+/// Keys are archived under the same name and read by people and tools: no `.` or `..`
+/// segment, no empty segment, no backslash, no control character.
+fn check_key(key: &str) -> Result<(), Rejection> {
+    let bad = |why: &str| Rejection::new(Reason::BadFileName, format!("unsafe object key: {why}"));
+    if key.chars().any(char::is_control) {
+        return Err(bad("it contains a control character"));
+    }
+    if key.contains('\\') {
+        return Err(bad("it contains a backslash"));
+    }
+    if key
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(bad("it has an empty, '.' or '..' path segment"));
+    }
+    Ok(())
 }
 
 fn parse_seed_name(name: &str) -> Result<Format, Rejection> {
@@ -97,6 +117,20 @@ pub struct CsvLayout {
 /// Checks a generic CSV header; the error explains what is missing, and names the
 /// likely delimiter when the header looks like one field of `;`/tab/`|`-separated names.
 pub fn csv_layout(header: &[&str]) -> Result<CsvLayout, Rejection> {
+    // A column named twice would be read from one of them silently: refuse the header.
+    for (i, h) in header.iter().enumerate() {
+        let name = h.trim();
+        if !name.is_empty()
+            && header[..i]
+                .iter()
+                .any(|other| other.trim().eq_ignore_ascii_case(name))
+        {
+            return Err(Rejection::new(
+                Reason::BadHeader,
+                format!("column {:?} appears twice in the header", short(name)),
+            ));
+        }
+    }
     let mut index = [0usize; 6];
     let mut missing = Vec::new();
     for (i, col) in CSV_COLUMNS.iter().enumerate() {
@@ -190,6 +224,41 @@ pub fn short(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsafe_keys_are_bad_file_names() {
+        for key in [
+            "seed/../../x.20201012.heart_rate.csv",
+            "csv/./a.csv",
+            "csv//a.csv",
+            "csv/a\\b.csv",
+            "ndjson/a\nb.ndjson",
+            "csv/..",
+        ] {
+            assert_eq!(
+                classify(key).unwrap_err().reason,
+                Reason::BadFileName,
+                "{key:?}"
+            );
+        }
+        assert_eq!(classify("csv/2026/11/a..b.csv").unwrap(), Format::Csv);
+    }
+
+    #[test]
+    fn a_header_with_a_column_twice_is_a_bad_header() {
+        let h = [
+            "device_id",
+            "sensor_id",
+            "metric",
+            "value",
+            "unit",
+            "measured_at",
+            "Value",
+        ];
+        let rej = csv_layout(&h).unwrap_err();
+        assert_eq!(rej.reason, Reason::BadHeader);
+        assert!(rej.detail.contains("twice"), "{}", rej.detail);
+    }
 
     #[test]
     fn the_prefix_selects_the_format_and_seed_names_are_parsed() {

@@ -231,6 +231,11 @@ impl<O: Objects, D: DedupStore, R: RegistryLookup, A: SubjectAliases, N: Notifie
     }
 
     async fn ingest_claimed(&self, obj: &ObjectRef) -> Result<Outcome, AwsError> {
+        // First the key: an unsafe one is never archived under its own name.
+        let format = match classify(&obj.key) {
+            Ok(f) => f,
+            Err(rej) => return self.quarantine_file(obj, rej, FileReport::default()).await,
+        };
         let source = obj.source_id();
         let previous = self.dedup.manifest(&source).await?;
         if let (Some(prev), Some(seq)) = (
@@ -241,10 +246,6 @@ impl<O: Objects, D: DedupStore, R: RegistryLookup, A: SubjectAliases, N: Notifie
             self.archive(obj).await?;
             return Ok(Outcome::Superseded);
         }
-        let format = match classify(&obj.key) {
-            Ok(f) => f,
-            Err(rej) => return self.quarantine_file(obj, rej, FileReport::default()).await,
-        };
         let subject = match &format {
             Format::Seed { alias, .. } => match self.aliases.resolve(alias).await? {
                 Some(s) => Some(s),

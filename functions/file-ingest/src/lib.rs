@@ -6,6 +6,7 @@ pub mod config;
 pub mod event;
 pub mod formats;
 pub mod handler;
+pub mod intake;
 pub mod pipeline;
 pub mod records;
 

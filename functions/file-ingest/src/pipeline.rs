@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use pulselake_adapters::{AwsError, Resolved};
 use pulselake_domain::message::RawReading;
+use pulselake_domain::message::check_id;
 use pulselake_domain::quarantine::QuarantineEntry;
 use pulselake_domain::time::{format_rfc3339_ms, parse_timestamp_utc_default_ms};
 use pulselake_domain::{
@@ -25,10 +26,10 @@ use pulselake_domain::{
     Rejection, Source, TimePolicy, normalize,
 };
 use pulselake_lake::{Columns, Strings};
-use sha2::{Digest, Sha256};
 
 use crate::formats::{Format, check_seed_header, csv_layout, parse_value, seed_time, short};
-use crate::records::{LINE_TOO_LONG, Records};
+use crate::intake::{Bounded, ByteLimitExceeded, ByteLimits, GzMembers, Hashed};
+use crate::records::{RecordError, Records};
 
 /// What the pipeline needs from the outside world.
 pub trait FileIo {
@@ -65,6 +66,10 @@ pub struct Limits {
     pub max_line_bytes: usize,
     pub report_part_bytes: usize,
     pub block_rows: usize,
+    /// Rows listed in the quarantine report per reason; past that, one entry per reason
+    /// says how many more there were (the raw file is archived whole).
+    pub report_rows_per_reason: u64,
+    pub bytes: ByteLimits,
 }
 
 impl Default for Limits {
@@ -76,6 +81,8 @@ impl Default for Limits {
             report_part_bytes: 8 << 20,
             // Small enough that a block's rows and text stay in the CPU's cache.
             block_rows: 2048,
+            report_rows_per_reason: 1000,
+            bytes: ByteLimits::default(),
         }
     }
 }
@@ -126,25 +133,6 @@ pub enum FileFailure {
 impl From<AwsError> for FileFailure {
     fn from(e: AwsError) -> Self {
         FileFailure::Transient(e)
-    }
-}
-
-// ---------------------------------------------------------------- reading bytes
-
-/// Counts and hashes the raw bytes (the content's identity), and refuses lines longer
-/// than the limit so a file without newlines cannot be buffered whole.
-struct Guard<R> {
-    inner: R,
-    hash: Sha256,
-    bytes: u64,
-}
-
-impl<R: Read> Read for Guard<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
     }
 }
 
@@ -435,6 +423,8 @@ struct Pipeline<'s, 'io, IO: FileIo> {
     /// The block's lines as read (for quarantine entries of rows rejected later).
     block_text: Vec<u8>,
     report: Vec<u8>,
+    /// Rows rejected per reason so far (the report lists the first few of each).
+    rejected_rows: BTreeMap<Reason, u64>,
     out: FileReport,
     source_ref: String,
 }
@@ -452,6 +442,11 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
             Some(n) => *self.out.quarantined.entry(rej.reason).or_default() += n as u64,
             None => self.out.unreadable_lines += 1,
         }
+        let listed = self.rejected_rows.entry(rej.reason).or_default();
+        *listed += 1;
+        if *listed > self.limits.report_rows_per_reason {
+            return Ok(());
+        }
         let reference = match index {
             Some(i) => format!("{}#L{line}.{i}", self.spec.reference),
             None => format!("{}#L{line}", self.spec.reference),
@@ -467,11 +462,45 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
             payload: payload.map(str::to_owned),
             payload_base64: None,
         };
-        if serde_json::to_writer(&mut self.report, &entry).is_ok() {
+        self.add_to_report(&entry)
+    }
+
+    fn add_to_report(&mut self, entry: &QuarantineEntry) -> Result<(), AwsError> {
+        if serde_json::to_writer(&mut self.report, entry).is_ok() {
             self.report.push(b'\n');
         }
         if self.report.len() >= self.limits.report_part_bytes {
             self.flush_report()?;
+        }
+        Ok(())
+    }
+
+    /// One entry per reason whose rows were too many to list, with how many were left out.
+    fn report_omitted(&mut self) -> Result<(), AwsError> {
+        let per_reason = self.limits.report_rows_per_reason;
+        let omitted: Vec<(Reason, u64)> = self
+            .rejected_rows
+            .iter()
+            .filter(|(_, n)| **n > per_reason)
+            .map(|(r, n)| (*r, n - per_reason))
+            .collect();
+        for (reason, n) in omitted {
+            let readings = self.out.quarantined.contains_key(&reason);
+            let entry = QuarantineEntry {
+                source: Source::File.as_str().into(),
+                reference: format!("{}#omitted-{reason}", self.spec.reference),
+                received_at: format_rfc3339_ms(self.spec.received_at),
+                reason: Some(reason),
+                detail: Some(format!(
+                    "{n} more rows were rejected for this reason; the first {per_reason} are listed \
+                     (the raw file is archived whole)"
+                )),
+                readings_total: readings.then_some(n as usize),
+                rejected: Vec::new(),
+                payload: None,
+                payload_base64: None,
+            };
+            self.add_to_report(&entry)?;
         }
         Ok(())
     }
@@ -716,19 +745,31 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
         }
         self.buffered -= rows.len();
         let mut rows = self.sorted(rows);
-        let mut dupes = Vec::new();
+        // Repeats of a reading are adjacent, the first line's first: it is kept. A repeat
+        // with the same value is a duplicate row; with another value, a conflict.
+        let mut repeats = Vec::new();
         rows.dedup_by(|r, kept| {
             let repeat = r.id == kept.id;
             if repeat {
-                dupes.push((r.line, kept.line));
+                repeats.push((r.line, kept.line, r.value == kept.value));
             }
             repeat
         });
-        for (line, first) in dupes {
-            let rej = Rejection::new(
-                Reason::DuplicateRow,
-                format!("the same reading as line {first}"),
-            );
+        for (line, first, same_value) in repeats {
+            let rej = if same_value {
+                Rejection::new(
+                    Reason::DuplicateRow,
+                    format!("the same reading as line {first}"),
+                )
+            } else {
+                Rejection::new(
+                    Reason::ConflictingDuplicate,
+                    format!(
+                        "the same sensor, metric and time as line {first} with another value; \
+                         line {first}'s value is kept"
+                    ),
+                )
+            };
             self.reject(u64::from(line), None, rej, None, Some(1))?;
         }
         let bytes = self
@@ -850,6 +891,7 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
         for i in 0..self.partitions.len() {
             self.flush_partition(i)?;
         }
+        self.report_omitted()?;
         self.flush_report()?;
         Ok(self.out)
     }
@@ -864,22 +906,20 @@ pub fn ingest(
     io: &mut impl FileIo,
     limits: Limits,
 ) -> Result<FileReport, FileFailure> {
-    let mut guard = Guard {
-        inner: input,
-        hash: Sha256::new(),
-        bytes: 0,
-    };
+    let mut hashed = Hashed::new(input);
+    let raw_bytes = hashed.counter();
     let result = {
-        let mut buffered = BufReader::with_capacity(256 * 1024, &mut guard);
+        let mut buffered = BufReader::with_capacity(256 * 1024, &mut hashed);
         let gzip = match buffered.fill_buf() {
             Ok(head) => head.starts_with(&[0x1f, 0x8b]),
             Err(e) => return Err(read_failure(e, false, FileReport::default())),
         };
         let decoded: Box<dyn Read> = if gzip {
-            Box::new(flate2::read::MultiGzDecoder::new(buffered))
+            Box::new(GzMembers::new(buffered))
         } else {
             Box::new(buffered)
         };
+        let decoded = Bounded::new(decoded, raw_bytes, limits.bytes);
         let reader = Records::new(decoded, limits.max_line_bytes);
         let mut p = Pipeline {
             spec,
@@ -895,6 +935,7 @@ pub fn ingest(
             block: Vec::with_capacity(limits.block_rows),
             block_text: Vec::new(),
             report: Vec::new(),
+            rejected_rows: BTreeMap::new(),
             out: FileReport::default(),
             source_ref: format!("file:{}:L", spec.source_hash),
         };
@@ -912,7 +953,7 @@ pub fn ingest(
             Err(Stop::Aws(e)) => Err(FileFailure::Transient(e)),
         }
     };
-    let (bytes, sha) = (guard.bytes, hex(&guard.hash.finalize()));
+    let (bytes, sha) = hashed.finish();
     match result {
         Ok(mut report) => {
             report.bytes = bytes;
@@ -944,10 +985,6 @@ pub fn ingest(
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 enum Stop {
     Io(std::io::Error),
     Rejected(Rejection),
@@ -960,17 +997,23 @@ impl From<AwsError> for Stop {
     }
 }
 
-/// A read error is the file's fault (corrupt compression, a line too long) or the
-/// transport's (retry).
+/// A read error is the file's fault (corrupt compression, a limit the content broke)
+/// or the transport's (retry). Told apart by type, never by message.
 fn read_failure(e: std::io::Error, gzip: bool, report: FileReport) -> FileFailure {
     let report = Box::new(report);
-    if e.get_ref()
-        .is_some_and(|inner| inner.to_string() == LINE_TOO_LONG)
-    {
-        return FileFailure::Rejected(
-            Rejection::new(Reason::Oversized, "a line is longer than 1 MiB"),
-            report,
-        );
+    if let Some(limit) = ByteLimitExceeded::of(&e) {
+        let reason = match limit {
+            ByteLimitExceeded::TrailingGarbage => Reason::CorruptCompression,
+            _ => Reason::Oversized,
+        };
+        return FileFailure::Rejected(Rejection::new(reason, limit.to_string()), report);
+    }
+    if let Some(bad) = RecordError::of(&e) {
+        let reason = match bad {
+            RecordError::LineTooLong { .. } => Reason::Oversized,
+            RecordError::UnterminatedQuote { .. } => Reason::UnterminatedQuote,
+        };
+        return FileFailure::Rejected(Rejection::new(reason, bad.to_string()), report);
     }
     let corrupt = matches!(
         e.kind(),
@@ -1046,6 +1089,15 @@ fn read_csv<IO: FileIo>(
         let line = record.line;
         p.out.lines += 1;
         let lossy = || String::from_utf8_lossy(record.text);
+        if record.unterminated {
+            p.out.readings += 1;
+            let rej = Rejection::new(
+                Reason::UnterminatedQuote,
+                "a quoted field is not closed before the end of the file",
+            );
+            p.reject(line, None, rej, Some(&lossy()), Some(1))?;
+            continue;
+        }
         if record.len() != width {
             p.out.readings += 1;
             let rej = Rejection::new(
@@ -1095,14 +1147,12 @@ fn read_csv<IO: FileIo>(
             )),
         }
         .and_then(|parsed| {
-            if parsed.0.is_empty() || parsed.1.is_empty() {
-                Err(Rejection::new(
-                    Reason::MissingField,
-                    "device_id or sensor_id is empty",
-                ))
-            } else {
-                Ok(parsed)
-            }
+            // The same identifier rules as the stream path (length, control characters).
+            check_id("device_id", parsed.0)?;
+            check_id("sensor_id", parsed.1)?;
+            check_id("metric", parsed.2)?;
+            check_id("unit", parsed.3)?;
+            Ok(parsed)
         });
         match parsed {
             Ok((device, sensor, metric, unit, value, at)) => {
@@ -1138,7 +1188,12 @@ fn read_ndjson<IO: FileIo>(
 ) -> Result<(), Stop> {
     while let Some(l) = records.next_line().map_err(Stop::Io)? {
         let line = l.number;
-        let bytes = l.bytes.trim_ascii();
+        // A byte order mark may open the file (some exporters write one).
+        let bytes = match l.bytes.strip_prefix(b"\xef\xbb\xbf") {
+            Some(rest) if line == 1 => rest,
+            _ => l.bytes,
+        }
+        .trim_ascii();
         if bytes.is_empty() {
             continue;
         }

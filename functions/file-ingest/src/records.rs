@@ -5,13 +5,37 @@
 //! line breaks inside) read as in any CSV tool.
 //!
 //! Memory is bounded: a line (or quoted record) longer than `max_line` bytes fails the
-//! read with [`LINE_TOO_LONG`] instead of being buffered.
+//! read with a [`RecordError`] instead of being buffered.
 
 use std::io::{Error, ErrorKind, Read};
 
 use memchr::{memchr, memchr_iter, memchr2};
 
-pub const LINE_TOO_LONG: &str = "line too long";
+/// Why the rest of a file cannot be read as records: the content's fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordError {
+    #[error("a line is longer than {max} bytes")]
+    LineTooLong { max: usize },
+    #[error("a quoted field opened on line {line} is not closed within {max} bytes")]
+    UnterminatedQuote { line: u64, max: usize },
+}
+
+impl RecordError {
+    /// The record error behind an I/O error, if it was one.
+    pub fn of(e: &Error) -> Option<&RecordError> {
+        e.get_ref().and_then(|inner| inner.downcast_ref())
+    }
+
+    fn into_io(self) -> Error {
+        Error::new(ErrorKind::InvalidData, self)
+    }
+}
+
+/// Inside a quoted field after these bytes (an odd number of quotes: every closed
+/// field, and every doubled quote, has an even number).
+fn open_quote(bytes: &[u8]) -> bool {
+    memchr_iter(b'"', bytes).count() % 2 == 1
+}
 
 const READ_BYTES: usize = 1 << 20;
 
@@ -33,6 +57,8 @@ pub struct Record<'a> {
     spans: &'a [(usize, usize)],
     /// Fields were unquoted into a buffer of their own (else they are spans of `text`).
     quoted: bool,
+    /// A quoted field still open at the end of the file.
+    pub unterminated: bool,
 }
 
 impl<'a> Record<'a> {
@@ -158,6 +184,7 @@ impl<R: Read> Records<R> {
             fields: text,
             spans: &self.spans,
             quoted: false,
+            unterminated: false,
         }))
     }
 
@@ -176,7 +203,7 @@ impl<R: Read> Records<R> {
         loop {
             if self.pos + consumed == self.end && !self.eof {
                 if consumed > self.max_line {
-                    return Err(Error::new(ErrorKind::InvalidData, LINE_TOO_LONG));
+                    return Err(self.too_long(consumed));
                 }
                 self.refill()?;
                 continue;
@@ -197,8 +224,10 @@ impl<R: Read> Records<R> {
             }
         }
         if consumed > self.max_line {
-            return Err(Error::new(ErrorKind::InvalidData, LINE_TOO_LONG));
+            return Err(self.too_long(consumed));
         }
+        let at_end = self.eof && self.pos + consumed == self.end;
+        let unterminated = at_end && open_quote(&self.buf[self.pos..self.pos + consumed]);
         // A CR LF terminator is one line break, even if the LF is still to be read.
         if self.buf[self.pos..self.pos + consumed].ends_with(b"\r") {
             if self.pos + consumed == self.end && !self.eof {
@@ -227,7 +256,22 @@ impl<R: Read> Records<R> {
             fields: &self.unquoted[..nout],
             spans: &self.spans,
             quoted: true,
+            unterminated,
         })
+    }
+
+    /// A quoted record past the limit: a quote never closed, or simply too long.
+    fn too_long(&self, consumed: usize) -> Error {
+        let end = (self.pos + consumed).min(self.end);
+        if open_quote(&self.buf[self.pos..end]) {
+            RecordError::UnterminatedQuote {
+                line: self.line,
+                max: self.max_line,
+            }
+            .into_io()
+        } else {
+            RecordError::LineTooLong { max: self.max_line }.into_io()
+        }
     }
 
     /// Finds the end of the next line, reading more input as needed. For CSV, a quote
@@ -255,7 +299,7 @@ impl<R: Read> Records<R> {
                 None if self.eof => None,
                 None => {
                     if self.end - self.pos > self.max_line {
-                        return Err(Error::new(ErrorKind::InvalidData, LINE_TOO_LONG));
+                        return Err(RecordError::LineTooLong { max: self.max_line }.into_io());
                     }
                     // Everything up to `end` is scanned; the refill moves it to the front.
                     let scanned = self.end - self.pos;
@@ -270,7 +314,7 @@ impl<R: Read> Records<R> {
                 None => (self.end, self.end),
             };
             if content_end - self.pos > self.max_line {
-                return Err(Error::new(ErrorKind::InvalidData, LINE_TOO_LONG));
+                return Err(RecordError::LineTooLong { max: self.max_line }.into_io());
             }
             let stop = if content_end > self.pos && self.buf[content_end - 1] == b'\r' {
                 content_end - 1
@@ -294,7 +338,7 @@ impl<R: Read> Records<R> {
         if self.end == self.buf.len() {
             // Callers refill only below the line limit, so this cannot happen; if it
             // did, an empty read would look like the end of the file.
-            return Err(Error::new(ErrorKind::InvalidData, LINE_TOO_LONG));
+            return Err(RecordError::LineTooLong { max: self.max_line }.into_io());
         }
         loop {
             match self.inner.read(&mut self.buf[self.end..]) {
@@ -391,13 +435,30 @@ mod tests {
         long.push(b'\n');
         let err = records(&long, 512, 1000).unwrap_err();
         assert_eq!(
-            err.get_ref().map(|e| e.to_string()),
-            Some(LINE_TOO_LONG.into())
+            RecordError::of(&err),
+            Some(&RecordError::LineTooLong { max: 1000 })
         );
-        // An unterminated quote cannot swallow the rest of the file either.
-        let mut open = b"a,\"never closed\n".to_vec();
+        // An unterminated quote cannot swallow the rest of the file either, and it is
+        // reported as what it is.
+        let mut open = b"h\na,\"never closed\n".to_vec();
         open.extend(std::iter::repeat_n(b"1,2\n".as_slice(), 2000).flatten());
-        assert!(records(&open, 4096, 1000).is_err());
+        let err = records(&open, 4096, 1000).unwrap_err();
+        assert_eq!(
+            RecordError::of(&err),
+            Some(&RecordError::UnterminatedQuote { line: 2, max: 1000 })
+        );
+    }
+
+    #[test]
+    fn a_quote_left_open_at_the_end_of_the_file_marks_its_record() {
+        for step in [1, 3, 4096] {
+            let mut r = Records::new(Trickle(b"a,b\n1,\"2\n3,4", step), 1000);
+            let mut flags = Vec::new();
+            while let Some(rec) = r.next_record().unwrap() {
+                flags.push((rec.line, rec.unterminated));
+            }
+            assert_eq!(flags, [(1, false), (2, true)], "step {step}");
+        }
     }
 
     #[test]

@@ -525,3 +525,221 @@ async fn a_test_event_and_an_unreadable_message_are_told_apart() {
         "garbage goes to the DLQ after its retries; the test event is done"
     );
 }
+
+/// The reference suffixes (`L<line>`) and reasons of the row report, sorted.
+fn rows_by_reason(i: &Ingest) -> Vec<(String, Reason)> {
+    let mut found: Vec<(String, Reason)> = report(i)
+        .into_iter()
+        .map(|e| {
+            (
+                e.reference.rsplit('#').next().unwrap().to_owned(),
+                e.reason.unwrap(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_poisonous_row_is_quarantined_and_the_ten_good_rows_land() {
+    // A 3,000-byte device id breaks a DynamoDB key limit; it must cost one row, not the file.
+    let i = ingest();
+    let poison = format!(
+        "{},hr,heart_rate,70,/min,2026-11-20T10:00:00Z",
+        "d".repeat(3000)
+    );
+    let good: Vec<String> = (0..10)
+        .map(|m| {
+            format!(
+                "dev-1,hr,heart_rate,{},/min,2026-11-20T10:{m:02}:00Z",
+                60 + m
+            )
+        })
+        .collect();
+    let mut rows: Vec<&str> = good.iter().map(String::as_str).collect();
+    rows.insert(4, &poison);
+    let obj = upload(&i, "csv/poison.csv", csv(&rows));
+    let Outcome::Ingested(r) = i.ingest_object(&obj, far()).await.unwrap() else {
+        panic!("ingested")
+    };
+    assert_eq!((r.written, r.quarantined_readings()), (10, 1));
+    assert_eq!(lake_rows(&i).len(), 10);
+    assert_eq!(rows_by_reason(&i), [("L6".to_owned(), Reason::InvalidId)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_over_128_bytes_or_with_control_characters_never_land_from_files() {
+    let i = ingest();
+    let long_sensor = format!(
+        "dev-1,{},heart_rate,70,/min,2026-11-20T10:00:00Z",
+        "s".repeat(129)
+    );
+    let body = csv(&[
+        &long_sensor,
+        "dev-1,\"hr\n0\",heart_rate,71,/min,2026-11-20T10:01:00Z",
+        "dev-1,\"hr\u{0}0\",heart_rate,72,/min,2026-11-20T10:02:00Z",
+        "dev-1,hr,heart_rate,73,/min,2026-11-20T10:03:00Z",
+    ]);
+    let obj = upload(&i, "csv/ids.csv", body);
+    let Outcome::Ingested(r) = i.ingest_object(&obj, far()).await.unwrap() else {
+        panic!("ingested")
+    };
+    assert_eq!((r.written, r.quarantined_readings()), (1, 3));
+    assert!(
+        rows_by_reason(&i)
+            .iter()
+            .all(|(_, r)| *r == Reason::InvalidId)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_metrics_from_one_sensor_at_one_instant_both_land_and_a_conflict_is_quarantined() {
+    let i = ingest();
+    let body = csv(&[
+        "dev-1,ox-0,heart_rate,72,/min,2026-11-20T10:00:00Z",
+        "dev-1,ox-0,spo2,97,%,2026-11-20T10:00:00Z",
+        "dev-1,ox-0,heart_rate,140,/min,2026-11-20T10:00:00Z", // 4: conflict with line 2
+        "dev-1,ox-0,heart_rate,72,/min,2026-11-20T10:00:00Z",  // 5: exact repeat of line 2
+    ]);
+    let obj = upload(&i, "csv/oximeter.csv", body);
+    let Outcome::Ingested(r) = i.ingest_object(&obj, far()).await.unwrap() else {
+        panic!("ingested")
+    };
+    assert_eq!((r.written, r.quarantined_readings()), (2, 2));
+    let rows = lake_rows(&i);
+    let hr = rows
+        .iter()
+        .find(|(p, _)| p.metric == Metric::HeartRate)
+        .unwrap();
+    assert_eq!(hr.1.value, 72.0, "the first value is kept");
+    assert_ne!(rows[0].1.reading_id, rows[1].1.reading_id);
+    assert_eq!(
+        rows_by_reason(&i),
+        [
+            ("L4".to_owned(), Reason::ConflictingDuplicate),
+            ("L5".to_owned(), Reason::DuplicateRow)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsafe_key_is_a_bad_file_name_and_is_never_archived_under_it() {
+    let (reason, i) =
+        quarantined_whole("seed/../../x.20201012.heart_rate.csv", seed_sample()).await;
+    assert_eq!(reason, Reason::BadFileName);
+    assert!(i.objects.keys("processed").is_empty());
+    assert!(
+        i.objects
+            .keys("quarantine")
+            .iter()
+            .all(|k| !k.contains(".."))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_with_a_column_twice_is_quarantined_as_a_bad_header() {
+    let body = b"device_id,sensor_id,metric,value,unit,measured_at,value\ndev-1,hr,heart_rate,70,/min,2026-11-20T10:00:00Z,99\n";
+    assert_eq!(
+        quarantined_whole("csv/twice.csv", body.to_vec()).await.0,
+        Reason::BadHeader
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unterminated_quote_is_reported_as_such() {
+    // Mid-file, the open quote would swallow everything after it: the file is refused.
+    let mut body = csv(&["dev-1,\"hr,heart_rate,70,/min,2026-11-20T10:00:00Z"]);
+    for m in 0..40_000 {
+        body.extend(
+            format!(
+                "dev-1,hr,heart_rate,70,/min,2026-11-20T10:{:02}:00Z\n",
+                m % 60
+            )
+            .bytes(),
+        );
+    }
+    let (reason, _) = quarantined_whole("csv/open-quote.csv", body).await;
+    assert_eq!(reason, Reason::UnterminatedQuote);
+    // On the last row, it costs that row only.
+    let i = ingest();
+    let body = b"device_id,sensor_id,metric,value,unit,measured_at\ndev-1,hr,heart_rate,70,/min,2026-11-20T10:00:00Z\ndev-1,\"hr,heart_rate,70,/min,2026-11-20T10:01:00Z\n";
+    let obj = upload(&i, "csv/last-open.csv", body.to_vec());
+    let Outcome::Ingested(r) = i.ingest_object(&obj, far()).await.unwrap() else {
+        panic!("ingested")
+    };
+    assert_eq!(r.written, 1);
+    assert_eq!(
+        rows_by_reason(&i),
+        [("L3".to_owned(), Reason::UnterminatedQuote)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_order_mark_does_not_cost_the_first_ndjson_line() {
+    let i = ingest();
+    let mut body = b"\xef\xbb\xbf".to_vec();
+    body.extend_from_slice(br#"{"v":1,"device_id":"dev-1","readings":[{"sensor_id":"hr-0","metric":"heart_rate","value":72,"unit":"/min","measured_at":"2026-11-20T10:00:00Z"}]}"#);
+    let obj = upload(&i, "ndjson/bom.ndjson", body);
+    let Outcome::Ingested(r) = i.ingest_object(&obj, far()).await.unwrap() else {
+        panic!("ingested")
+    };
+    assert_eq!((r.written, r.unreadable_lines), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_padding_after_a_gzip_member_is_accepted_as_gzip_does() {
+    let i = ingest();
+    let mut body = gzip(&csv(&["dev-1,hr,heart_rate,70,/min,2026-11-20T10:00:00Z"]));
+    body.extend([0u8; 512]);
+    let obj = upload(&i, "csv/padded.csv.gz", body);
+    let Outcome::Ingested(r) = i.ingest_object(&obj, far()).await.unwrap() else {
+        panic!("ingested")
+    };
+    assert_eq!(r.written, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decompression_bomb_is_quarantined_as_oversized_long_before_the_timeout() {
+    // 200 MiB of newlines in ~200 KB of gzip: stopped by the ratio bound after 64 MiB.
+    let bomb = gzip(&vec![b'\n'; 200 << 20]);
+    let started = std::time::Instant::now();
+    let (reason, i) = quarantined_whole("csv/bomb.csv.gz", bomb).await;
+    assert_eq!(reason, Reason::Oversized);
+    let entry = report(&i)
+        .into_iter()
+        .find(|e| e.reason == Some(Reason::Oversized))
+        .unwrap();
+    assert!(
+        entry
+            .detail
+            .unwrap()
+            .contains("decompresses more than 100x")
+    );
+    eprintln!("bomb refused after {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_row_report_lists_the_first_rows_of_each_reason_and_counts_the_rest() {
+    let mut i = ingest();
+    i.limits.report_rows_per_reason = 5;
+    let mut rows: Vec<String> = (0..50)
+        .map(|m| format!("dev-1,hr,heart_rate,700,/min,2026-11-20T10:{m:02}:00Z"))
+        .collect();
+    rows.push("dev-1,hr,heart_rate,70,/min,2026-11-20T11:00:00Z".into());
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let obj = upload(&i, "csv/many-bad.csv", csv(&rows));
+    let Outcome::Ingested(r) = i.ingest_object(&obj, far()).await.unwrap() else {
+        panic!("ingested")
+    };
+    assert_eq!((r.written, r.quarantined_readings()), (1, 50));
+    let entries = report(&i);
+    assert_eq!(entries.len(), 6, "5 rows listed and one entry for the rest");
+    let counted: usize = entries.iter().map(|e| e.readings_quarantined()).sum();
+    assert_eq!(counted, 50, "the report still accounts for every row");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.reference.ends_with("#omitted-out_of_range"))
+    );
+}

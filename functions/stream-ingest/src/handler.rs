@@ -2,7 +2,8 @@
 //! Firehose, rejects to quarantine, and the records that could not be finished back
 //! to Lambda as batch item failures. Nothing is lost and nothing panics on input.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use base64::Engine;
@@ -36,7 +37,8 @@ pub struct Ingest<S, Q, R> {
 #[derive(Default)]
 pub struct Scratch {
     buf: Vec<u8>,
-    seen: HashSet<ReadingId, BuildHasherDefault<IdHasher>>,
+    /// The batch's readings so far, with the value kept for each.
+    seen: HashMap<ReadingId, f64, BuildHasherDefault<IdHasher>>,
 }
 
 /// Holds the scratch between invocations (one invocation at a time uses it).
@@ -87,7 +89,9 @@ pub struct Stats {
     pub readings_delivered: usize,
     /// Readings whose Firehose record failed after all retries (their Kinesis records are reported as failures).
     pub readings_failed: usize,
-    /// The same reading twice in one batch: delivered once, the copy absorbed.
+    /// The same reading twice in one batch with the same value: delivered once, the
+    /// copy absorbed. (The same reading with another value is quarantined as
+    /// `conflicting_duplicate`.)
     pub duplicates: usize,
     /// Quarantined readings by reason (record-level rejections count the readings they carried).
     pub quarantined_readings: BTreeMap<Reason, usize>,
@@ -214,8 +218,22 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
             // reassigned mid-message yields readings of two subjects).
             let mut tail: Option<(&str, LineTail)> = None;
             for (n, raw) in message.readings.into_iter().enumerate() {
-                match raw.and_then(|raw| normalize(raw, device, prov, &self.policy)) {
-                    Ok(reading) if seen.insert(reading.reading_id) => {
+                let first = raw
+                    .and_then(|raw| normalize(raw, device, prov, &self.policy))
+                    .and_then(|reading| match seen.entry(reading.reading_id) {
+                        Entry::Vacant(slot) => {
+                            slot.insert(reading.value);
+                            Ok(Some(reading))
+                        }
+                        Entry::Occupied(kept) if *kept.get() == reading.value => Ok(None),
+                        Entry::Occupied(_) => Err(Rejection::new(
+                            Reason::ConflictingDuplicate,
+                            "the same sensor, metric and time came earlier in the batch with \
+                             another value; the first value is kept",
+                        )),
+                    });
+                match first {
+                    Ok(Some(reading)) => {
                         let shared = match &tail {
                             Some((subject, t)) if *subject == reading.subject_id => t,
                             _ => {
@@ -229,7 +247,7 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
                         };
                         packer.push_with(index, |buf| reading.write_json_line_with(buf, shared));
                     }
-                    Ok(_) => stats.duplicates += 1,
+                    Ok(None) => stats.duplicates += 1,
                     Err(rej) => {
                         *stats.quarantined_readings.entry(rej.reason).or_default() += 1;
                         rejected.push(RejectedReading::new(n, rej));

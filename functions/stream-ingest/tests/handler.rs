@@ -535,3 +535,59 @@ async fn a_device_reassigned_mid_message_attributes_each_reading_to_its_subject(
         ]
     );
 }
+
+#[tokio::test]
+async fn two_metrics_from_one_sensor_at_one_instant_both_land() {
+    // A pulse oximeter reports heart rate and SpO2 under one sensor id at one instant.
+    let i = ingest(MemorySink::default(), MemoryBucket::default());
+    let at = NOW - 1000;
+    let msg = v1(
+        "dev-1",
+        vec![
+            reading("ox-0", "heart_rate", json!(72), "/min", at),
+            reading("ox-0", "spo2", json!(97), "%", at),
+        ],
+    );
+    let out = run(&i, &batch(&[msg])).await.unwrap();
+    let rows = lake_rows(&i.sink);
+    assert_eq!(rows.len(), 2);
+    assert_ne!(rows[0].reading_id, rows[1].reading_id);
+    assert_eq!(
+        (out.stats.duplicates, out.stats.readings_quarantined()),
+        (0, 0)
+    );
+    assert!(i.quarantine.objects().is_empty());
+}
+
+#[tokio::test]
+async fn a_second_value_for_the_same_reading_is_quarantined_as_a_conflict() {
+    // 72 then 140 for the same sensor, metric and instant, in two records of a batch:
+    // the first is kept, the second is held with its reason, never dropped silently.
+    let i = ingest(MemorySink::default(), MemoryBucket::default());
+    let at = NOW - 1000;
+    let first = v1(
+        "dev-1",
+        vec![reading("hr-0", "heart_rate", json!(72), "/min", at)],
+    );
+    let second = v1(
+        "dev-1",
+        vec![reading("hr-0", "heart_rate", json!(140), "/min", at)],
+    );
+    let out = run(&i, &batch(&[first.clone(), second, first]))
+        .await
+        .unwrap();
+    let rows = lake_rows(&i.sink);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].value, 72.0);
+    assert_eq!(out.stats.duplicates, 1, "the exact repeat is absorbed");
+    assert_eq!(
+        out.stats
+            .quarantined_readings
+            .get(&Reason::ConflictingDuplicate),
+        Some(&1)
+    );
+    let q = entries(&i.quarantine);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].rejected[0].reason, Reason::ConflictingDuplicate);
+    assert_eq!(q[0].reference, "shardId-000000000003:1001");
+}

@@ -9,7 +9,7 @@
 //! - alerts are published from the stored pending list and cleared once SNS took them,
 //!   so a crash or an SNS failure in between means a retry, not a lost page.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use futures_util::StreamExt;
 use pulselake_adapters::kinesis_events::StreamBatch;
@@ -19,7 +19,9 @@ use pulselake_adapters::{
 use pulselake_domain::alerting::{Alert, Rule, RuleSet, Step, alert_id};
 use pulselake_domain::message::DeviceMessage;
 use pulselake_domain::time::format_rfc3339_ms;
-use pulselake_domain::{DeviceMappings, Provenance, Rejection, Source, TimePolicy, normalize};
+use pulselake_domain::{
+    DeviceMappings, Provenance, ReadingId, Rejection, Source, TimePolicy, assess,
+};
 
 /// Pairs evaluated at the same time (each is a read-modify-write of one item).
 const CONCURRENT_PAIRS: usize = 32;
@@ -42,9 +44,14 @@ pub struct VitalsAlert<R, S, P> {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct AlertStats {
     pub records: usize,
-    /// Valid readings seen (invalid ones are stream-ingest's to quarantine).
+    /// Readings evaluated (invalid ones are stream-ingest's to quarantine).
     pub readings: usize,
+    /// Of those, outside the metric's plausible range (evaluated all the same).
+    pub implausible: usize,
     pub skipped_readings: usize,
+    /// A reading id seen again in the batch: an exact repeat, or a conflicting value
+    /// that stream-ingest quarantines (the first value is the one the lake keeps).
+    pub repeats: usize,
     /// (subject, rule) pairs touched.
     pub pairs: usize,
     pub replays: usize,
@@ -124,8 +131,10 @@ impl<R: RegistryLookup, S: AlertStates, P: AlertPublisher> VitalsAlert<R, S, P> 
             .await
             .map_err(AlertError::Registry)?;
 
-        // Readings grouped by (subject, rule), in measurement order.
+        // Readings grouped by (subject, rule), in measurement order; each reading id once,
+        // with its first value, as the lake holds it.
         let mut pairs: HashMap<(String, usize), Vec<Obs>> = HashMap::new();
+        let mut seen: HashSet<ReadingId> = HashSet::new();
         for (i, (record, message)) in records.iter().zip(messages).enumerate() {
             let Ok(message) = message else {
                 stats.skipped_readings += 1;
@@ -142,12 +151,18 @@ impl<R: RegistryLookup, S: AlertStates, P: AlertPublisher> VitalsAlert<R, S, P> 
                 received_at: arrived_ms,
             };
             for raw in message.readings {
-                let Ok(reading) = raw.and_then(|raw| normalize(raw, device, prov, &self.policy))
+                let Ok(assessed) = raw.and_then(|raw| assess(raw, device, prov, &self.policy))
                 else {
                     stats.skipped_readings += 1;
                     continue;
                 };
+                let reading = assessed.reading;
+                if !seen.insert(reading.reading_id) {
+                    stats.repeats += 1;
+                    continue;
+                }
                 stats.readings += 1;
+                stats.implausible += usize::from(!assessed.plausible);
                 let cohort = device
                     .assignment_at(reading.measured_at)
                     .and_then(|a| a.cohort.as_deref());
@@ -357,6 +372,7 @@ impl<R: RegistryLookup, S: AlertStates, P: AlertPublisher> VitalsAlert<R, S, P> 
             alert_id: alert_id(&rule.id, subject, at),
             rule: rule.id.clone(),
             severity: rule.severity,
+            kind: rule.condition.kind(),
             metric: rule.metric.name().to_owned(),
             subject: subject.to_owned(),
             value,

@@ -225,3 +225,69 @@ async fn normal_readings_cost_no_state_writes_and_bad_records_are_skipped() {
     );
     assert_eq!(a.states.saves.load(Ordering::Relaxed), 0);
 }
+
+fn alerting_with(rules: &str) -> Alerting {
+    Alerting {
+        rules: RuleSet::from_json(rules).unwrap(),
+        ..alerting()
+    }
+}
+
+#[tokio::test]
+async fn a_critically_low_heart_rate_of_0_and_18_pages_once() {
+    // 0 and 18 are outside heart rate's plausible range (the lake quarantines them as
+    // out_of_range), yet they are the values a monitor must never go quiet on.
+    let a = alerting_with(pulselake_domain::alerting::DEFAULT_RULES);
+    let out = a
+        .handle(
+            &batch(&[
+                ("dev-1", "heart_rate", 18.0, "/min", 5),
+                ("dev-1", "heart_rate", 0.0, "/min", 4),
+                ("dev-1", "heart_rate", 18.0, "/min", 3),
+                ("dev-1", "heart_rate", 0.0, "/min", 2),
+                ("dev-1", "heart_rate", 0.0, "/min", 1),
+            ]),
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent(&a), [("hr-low".to_owned(), "subj-1".to_owned())]);
+    assert_eq!((out.stats.readings, out.stats.implausible), (5, 5));
+    let alert = a.publisher.sent.lock().unwrap()[0].clone();
+    assert_eq!(
+        alert.kind,
+        pulselake_domain::alerting::AlertKind::Physiological
+    );
+}
+
+#[tokio::test]
+async fn a_sensor_that_keeps_sending_implausible_values_raises_one_technical_alarm() {
+    let a = alerting_with(pulselake_domain::alerting::DEFAULT_RULES);
+    let readings: Vec<_> = (1..=8)
+        .rev()
+        .map(|ago| ("dev-1", "spo2", 127.0, "%", ago))
+        .collect();
+    a.handle(&batch(&readings), NOW).await.unwrap();
+    assert_eq!(sent(&a), [("spo2-sensor".to_owned(), "subj-1".to_owned())]);
+    let alert = a.publisher.sent.lock().unwrap()[0].clone();
+    assert_eq!(alert.kind, pulselake_domain::alerting::AlertKind::Technical);
+}
+
+#[tokio::test]
+async fn a_conflicting_value_for_one_reading_is_not_evaluated() {
+    // The same sensor, metric and instant twice: 72 first, then 140. The lake keeps 72
+    // (140 is quarantined as conflicting_duplicate), so 140 must not page.
+    let a = alerting();
+    let out = a
+        .handle(
+            &batch(&[
+                ("dev-1", "heart_rate", 72.0, "/min", 1),
+                ("dev-1", "heart_rate", 140.0, "/min", 1),
+            ]),
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert!(sent(&a).is_empty());
+    assert_eq!((out.stats.readings, out.stats.repeats), (1, 1));
+}
