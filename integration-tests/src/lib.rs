@@ -94,6 +94,15 @@ impl LocalPlatform {
         })
     }
 
+    /// device-watch (the silence sweep), configured as `template.yaml` configures it;
+    /// tests call its `sweep` with the clock they need.
+    pub async fn device_watch(&self) -> Result<device_watch::AwsDeviceWatch> {
+        let sdk = moto::sdk_config_for(self.function_endpoint()).await;
+        device_watch::build(&self.stack.device_watch_config(), &sdk)
+            .await
+            .map_err(|e| e.to_string().into())
+    }
+
     /// catalog-sync, in process, configured as `template.yaml` configures it.
     pub async fn catalog_sync(&self) -> Result<invoke::CatalogSyncFn> {
         let sdk = moto::sdk_config_for(self.function_endpoint()).await;

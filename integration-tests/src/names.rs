@@ -29,6 +29,7 @@ pub struct Names {
     /// Local only: subscribed to the alerts topic (raw delivery), as a pager would be.
     pub alerts_inbox: String,
     pub alert_rules_parameter: String,
+    pub heartbeat_table: String,
 }
 
 impl Default for Names {
@@ -58,6 +59,7 @@ impl Default for Names {
             alerts_topic: "pulselake-alerts".into(),
             alerts_inbox: "pulselake-alerts-inbox".into(),
             alert_rules_parameter: "/pulselake/alert-rules".into(),
+            heartbeat_table: "pulselake-device-heartbeats".into(),
         }
     }
 }

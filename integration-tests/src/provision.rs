@@ -165,6 +165,7 @@ impl Stack {
             (&names.dedup_table, "id"),
             (&names.alias_table, "alias"),
             (&names.alert_state_table, "key"),
+            (&names.heartbeat_table, "device_id"),
         ] {
             dynamodb
                 .create_table()
@@ -391,8 +392,20 @@ impl Stack {
             registry_table: n.registry_table.clone(),
             state_table: n.alert_state_table.clone(),
             alerts_topic_arn: self.alerts_topic_arn.clone(),
+            heartbeat_table: n.heartbeat_table.clone(),
             rules_parameter: Some(n.alert_rules_parameter.clone()),
             mappings_parameter: Some(n.mappings_parameter.clone()),
+        }
+    }
+
+    /// device-watch's configuration on this stack.
+    pub fn device_watch_config(&self) -> device_watch::Config {
+        let n = &self.names;
+        device_watch::Config {
+            registry_table: n.registry_table.clone(),
+            heartbeat_table: n.heartbeat_table.clone(),
+            alerts_topic_arn: self.alerts_topic_arn.clone(),
+            rules_parameter: Some(n.alert_rules_parameter.clone()),
         }
     }
 

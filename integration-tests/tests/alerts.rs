@@ -134,3 +134,144 @@ async fn a_bad_rules_document_fails_at_init_with_its_reason() {
         "{err}"
     );
 }
+
+/// Pages that reached the alerts inbox within a few seconds: (rule, body).
+async fn pages(s: &pulselake_local::Stack, want: usize) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for _ in 0..10 {
+        let got = s
+            .sqs
+            .receive_message()
+            .queue_url(&s.alerts_inbox_url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages() {
+            let rule = m.message_attributes().unwrap()["rule"]
+                .string_value()
+                .unwrap_or_default()
+                .to_owned();
+            out.push((rule, serde_json::from_str(m.body().unwrap()).unwrap()));
+            s.sqs
+                .delete_message()
+                .queue_url(&s.alerts_inbox_url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        if out.len() >= want && got.messages().is_empty() {
+            break;
+        }
+    }
+    out
+}
+
+fn assigned(device: &str, subject: &str, since: i64) -> DeviceRecord {
+    DeviceRecord {
+        device_id: device.into(),
+        assignments: vec![Assignment {
+            subject_id: subject.into(),
+            valid_from: since,
+            valid_to: None,
+            cohort: None,
+        }],
+    }
+}
+
+fn hr_message(device: &str, value: f64, at: i64, now: i64) -> (String, Vec<u8>) {
+    let body = serde_json::json!({"v": 1, "device_id": device, "message_id": format!("m-{at}"),
+        "sent_at": format_rfc3339_ms(now),
+        "readings": [{"sensor_id": "hr-0", "metric": "heart_rate", "value": value, "unit": "/min", "measured_at": format_rfc3339_ms(at)}]});
+    (iot::topic_for(device), body.to_string().into_bytes())
+}
+
+async fn drain_alerting(p: &LocalPlatform) {
+    let mut mapping = KinesisMapping::new(
+        &p.stack,
+        p.vitals_alert().await.unwrap(),
+        MappingConfig {
+            batch_size: 100,
+            function_name: "vitals-alert".into(),
+            ..MappingConfig::default()
+        },
+    );
+    mapping.drain().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sustained_heart_rate_of_0_and_18_pages_once() {
+    // Outside the plausible range (the lake quarantines them), and the worst values there are.
+    let p = LocalPlatform::start(None).await.unwrap();
+    let s = &p.stack;
+    let now = invoke_now_ms();
+    s.register_devices(&[assigned("dev-crit", "subj-crit", now - 86_400_000)])
+        .await
+        .unwrap();
+    let msgs: Vec<_> = [18.0, 0.0, 18.0, 0.0, 0.0]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| hr_message("dev-crit", *v, now - (5 - i as i64) * 60_000, now))
+        .collect();
+    iot::publish(s, &msgs).await.unwrap();
+    drain_alerting(&p).await;
+    let got = pages(s, 1).await;
+    let rules: Vec<&str> = got.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(rules, ["hr-low"], "{got:?}");
+    assert_eq!(got[0].1["subject"], "subj-crit");
+    assert_eq!(got[0].1["kind"], "physiological");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_falls_silent_pages_once_and_recovers_once() {
+    let p = LocalPlatform::start(None).await.unwrap();
+    let s = &p.stack;
+    let now = invoke_now_ms();
+    s.register_devices(&[assigned("dev-quiet", "subj-quiet", now - 86_400_000)])
+        .await
+        .unwrap();
+    iot::publish(s, &[hr_message("dev-quiet", 72.0, now - 1000, now)])
+        .await
+        .unwrap();
+    drain_alerting(&p).await;
+    let watch = p.device_watch().await.unwrap();
+    let min = 60_000;
+    // The sweep runs every minute; the clock jumps past the 10-minute silence window.
+    let quiet = watch.sweep(now + 5 * min).await.unwrap();
+    assert_eq!((quiet.devices, quiet.silence_pages), (1, 0));
+    let first = watch.sweep(now + 11 * min).await.unwrap();
+    let again = watch.sweep(now + 12 * min).await.unwrap();
+    assert_eq!(
+        (first.silence_pages, again.silence_pages),
+        (1, 0),
+        "one page per silence"
+    );
+    assert_eq!(again.silent, 1);
+    // The device is heard again (a new vitals-alert container, as after a cold start:
+    // a warm one records a device at most every 2.5 minutes).
+    iot::publish(s, &[hr_message("dev-quiet", 73.0, now, now)])
+        .await
+        .unwrap();
+    drain_alerting(&p).await;
+    // (Later sweeps on this jumped clock would find the device silent again: it was
+    // last heard at the real time, 13 simulated minutes ago.)
+    let back = watch.sweep(now + 13 * min).await.unwrap();
+    assert_eq!(
+        (back.recovery_pages, back.silence_pages, back.silent),
+        (1, 0, 0)
+    );
+    let got = pages(s, 2).await;
+    let rules: Vec<&str> = got.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(rules, ["device-silent", "device-recovered"], "{got:?}");
+    for (_, body) in &got {
+        assert_eq!(body["kind"], "technical");
+        assert_eq!(body["subject"], "subj-quiet");
+        assert!(
+            !body.to_string().contains("dev-quiet"),
+            "no device in a page"
+        );
+    }
+}

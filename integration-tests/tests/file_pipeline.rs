@@ -248,3 +248,66 @@ async fn the_demo_file_batch_adds_up() {
     assert_eq!(r.ops_notifications, 1);
     assert!(r.adds_up(), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_poisonous_row_costs_one_row_not_the_file() {
+    // A 3,000-byte device id breaks a DynamoDB key limit: it would fail the file on every
+    // receive. It is quarantined; the 10 good rows land; the message is done.
+    let p = platform().await;
+    let s = &p.stack;
+    let mut body = String::from("device_id,sensor_id,metric,value,unit,measured_at\n");
+    for m in 0..10 {
+        body.push_str(&format!(
+            "dev-1,hr-0,heart_rate,{},/min,2026-11-20T10:{m:02}:00Z\n",
+            60 + m
+        ));
+        if m == 4 {
+            body.push_str(&format!(
+                "{},hr-0,heart_rate,70,/min,2026-11-20T10:30:00Z\n",
+                "d".repeat(3000)
+            ));
+        }
+    }
+    upload(s, "csv/poison.csv", body.into_bytes()).await;
+    let mut mapping = SqsMapping::new(
+        s.sqs.clone(),
+        &s.files_queue_url,
+        p.file_ingest().await.unwrap(),
+    );
+    mapping.drain(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(mapping.stats.function_errors, 0, "{:?}", mapping.stats);
+    assert_eq!(mapping.stats.messages_retried, 0, "{:?}", mapping.stats);
+    assert_eq!(inspect::lake(s).await.unwrap().rows.len(), 10);
+    let q = inspect::quarantine(s, "files/").await.unwrap();
+    assert_eq!(
+        q.readings_by_reason().into_iter().collect::<Vec<_>>(),
+        [(pulselake_domain::Reason::InvalidId, 1)]
+    );
+    for queue in [&s.files_queue_url, &s.files_dlq_url] {
+        let attrs = s
+            .sqs
+            .get_queue_attributes()
+            .queue_url(queue)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        let count = |name: aws_sdk_sqs::types::QueueAttributeName| {
+            attrs
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages),
+            "0",
+            "{queue}"
+        );
+        assert_eq!(
+            count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            "0",
+            "{queue}"
+        );
+    }
+}

@@ -9,6 +9,7 @@ pub mod emf;
 pub mod error;
 pub mod firehose;
 pub mod glue;
+pub mod heartbeats;
 pub mod kinesis_events;
 pub mod lambda_batch;
 pub mod notify;
@@ -28,6 +29,7 @@ pub use emf::Metrics;
 pub use error::AwsError;
 pub use firehose::{FailedEntry, FirehoseSink, MemorySink, RecordSink};
 pub use glue::{ALREADY_EXISTS, Catalog, GlueCatalog, MemoryCatalog, NOT_FOUND, PartitionError};
+pub use heartbeats::{DynamoHeartbeats, Heartbeats, MemoryHeartbeats};
 pub use notify::{
     DynamoAliases, MemoryAliases, MemoryNotifier, Notifier, SnsTopic, SubjectAliases,
 };

@@ -11,6 +11,7 @@ pub mod quarantine;
 pub mod reading;
 pub mod reason;
 pub mod registry;
+pub mod silence;
 pub mod time;
 pub mod validate;
 

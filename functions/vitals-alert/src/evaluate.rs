@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use futures_util::StreamExt;
 use pulselake_adapters::kinesis_events::StreamBatch;
 use pulselake_adapters::{
-    AlertPublisher, AlertStates, AwsError, CachedRegistry, RegistryLookup, StoredState,
+    AlertPublisher, AlertStates, AwsError, CachedRegistry, Heartbeats, RegistryLookup, StoredState,
 };
 use pulselake_domain::alerting::{Alert, Rule, RuleSet, Step, alert_id};
 use pulselake_domain::message::DeviceMessage;
@@ -30,14 +30,22 @@ const CONFLICT_ATTEMPTS: usize = 4;
 /// State is kept this long past what the rule needs, then DynamoDB's TTL removes it.
 const STATE_GRACE_MS: i64 = 24 * 3_600_000;
 
+/// Heartbeat items outlive their last write by this long (DynamoDB TTL).
+const HEARTBEAT_KEEP_MS: i64 = 30 * 86_400_000;
+
 /// Everything the function needs, built once per cold start.
-pub struct VitalsAlert<R, S, P> {
+pub struct VitalsAlert<R, S, P, H> {
     pub registry: CachedRegistry<R>,
     pub mappings: DeviceMappings,
     pub rules: RuleSet,
     pub states: S,
     pub publisher: P,
     pub policy: TimePolicy,
+    /// Where devices' last-heard times go, for the silence sweep.
+    pub heartbeats: H,
+    /// Per device, the arrival time this container last recorded: a device is recorded
+    /// at most once per [`SilenceRule::heartbeat_every_ms`].
+    pub heard: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 /// What a batch did, for logs and metrics.
@@ -63,6 +71,8 @@ pub struct AlertStats {
     pub failed_records: usize,
     /// Per published alert: stream arrival -> published, in ms.
     pub latencies_ms: Vec<i64>,
+    /// Devices whose heartbeat was recorded (for the silence sweep).
+    pub heartbeats: usize,
 }
 
 #[derive(Debug)]
@@ -109,7 +119,7 @@ struct PairResult {
     error: Option<AwsError>,
 }
 
-impl<R: RegistryLookup, S: AlertStates, P: AlertPublisher> VitalsAlert<R, S, P> {
+impl<R: RegistryLookup, S: AlertStates, P: AlertPublisher, H: Heartbeats> VitalsAlert<R, S, P, H> {
     pub async fn handle(&self, batch: &StreamBatch, now_ms: i64) -> Result<Outcome, AlertError> {
         let records = &batch.records;
         let mut stats = AlertStats {
@@ -135,6 +145,8 @@ impl<R: RegistryLookup, S: AlertStates, P: AlertPublisher> VitalsAlert<R, S, P> 
         // with its first value, as the lake holds it.
         let mut pairs: HashMap<(String, usize), Vec<Obs>> = HashMap::new();
         let mut seen: HashSet<ReadingId> = HashSet::new();
+        // Assigned devices heard in the batch, with their latest arrival.
+        let mut heard: HashMap<&str, i64> = HashMap::new();
         for (i, (record, message)) in records.iter().zip(messages).enumerate() {
             let Ok(message) = message else {
                 stats.skipped_readings += 1;
@@ -145,6 +157,10 @@ impl<R: RegistryLookup, S: AlertStates, P: AlertPublisher> VitalsAlert<R, S, P> 
                 continue;
             };
             let arrived_ms = record.arrival_ms();
+            if device.subject_at(arrived_ms).is_some() {
+                let at = heard.entry(device.device_id.as_str()).or_insert(arrived_ms);
+                *at = (*at).max(arrived_ms);
+            }
             let prov = Provenance {
                 source: Source::Stream,
                 source_ref: "",
@@ -193,6 +209,7 @@ impl<R: RegistryLookup, S: AlertStates, P: AlertPublisher> VitalsAlert<R, S, P> 
             .collect();
         pairs.sort_by(|a, b| a.key.cmp(&b.key));
         stats.pairs = pairs.len();
+        stats.heartbeats = self.record_heartbeats(heard).await;
         if pairs.is_empty() {
             return Ok(Outcome {
                 failed_sequence_numbers: Vec::new(),
@@ -247,6 +264,48 @@ impl<R: RegistryLookup, S: AlertStates, P: AlertPublisher> VitalsAlert<R, S, P> 
                 .collect(),
             stats,
         })
+    }
+
+    /// Records when assigned devices were heard, for the silence sweep: at most once per
+    /// heartbeat interval per device and container. Best effort: a failed write is retried
+    /// with the next batch (the cache is only updated on success), never a record failure.
+    async fn record_heartbeats(&self, heard: HashMap<&str, i64>) -> usize {
+        let Some(rule) = self.rules.device_silence else {
+            return 0;
+        };
+        let every = rule.heartbeat_every_ms();
+        let due: Vec<(&str, i64)> = {
+            let cache = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+            heard
+                .into_iter()
+                .filter(|(d, at)| cache.get(*d).is_none_or(|last| at - last >= every))
+                .collect()
+        };
+        let writes: Vec<_> = due
+            .into_iter()
+            .map(|(device, at)| async move {
+                let expires = (at + HEARTBEAT_KEEP_MS) / 1000;
+                (device, at, self.heartbeats.beat(device, at, expires).await)
+            })
+            .collect();
+        let results: Vec<_> = futures_util::stream::iter(writes)
+            .buffer_unordered(CONCURRENT_PAIRS)
+            .collect()
+            .await;
+        let mut cache = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        let mut written = 0;
+        for (device, at, result) in results {
+            match result {
+                Ok(()) => {
+                    cache.insert(device.to_owned(), at);
+                    written += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a heartbeat write failed; the next batch retries it")
+                }
+            }
+        }
+        written
     }
 
     /// Read-modify-write of one pair, then publishing what it raised.

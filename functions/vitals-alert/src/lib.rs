@@ -13,8 +13,8 @@ use lambda_runtime::LambdaEvent;
 use pulselake_adapters::kinesis_events::StreamBatch;
 use pulselake_adapters::lambda_batch::kinesis_response;
 use pulselake_adapters::{
-    AlertPublisher, AlertStates, CachedRegistry, DynamoAlertStates, DynamoRegistry, Metrics,
-    RegistryLookup, SdkConfig, SnsAlerts,
+    AlertPublisher, AlertStates, CachedRegistry, DynamoAlertStates, DynamoHeartbeats,
+    DynamoRegistry, Heartbeats, Metrics, RegistryLookup, SdkConfig, SnsAlerts,
 };
 use pulselake_domain::alerting::{DEFAULT_RULES, RuleSet};
 use pulselake_domain::{DeviceMappings, TimePolicy};
@@ -22,7 +22,8 @@ use pulselake_domain::{DeviceMappings, TimePolicy};
 pub use config::Config;
 pub use evaluate::{AlertError, AlertStats, Outcome, VitalsAlert};
 
-pub type AwsVitalsAlert = VitalsAlert<DynamoRegistry, DynamoAlertStates, SnsAlerts>;
+pub type AwsVitalsAlert =
+    VitalsAlert<DynamoRegistry, DynamoAlertStates, SnsAlerts, DynamoHeartbeats>;
 
 /// Builds the function once per cold start. The rules document is read and validated
 /// here: a bad one fails the container's start with the reason, never a patient's page.
@@ -53,6 +54,8 @@ pub async fn build(
         states: DynamoAlertStates::from_config(sdk, &config.state_table),
         publisher: SnsAlerts::from_config(sdk, &config.alerts_topic_arn),
         policy: TimePolicy::stream(),
+        heartbeats: DynamoHeartbeats::from_config(sdk, &config.heartbeat_table),
+        heard: Default::default(),
     })
 }
 
@@ -66,9 +69,14 @@ impl From<AlertError> for lambda_runtime::Diagnostic {
 }
 
 /// One invocation: the Kinesis batch, with a partial batch response by sequence number.
-pub async fn function_handler<R: RegistryLookup, S: AlertStates, P: AlertPublisher>(
+pub async fn function_handler<
+    R: RegistryLookup,
+    S: AlertStates,
+    P: AlertPublisher,
+    H: Heartbeats,
+>(
     event: LambdaEvent<StreamBatch>,
-    alert: &VitalsAlert<R, S, P>,
+    alert: &VitalsAlert<R, S, P, H>,
 ) -> Result<KinesisEventResponse, AlertError> {
     let result = alert.handle(&event.payload, now_ms()).await;
     match &result {
@@ -81,6 +89,8 @@ pub async fn function_handler<R: RegistryLookup, S: AlertStates, P: AlertPublish
                 .count("AlertsSuppressed", s.suppressed as u64)
                 .count("ReplaysIgnored", s.replays as u64)
                 .count("StateConflicts", s.conflicts as u64)
+                .count("ReadingsImplausible", s.implausible as u64)
+                .count("HeartbeatsRecorded", s.heartbeats as u64)
                 .count("RecordsFailed", s.failed_records as u64);
             if let Some(max) = s.latencies_ms.iter().max() {
                 m.millis("AlertLatency", *max as f64);

@@ -7,14 +7,16 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use pulselake_adapters::kinesis_events::StreamBatch;
-use pulselake_adapters::{CachedRegistry, MemoryAlertStates, MemoryPublisher, MemoryRegistry};
+use pulselake_adapters::{
+    CachedRegistry, MemoryAlertStates, MemoryHeartbeats, MemoryPublisher, MemoryRegistry,
+};
 use pulselake_domain::alerting::RuleSet;
 use pulselake_domain::time::format_rfc3339_ms;
 use pulselake_domain::{Assignment, DeviceMappings, DeviceRecord, TimePolicy};
 use serde_json::json;
 use vitals_alert::VitalsAlert;
 
-type Alerting = VitalsAlert<MemoryRegistry, MemoryAlertStates, MemoryPublisher>;
+type Alerting = VitalsAlert<MemoryRegistry, MemoryAlertStates, MemoryPublisher, MemoryHeartbeats>;
 
 const NOW: i64 = 1_795_342_530_000;
 const MIN: i64 = 60_000;
@@ -49,6 +51,8 @@ fn alerting() -> Alerting {
         states: MemoryAlertStates::default(),
         publisher: MemoryPublisher::default(),
         policy: TimePolicy::stream(),
+        heartbeats: MemoryHeartbeats::default(),
+        heard: Default::default(),
     }
 }
 
