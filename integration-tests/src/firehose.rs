@@ -26,6 +26,29 @@ pub struct DeliveryStats {
     pub conversion_errors: usize,
 }
 
+/// One record line as Firehose's format conversion reads it: by the Glue table's
+/// column names ([`pulselake_lake::COLUMNS`]), each of the column's type, plus the
+/// `metric` partition key. A missing or mistyped column fails the line, as in AWS.
+fn convert(line: &[u8]) -> std::result::Result<Reading<'static>, String> {
+    let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    let fields = v.as_object().ok_or("the record is not a JSON object")?;
+    for c in pulselake_lake::COLUMNS {
+        let ok = match (fields.get(c.name), c.glue_type) {
+            (None | Some(serde_json::Value::Null), _) => c.nullable,
+            (Some(x), "string") => x.is_string(),
+            (Some(x), "double") => x.is_number(),
+            (Some(x), "timestamp") => x.is_i64(),
+            _ => false,
+        };
+        if !ok {
+            return Err(format!("column {} is missing or not a {}", c.name, c.glue_type));
+        }
+    }
+    serde_json::from_slice::<Reading>(line)
+        .map(Reading::into_owned)
+        .map_err(|e| e.to_string())
+}
+
 /// Delivers everything buffered so far (a buffer-interval flush).
 pub async fn flush(stack: &Stack) -> Result<DeliveryStats> {
     let mut stats = DeliveryStats::default();
@@ -44,7 +67,7 @@ pub async fn flush(stack: &Stack) -> Result<DeliveryStats> {
             .split(|b| *b == b'\n')
             .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         {
-            match serde_json::from_slice::<Reading>(line) {
+            match convert(line) {
                 Ok(r) => {
                     let p = Partition::of(r.metric, r.measured_at);
                     by_partition.entry(p).or_default().push(r.into_owned());
@@ -58,9 +81,9 @@ pub async fn flush(stack: &Stack) -> Result<DeliveryStats> {
     }
     let batch_id = format!("{:016x}", fastrand::u64(..));
     for (partition, readings) in &by_partition {
-        let mut w = ParquetWriter::new(Vec::new())?;
+        let mut w = ParquetWriter::new(Vec::new());
         for r in readings {
-            w.write(r)?;
+            w.write(r);
         }
         let (bytes, rows) = w.finish()?;
         let key = format!(

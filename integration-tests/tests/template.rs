@@ -81,6 +81,42 @@ fn the_glue_readings_table_matches_the_parquet_writer_column_for_column() {
 }
 
 #[test]
+fn the_records_sent_to_firehose_carry_exactly_the_table_columns_and_the_metric() {
+    use pulselake_domain::{Metric, Reading, ReadingId, Source};
+    let r = Reading {
+        reading_id: ReadingId::derive("d", "s", Metric::Spo2, 1),
+        subject_id: "subj".into(),
+        device_id: "d".into(),
+        sensor_id: "s".into(),
+        metric: Metric::Spo2,
+        value: 97.0,
+        measured_at: 1,
+        received_at: 2,
+        source: Source::Stream,
+        source_ref: "shard:1".into(),
+    };
+    let mut line = Vec::new();
+    r.write_json_line(&mut line);
+    let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+    let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    let mut expected: Vec<String> = pulselake_lake::COLUMNS
+        .iter()
+        .map(|c| c.name.to_owned())
+        .chain(["metric".to_owned()])
+        .collect();
+    expected.sort();
+    assert_eq!(keys, expected, "Firehose converts records by the Glue columns' names");
+    // And the Firehose partitioning query reads the keys the records carry.
+    let t = template();
+    let query = text(
+        &t["Resources"]["LakeDeliveryStream"]["Properties"]["ExtendedS3DestinationConfiguration"]
+            ["ProcessingConfiguration"]["Processors"],
+    );
+    assert!(query.contains(".metric") && query.contains(".measured_at"), "{query}");
+}
+
+#[test]
 fn the_deployed_device_mappings_are_the_builtin_document() {
     let t = template();
     let deployed: serde_json::Value = serde_json::from_str(&text(

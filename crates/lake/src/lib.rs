@@ -1,24 +1,23 @@
-//! The lake's readings table: its columns (with their Glue types), the Parquet
-//! writer that produces it and a reader for checks.
+//! The lake's readings table: its columns (with their Glue types), the Parquet writer
+//! that produces its files and the reader that reads them back, both on the `parquet`
+//! crate (arrow-rs).
 //!
-//! [`COLUMNS`] is the single source of truth. The Glue table in `template.yaml`
-//! must list exactly these columns, in this order, with these types, and the
-//! partition keys [`PARTITION_KEYS`]; a test enforces it.
+//! [`COLUMNS`] is the single source of truth. The Parquet schema derives from it; the
+//! Glue table in `template.yaml`, the JSON keys of the records sent to Firehose and the
+//! local Firehose's writer are tested against it.
 
-mod encode;
+mod columns;
+mod read;
+mod write;
 
-use std::collections::HashMap;
-use std::io::Write;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use parquet::basic::{LogicalType, Repetition, TimeUnit, Type as PhysicalType};
-use parquet::file::reader::{FileReader, SerializedFileReader};
-use parquet::record::RowAccessor;
 use parquet::schema::types::Type;
-use pulselake_domain::{Metric, Reading, ReadingId, Source};
 
-pub use encode::{Columns, Strings, encode};
+pub use columns::{Columns, Strings, Values};
+pub use read::{LakeFile, read_readings, row_count};
+pub use write::{DEFAULT_ROW_GROUP_ROWS, FileLayout, ParquetWriter, encode, encode_readings};
 
 /// A column of the readings table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +25,16 @@ pub struct Column {
     pub name: &'static str,
     /// The Glue / Athena (Hive DDL) type.
     pub glue_type: &'static str,
+    /// May hold no value (a column added later is nullable: older files lack it).
+    pub nullable: bool,
 }
 
 const fn col(name: &'static str, glue_type: &'static str) -> Column {
-    Column { name, glue_type }
+    Column {
+        name,
+        glue_type,
+        nullable: false,
+    }
 }
 
 /// The data columns, in file and table order.
@@ -61,11 +66,15 @@ pub enum LakeError {
     },
 }
 
-/// The Parquet schema of a lake file (what [`encode`] writes; a test reads it back).
-/// Columns are OPTIONAL, as in the files Firehose's
-/// record format conversion writes, so both producers of the table agree.
+/// The Parquet schema of a lake file. Columns are OPTIONAL, as in the files Firehose's
+/// record format conversion writes, so both producers of the table agree; the writer
+/// refuses a missing value in a column that is not [`Column::nullable`].
 pub fn parquet_schema() -> Arc<Type> {
-    let fields = COLUMNS
+    parquet_schema_of(&COLUMNS)
+}
+
+pub(crate) fn parquet_schema_of(columns: &[Column]) -> Arc<Type> {
+    let fields = columns
         .iter()
         .map(|c| {
             let (physical, logical) = match c.glue_type {
@@ -106,175 +115,12 @@ pub fn glue_type_of(t: &Type) -> Option<&'static str> {
     }
 }
 
-/// Rows per row group: large enough for efficient scans, small enough that a group's
-/// pages stay a few megabytes.
-pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
-
-/// Writes readings of one partition into one Parquet file, row by row. The rows are
-/// held until [`ParquetWriter::finish`] (this is for small files, such as the local
-/// Firehose's); file-ingest hands whole columns to [`encode`] instead.
-pub struct ParquetWriter<W: Write> {
-    sink: W,
-    row_group_rows: usize,
-    names: Vec<String>,
-    codes: HashMap<String, u32>,
-    ids: Vec<ReadingId>,
-    /// Codes into `names` for subject, device, sensor, unit, loinc and source.
-    coded: [Vec<u32>; 6],
-    value: Vec<f64>,
-    measured_at: Vec<i64>,
-    received_at: Vec<i64>,
-    source_ref: Vec<u8>,
-    source_ref_ends: Vec<u32>,
-}
-
-impl<W: Write> ParquetWriter<W> {
-    pub fn new(sink: W) -> Result<ParquetWriter<W>, LakeError> {
-        ParquetWriter::with_row_group_rows(sink, DEFAULT_ROW_GROUP_ROWS)
-    }
-
-    pub fn with_row_group_rows(
-        sink: W,
-        row_group_rows: usize,
-    ) -> Result<ParquetWriter<W>, LakeError> {
-        Ok(ParquetWriter {
-            sink,
-            row_group_rows: row_group_rows.max(1),
-            names: Vec::new(),
-            codes: HashMap::new(),
-            ids: Vec::new(),
-            coded: Default::default(),
-            value: Vec::new(),
-            measured_at: Vec::new(),
-            received_at: Vec::new(),
-            source_ref: Vec::new(),
-            source_ref_ends: Vec::new(),
-        })
-    }
-
-    fn code(&mut self, s: &str) -> u32 {
-        if let Some(&c) = self.codes.get(s) {
-            return c;
-        }
-        let c = self.names.len() as u32;
-        self.names.push(s.to_owned());
-        self.codes.insert(s.to_owned(), c);
-        c
-    }
-
-    pub fn write(&mut self, r: &Reading<'_>) -> Result<(), LakeError> {
-        let texts = [
-            r.subject_id.as_ref(),
-            r.device_id.as_ref(),
-            r.sensor_id.as_ref(),
-            r.unit(),
-            r.loinc(),
-            r.source.as_str(),
-        ];
-        for (i, text) in texts.into_iter().enumerate() {
-            let c = self.code(text);
-            self.coded[i].push(c);
-        }
-        self.ids.push(r.reading_id);
-        self.value.push(r.value);
-        self.measured_at.push(r.measured_at);
-        self.received_at.push(r.received_at);
-        self.source_ref.extend_from_slice(r.source_ref.as_bytes());
-        let end = u32::try_from(self.source_ref.len()).map_err(|_| LakeError::Column {
-            column: "source_ref",
-            problem: "more than 4 GiB of text in one file".into(),
-        })?;
-        self.source_ref_ends.push(end);
-        Ok(())
-    }
-
-    /// Rows written so far.
-    pub fn rows(&self) -> u64 {
-        self.ids.len() as u64
-    }
-
-    /// Encodes the file into the sink; returns the sink and the row count.
-    pub fn finish(mut self) -> Result<(W, u64), LakeError> {
-        let names = &self.names;
-        let name = |c: u32| names[c as usize].as_str();
-        let coded = |i: usize| Strings::Coded {
-            codes: &self.coded[i],
-            name: &name,
-        };
-        let columns = Columns {
-            reading_id: &self.ids,
-            subject_id: coded(0),
-            device_id: coded(1),
-            sensor_id: coded(2),
-            value: &self.value,
-            unit: coded(3),
-            loinc: coded(4),
-            measured_at: &self.measured_at,
-            received_at: &self.received_at,
-            source: coded(5),
-            source_ref: Strings::Each {
-                bytes: &self.source_ref,
-                ends: &self.source_ref_ends,
-            },
-        };
-        let bytes = encode(&columns, self.row_group_rows)?;
-        self.sink.write_all(&bytes).map_err(|e| LakeError::Column {
-            column: "*",
-            problem: format!("writing the file failed: {e}"),
-        })?;
-        Ok((self.sink, self.ids.len() as u64))
-    }
-}
-
-/// Reads a lake file back into readings. `metric` comes from the partition path
-/// (it is a partition key, not a column).
-pub fn read_readings(file: Bytes, metric: Metric) -> Result<Vec<Reading<'static>>, LakeError> {
-    let reader = SerializedFileReader::new(file)?;
-    let schema = reader.metadata().file_metadata().schema_descr();
-    let names: Vec<&str> = schema.columns().iter().map(|c| c.name()).collect();
-    let expected: Vec<&str> = COLUMNS.iter().map(|c| c.name).collect();
-    if names != expected {
-        return Err(LakeError::Column {
-            column: "*",
-            problem: format!("unexpected columns {names:?}"),
-        });
-    }
-    let bad = |column: &'static str, problem: String| LakeError::Column { column, problem };
-    let mut out = Vec::with_capacity(reader.metadata().file_metadata().num_rows().max(0) as usize);
-    for row in reader.get_row_iter(None)? {
-        let row = row?;
-        let text = |i: usize| row.get_string(i).map(|s| s.clone().into());
-        let id = row.get_string(0)?;
-        let source = match row.get_string(9)?.as_str() {
-            "stream" => Source::Stream,
-            "file" => Source::File,
-            other => return Err(bad("source", format!("unknown source {other:?}"))),
-        };
-        out.push(Reading {
-            reading_id: ReadingId::parse_hex(id)
-                .ok_or_else(|| bad("reading_id", format!("not an id: {id:?}")))?,
-            subject_id: text(1)?,
-            device_id: text(2)?,
-            sensor_id: text(3)?,
-            metric,
-            value: row.get_double(4)?,
-            measured_at: row.get_timestamp_millis(7)?,
-            received_at: row.get_timestamp_millis(8)?,
-            source,
-            source_ref: text(10)?,
-        });
-    }
-    Ok(out)
-}
-
-/// Number of rows in a lake file, from its footer alone.
-pub fn row_count(file: Bytes) -> Result<u64, LakeError> {
-    let reader = SerializedFileReader::new(file)?;
-    Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
-}
-
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use pulselake_domain::{Metric, Reading, ReadingId, Source};
+
     use super::*;
 
     fn reading(i: i64) -> Reading<'static> {
@@ -304,9 +150,13 @@ mod tests {
 
     /// `rows` written as one file of `group`-row row groups.
     fn file_of(rows: &[Reading<'_>], group: usize) -> Bytes {
-        let mut w = ParquetWriter::with_row_group_rows(Vec::new(), group).unwrap();
+        let layout = FileLayout {
+            row_group_rows: group,
+            sorted_by_subject: false,
+        };
+        let mut w = ParquetWriter::with_layout(Vec::new(), layout);
         for r in rows {
-            w.write(r).unwrap();
+            w.write(r);
         }
         let (bytes, n) = w.finish().unwrap();
         assert_eq!(n, rows.len() as u64);
@@ -317,23 +167,23 @@ mod tests {
     fn writes_readable_files_across_row_groups() {
         let rows: Vec<_> = (0..2500).map(reading).collect();
         let bytes = file_of(&rows, 1000);
-        let reader = SerializedFileReader::new(bytes.clone()).unwrap();
-        assert_eq!(reader.metadata().num_row_groups(), 3);
+        let file = LakeFile::open(bytes.clone(), Metric::HeartRate).unwrap();
+        assert_eq!((file.row_groups(), file.rows()), (3, 2500));
         assert_eq!(row_count(bytes.clone()).unwrap(), 2500);
         assert_eq!(read_readings(bytes, Metric::HeartRate).unwrap(), rows);
+        assert_eq!(file.row_group(2).unwrap(), rows[2000..]);
     }
 
     #[test]
     fn an_empty_writer_produces_a_valid_empty_file() {
-        let (bytes, n) = ParquetWriter::new(Vec::new()).unwrap().finish().unwrap();
+        let (bytes, n) = ParquetWriter::new(Vec::new()).finish().unwrap();
         assert_eq!(n, 0);
         assert_eq!(row_count(Bytes::from(bytes)).unwrap(), 0);
     }
 
-    /// A file wide enough to exercise every encoding: several row groups and pages,
-    /// long runs (RLE) and alternating values (bit-packed), a dictionary of more than
-    /// 256 entries, numbers that repeat (dictionary) and that don't (plain), texts
-    /// per row with multi-byte characters.
+    /// A file wide enough to exercise the encoders: several row groups and pages, long
+    /// runs and alternating values, a dictionary of more than 256 entries, numbers that
+    /// repeat and that don't, texts per row with multi-byte characters.
     fn varied(n: usize) -> Vec<Reading<'static>> {
         (0..n)
             .map(|i| {
@@ -358,11 +208,11 @@ mod tests {
         file: &Bytes,
         group: usize,
         column: &str,
-    ) -> parquet::file::statistics::Statistics {
+    ) -> Option<parquet::file::statistics::Statistics> {
         let reader = SerializedFileReader::new(file.clone()).unwrap();
         let rg = reader.metadata().row_group(group);
         let i = COLUMNS.iter().position(|c| c.name == column).unwrap();
-        rg.column(i).statistics().cloned().unwrap()
+        rg.column(i).statistics().cloned()
     }
 
     #[test]
@@ -373,78 +223,103 @@ mod tests {
         let meta = reader.metadata();
         assert_eq!(meta.num_row_groups(), 3);
         assert_eq!(meta.file_metadata().num_rows(), 70_000);
-        // The footer's schema is the lake schema, column for column.
         let written = meta.file_metadata().schema_descr().root_schema().clone();
         assert_eq!(&written, parquet_schema().as_ref());
         assert_eq!(read_readings(file, Metric::BodyTemp).unwrap(), rows);
     }
 
     #[test]
-    fn statistics_let_engines_skip_row_groups() {
+    fn statistics_let_engines_and_erasure_skip_row_groups() {
         use parquet::file::statistics::Statistics as S;
         let file = file_of(&varied(40_000), 20_000);
         match column_stats(&file, 1, "measured_at") {
-            S::Int64(v) => {
+            Some(S::Int64(v)) => {
                 assert_eq!(v.min_opt(), Some(&(1_600_000_000_000 + 20_000_000)));
                 assert_eq!(v.max_opt(), Some(&(1_600_000_000_000 + 39_999_000)));
                 assert_eq!(v.null_count_opt(), Some(0));
             }
             other => panic!("measured_at statistics: {other:?}"),
         }
-        match column_stats(&file, 0, "subject_id") {
-            S::ByteArray(v) => {
-                assert_eq!(v.min_opt().unwrap().data(), b"subj-000");
-                assert_eq!(v.max_opt().unwrap().data(), b"subj-003");
-            }
-            other => panic!("subject_id statistics: {other:?}"),
-        }
+        let lake = LakeFile::open(file.clone(), Metric::BodyTemp).unwrap();
+        assert_eq!(
+            lake.subject_range(0),
+            Some((b"subj-000".to_vec(), b"subj-003".to_vec()))
+        );
         match column_stats(&file, 0, "value") {
-            S::Double(v) => assert_eq!((v.min_opt(), v.max_opt()), (Some(&36.0), Some(&39.9))),
+            Some(S::Double(v)) => assert_eq!((v.min_opt(), v.max_opt()), (Some(&36.0), Some(&39.9))),
             other => panic!("value statistics: {other:?}"),
         }
-        let reader = SerializedFileReader::new(file).unwrap();
-        let rg = reader.metadata().row_group(0);
         // Unique per row: no statistics (they would prune nothing).
-        assert!(rg.column(0).statistics().is_none());
-        assert!(rg.column(10).statistics().is_none());
+        assert!(column_stats(&file, 0, "reading_id").is_none());
+        assert!(column_stats(&file, 0, "source_ref").is_none());
     }
 
     #[test]
-    fn columns_of_different_lengths_are_refused() {
-        let ids = [ReadingId::derive("d", "s", Metric::HeartRate, 1)];
-        let columns = Columns {
-            reading_id: &ids,
+    fn files_sorted_by_subject_say_so_in_their_footer() {
+        let rows = varied(100);
+        let ids: Vec<ReadingId> = rows.iter().map(|r| r.reading_id).collect();
+        let sorted = FileLayout {
+            sorted_by_subject: true,
+            ..FileLayout::default()
+        };
+        let bytes = Bytes::from(encode_readings(&rows, sorted).unwrap());
+        let reader = SerializedFileReader::new(bytes).unwrap();
+        let order: Vec<i32> = reader.metadata().row_group(0).sorting_columns().unwrap()
+            .iter()
+            .map(|c| c.column_idx)
+            .collect();
+        assert_eq!(order, [1, 7], "subject_id, then measured_at");
+        assert_eq!(ids.len(), 100);
+    }
+
+    fn one_row_columns<'a>(value: &'a [f64], ends: &'a [u32]) -> Columns<'a> {
+        static IDS: std::sync::OnceLock<[ReadingId; 1]> = std::sync::OnceLock::new();
+        Columns {
+            reading_id: IDS.get_or_init(|| [ReadingId::derive("d", "s", Metric::HeartRate, 1)]),
             subject_id: Strings::Same("s"),
             device_id: Strings::Same("d"),
             sensor_id: Strings::Same("s"),
-            value: &[1.0, 2.0],
+            value,
             unit: Strings::Same("u"),
             loinc: Strings::Same("l"),
             measured_at: &[1],
             received_at: &[1],
             source: Strings::Same("file"),
-            source_ref: Strings::Each {
-                bytes: b"x",
-                ends: &[1],
-            },
+            source_ref: Strings::Each { bytes: b"x", ends },
+        }
+    }
+
+    #[test]
+    fn columns_of_different_lengths_or_bad_text_ends_are_refused() {
+        let err = encode(&one_row_columns(&[1.0, 2.0], &[1]), FileLayout::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("value") && err.contains("2 values for 1 rows"), "{err}");
+        let err = encode(&one_row_columns(&[1.0], &[2]), FileLayout::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source_ref") && err.contains("past the text"), "{err}");
+        let no_subject = Columns {
+            subject_id: Strings::Null,
+            ..one_row_columns(&[1.0], &[1])
         };
-        let err = encode(&columns, 10).unwrap_err().to_string();
-        assert!(
-            err.contains("value") && err.contains("2 values for 1 rows"),
-            "{err}"
-        );
-        let past_the_text = Columns {
-            value: &[1.0],
-            source_ref: Strings::Each {
-                bytes: b"x",
-                ends: &[2],
-            },
-            ..columns
-        };
-        let err = encode(&past_the_text, 10).unwrap_err().to_string();
-        assert!(
-            err.contains("source_ref") && err.contains("past the text"),
-            "{err}"
-        );
+        let err = encode(&no_subject, FileLayout::default()).unwrap_err().to_string();
+        assert!(err.contains("subject_id") && err.contains("requires"), "{err}");
+    }
+
+    #[test]
+    fn a_nullable_column_may_be_absent_and_reads_back_as_null() {
+        // A column added to the table later is nullable: files written before lack it.
+        let schema = [col("name", "string"), Column { nullable: true, ..col("added", "string") }];
+        let names = Strings::Each { bytes: b"ab", ends: &[1, 2] };
+        let values = [Values::Text(&names), Values::Text(&Strings::Null)];
+        let bytes = write::encode_with(&schema, &values, 2, FileLayout::default()).unwrap();
+        let reader = SerializedFileReader::new(Bytes::from(bytes)).unwrap();
+        let rows: Vec<String> = reader
+            .get_row_iter(None)
+            .unwrap()
+            .map(|r| r.unwrap().to_string())
+            .collect();
+        assert_eq!(rows, ["{name: \"a\", added: null}", "{name: \"b\", added: null}"]);
     }
 }

@@ -883,7 +883,11 @@ impl<'s, 'io, IO: FileIo> Pipeline<'s, 'io, IO> {
                 ends: &ref_ends,
             },
         };
-        pulselake_lake::encode(&columns, self.limits.row_group_rows)
+        let layout = pulselake_lake::FileLayout {
+            row_group_rows: self.limits.row_group_rows,
+            sorted_by_subject: true,
+        };
+        pulselake_lake::encode(&columns, layout)
     }
 
     fn finish(mut self) -> Result<FileReport, AwsError> {

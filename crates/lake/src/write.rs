@@ -1,0 +1,322 @@
+//! Lake files written by the `parquet` crate (arrow-rs), column by column from prepared
+//! buffers: strings become `ByteArray`s that share one buffer per column (no copy per
+//! row), interned strings one shared value per symbol. Encodings and statistics are
+//! chosen per column: dictionaries where values repeat, none for the two unique
+//! columns, min/max where readers prune on them.
+
+use std::io::Write;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use parquet::basic::{Compression, Encoding};
+use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::file::writer::{SerializedColumnWriter, SerializedFileWriter};
+use parquet::file::metadata::SortingColumn;
+use parquet::schema::types::ColumnPath;
+use pulselake_domain::{Reading, ReadingId};
+
+use crate::columns::{Columns, Strings, Values, check};
+use crate::{COLUMNS, Column, LakeError, parquet_schema_of};
+
+/// How a file is laid out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FileLayout {
+    /// Rows per row group: large enough for efficient scans, small enough that a
+    /// group's pages stay a few megabytes and a rewrite holds one group at a time.
+    pub row_group_rows: usize,
+    /// The rows are sorted by subject, then time (recorded in the footer, so engines
+    /// and erasure may rely on it).
+    pub sorted_by_subject: bool,
+}
+
+/// Rows per row group of the files pulselake writes.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
+
+impl Default for FileLayout {
+    fn default() -> Self {
+        FileLayout {
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+            sorted_by_subject: false,
+        }
+    }
+}
+
+/// Columns unique per row: no dictionary (it could not shrink them) and no statistics
+/// (they would prune nothing).
+const UNIQUE: [&str; 2] = ["reading_id", "source_ref"];
+
+fn properties(schema: &[Column], sorted_by_subject: bool) -> Arc<WriterProperties> {
+    static SORTED: OnceLock<Arc<WriterProperties>> = OnceLock::new();
+    static UNSORTED: OnceLock<Arc<WriterProperties>> = OnceLock::new();
+    let build = || {
+        let mut b = WriterProperties::builder()
+            .set_writer_version(WriterVersion::PARQUET_1_0)
+            .set_created_by(format!("pulselake {}", env!("CARGO_PKG_VERSION")))
+            .set_compression(Compression::SNAPPY)
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_write_batch_size(64 * 1024);
+        for name in UNIQUE {
+            let path = ColumnPath::from(name);
+            b = b
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path.clone(), Encoding::PLAIN)
+                .set_column_statistics_enabled(path, EnabledStatistics::None);
+        }
+        // Random hex: Snappy cannot shrink it, and would cost CPU for nothing.
+        b = b.set_column_compression(ColumnPath::from("reading_id"), Compression::UNCOMPRESSED);
+        if sorted_by_subject {
+            let at = |name: &str| schema.iter().position(|c| c.name == name).unwrap_or(0) as i32;
+            b = b.set_sorting_columns(Some(vec![
+                SortingColumn { column_idx: at("subject_id"), descending: false, nulls_first: false },
+                SortingColumn { column_idx: at("measured_at"), descending: false, nulls_first: false },
+            ]));
+        }
+        Arc::new(b.build())
+    };
+    if !std::ptr::eq(schema, COLUMNS.as_slice()) {
+        return build();
+    }
+    let cell = if sorted_by_subject { &SORTED } else { &UNSORTED };
+    cell.get_or_init(build).clone()
+}
+
+/// Encodes `columns` as one Parquet file of the lake's schema.
+pub fn encode(columns: &Columns<'_>, layout: FileLayout) -> Result<Vec<u8>, LakeError> {
+    encode_with(&COLUMNS, &columns.values(), columns.rows(), layout)
+}
+
+/// As [`encode`], for any column list (the lake's, or a test's).
+pub(crate) fn encode_with(
+    schema: &[Column],
+    values: &[Values<'_, '_>],
+    rows: usize,
+    layout: FileLayout,
+) -> Result<Vec<u8>, LakeError> {
+    check(schema, values, rows)?;
+    let props = properties(schema, layout.sorted_by_subject);
+    let mut out = Vec::with_capacity(rows * 40 + 4096);
+    {
+        let mut file = SerializedFileWriter::new(&mut out, parquet_schema_of(schema), props)?;
+        let group = layout.row_group_rows.max(1);
+        let texts: Vec<Option<TextColumn>> = values.iter().map(TextColumn::of).collect();
+        let mut start = 0;
+        while start < rows || (rows == 0 && start == 0) {
+            let end = (start + group).min(rows);
+            let mut rg = file.next_row_group()?;
+            for (i, v) in values.iter().enumerate() {
+                let Some(mut col) = rg.next_column()? else {
+                    return Err(LakeError::Column {
+                        column: schema[i].name,
+                        problem: "the writer has fewer columns than the schema".into(),
+                    });
+                };
+                write_column(&mut col, v, texts[i].as_ref(), start, end)?;
+                col.close()?;
+            }
+            rg.close()?;
+            if rows == 0 {
+                break;
+            }
+            start = end;
+        }
+        file.close()?;
+    }
+    Ok(out)
+}
+
+/// A string column's values, made once per file: one shared buffer and slices of it.
+enum TextColumn {
+    /// One value per row.
+    Rows(Vec<ByteArray>),
+    /// One value per symbol, indexed by code.
+    Symbols(Vec<Option<ByteArray>>),
+    Same(ByteArray),
+    Null,
+}
+
+impl TextColumn {
+    fn of(v: &Values<'_, '_>) -> Option<TextColumn> {
+        Some(match v {
+            Values::Ids(ids) => {
+                let mut hex = Vec::with_capacity(ids.len() * 32);
+                for id in *ids {
+                    hex.extend_from_slice(id.hex().as_bytes());
+                }
+                let buf = Bytes::from(hex);
+                TextColumn::Rows((0..ids.len()).map(|i| buf.slice(i * 32..i * 32 + 32).into()).collect())
+            }
+            Values::Text(Strings::Same(s)) => TextColumn::Same(Bytes::copy_from_slice(s.as_bytes()).into()),
+            Values::Text(Strings::Null) => TextColumn::Null,
+            Values::Text(Strings::Coded { codes, name }) => {
+                let max = codes.iter().copied().max().map_or(0, |m| m as usize + 1);
+                let mut symbols: Vec<Option<ByteArray>> = vec![None; max];
+                for &c in *codes {
+                    let slot = &mut symbols[c as usize];
+                    if slot.is_none() {
+                        *slot = Some(Bytes::copy_from_slice(name(c).as_bytes()).into());
+                    }
+                }
+                TextColumn::Symbols(symbols)
+            }
+            Values::Text(Strings::Each { bytes, ends }) => {
+                let buf = Bytes::copy_from_slice(bytes);
+                let mut from = 0usize;
+                TextColumn::Rows(
+                    ends.iter()
+                        .map(|&e| {
+                            let v = buf.slice(from..e as usize).into();
+                            from = e as usize;
+                            v
+                        })
+                        .collect(),
+                )
+            }
+            Values::Double(_) | Values::Millis(_) => return None,
+        })
+    }
+}
+
+fn write_column(
+    col: &mut SerializedColumnWriter<'_>,
+    v: &Values<'_, '_>,
+    text: Option<&TextColumn>,
+    start: usize,
+    end: usize,
+) -> Result<(), LakeError> {
+    let n = end - start;
+    let present = vec![1i16; n];
+    match (v, text) {
+        (Values::Double(x), _) => {
+            col.typed::<DoubleType>().write_batch(&x[start..end], Some(&present), None)?;
+        }
+        (Values::Millis(x), _) => {
+            col.typed::<Int64Type>().write_batch(&x[start..end], Some(&present), None)?;
+        }
+        (_, Some(TextColumn::Rows(all))) => {
+            col.typed::<ByteArrayType>().write_batch(&all[start..end], Some(&present), None)?;
+        }
+        (_, Some(TextColumn::Same(one))) => {
+            let values = vec![one.clone(); n];
+            col.typed::<ByteArrayType>().write_batch(&values, Some(&present), None)?;
+        }
+        (Values::Text(Strings::Coded { codes, .. }), Some(TextColumn::Symbols(symbols))) => {
+            let values: Vec<ByteArray> = codes[start..end]
+                .iter()
+                .map(|&c| symbols[c as usize].clone().unwrap_or_default())
+                .collect();
+            col.typed::<ByteArrayType>().write_batch(&values, Some(&present), None)?;
+        }
+        (_, Some(TextColumn::Null)) => {
+            let absent = vec![0i16; n];
+            col.typed::<ByteArrayType>().write_batch(&[], Some(&absent), None)?;
+        }
+        _ => {
+            return Err(LakeError::Column {
+                column: "*",
+                problem: "a column's values do not match its kind".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes readings of one partition into one Parquet file, row by row. The rows are
+/// held until [`ParquetWriter::finish`] (this is for small files, such as the local
+/// Firehose's); file-ingest hands whole columns to [`encode`] instead.
+pub struct ParquetWriter<W: Write> {
+    sink: W,
+    layout: FileLayout,
+    rows: Vec<Reading<'static>>,
+}
+
+impl<W: Write> ParquetWriter<W> {
+    pub fn new(sink: W) -> ParquetWriter<W> {
+        ParquetWriter::with_layout(sink, FileLayout::default())
+    }
+
+    pub fn with_layout(sink: W, layout: FileLayout) -> ParquetWriter<W> {
+        ParquetWriter {
+            sink,
+            layout,
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn write(&mut self, r: &Reading<'_>) {
+        self.rows.push(r.clone().into_owned());
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows.len() as u64
+    }
+
+    /// Encodes the file into the sink; returns the sink and the row count.
+    pub fn finish(mut self) -> Result<(W, u64), LakeError> {
+        let bytes = encode_readings(&self.rows, self.layout)?;
+        self.sink.write_all(&bytes).map_err(|e| LakeError::Column {
+            column: "*",
+            problem: format!("writing the file failed: {e}"),
+        })?;
+        Ok((self.sink, self.rows.len() as u64))
+    }
+}
+
+/// Readings (of one partition) as one lake file, in the order given.
+pub fn encode_readings(rows: &[Reading<'_>], layout: FileLayout) -> Result<Vec<u8>, LakeError> {
+    let mut names: Vec<&str> = Vec::new();
+    let mut index: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    let mut coded: [Vec<u32>; 6] = Default::default();
+    let mut refs = Vec::new();
+    let mut ref_ends = Vec::with_capacity(rows.len());
+    for r in rows {
+        let texts = [
+            r.subject_id.as_ref(),
+            r.device_id.as_ref(),
+            r.sensor_id.as_ref(),
+            r.unit(),
+            r.loinc(),
+            r.source.as_str(),
+        ];
+        for (i, t) in texts.into_iter().enumerate() {
+            let next = names.len() as u32;
+            let c = *index.entry(t).or_insert(next);
+            if c == next {
+                names.push(t);
+            }
+            coded[i].push(c);
+        }
+        refs.extend_from_slice(r.source_ref.as_bytes());
+        ref_ends.push(u32::try_from(refs.len()).map_err(|_| LakeError::Column {
+            column: "source_ref",
+            problem: "more than 4 GiB of text in one file".into(),
+        })?);
+    }
+    let ids: Vec<ReadingId> = rows.iter().map(|r| r.reading_id).collect();
+    let value: Vec<f64> = rows.iter().map(|r| r.value).collect();
+    let measured: Vec<i64> = rows.iter().map(|r| r.measured_at).collect();
+    let received: Vec<i64> = rows.iter().map(|r| r.received_at).collect();
+    let name = |c: u32| names[c as usize];
+    let strings = |i: usize| Strings::Coded {
+        codes: &coded[i],
+        name: &name,
+    };
+    let columns = Columns {
+        reading_id: &ids,
+        subject_id: strings(0),
+        device_id: strings(1),
+        sensor_id: strings(2),
+        value: &value,
+        unit: strings(3),
+        loinc: strings(4),
+        measured_at: &measured,
+        received_at: &received,
+        source: strings(5),
+        source_ref: Strings::Each {
+            bytes: &refs,
+            ends: &ref_ends,
+        },
+    };
+    encode(&columns, layout)
+}
