@@ -41,7 +41,10 @@ fn convert(line: &[u8]) -> std::result::Result<Reading<'static>, String> {
             _ => false,
         };
         if !ok {
-            return Err(format!("column {} is missing or not a {}", c.name, c.glue_type));
+            return Err(format!(
+                "column {} is missing or not a {}",
+                c.name, c.glue_type
+            ));
         }
     }
     serde_json::from_slice::<Reading>(line)

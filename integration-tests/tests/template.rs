@@ -106,14 +106,20 @@ fn the_records_sent_to_firehose_carry_exactly_the_table_columns_and_the_metric()
         .chain(["metric".to_owned()])
         .collect();
     expected.sort();
-    assert_eq!(keys, expected, "Firehose converts records by the Glue columns' names");
+    assert_eq!(
+        keys, expected,
+        "Firehose converts records by the Glue columns' names"
+    );
     // And the Firehose partitioning query reads the keys the records carry.
     let t = template();
     let query = text(
-        &t["Resources"]["LakeDeliveryStream"]["Properties"]["ExtendedS3DestinationConfiguration"]
-            ["ProcessingConfiguration"]["Processors"],
+        &t["Resources"]["LakeDeliveryStream"]["Properties"]["ExtendedS3DestinationConfiguration"]["ProcessingConfiguration"]
+            ["Processors"],
     );
-    assert!(query.contains(".metric") && query.contains(".measured_at"), "{query}");
+    assert!(
+        query.contains(".metric") && query.contains(".measured_at"),
+        "{query}"
+    );
 }
 
 #[test]

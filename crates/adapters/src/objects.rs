@@ -135,40 +135,13 @@ pub enum ObjectBody {
 }
 
 impl ObjectBody {
-    /// A blocking `Read` over the body, for synchronous parsing on a blocking thread;
-    /// chunks are fetched on the runtime of `handle` as they are needed.
-    pub fn into_reader(self, handle: tokio::runtime::Handle) -> BlockingReader {
-        BlockingReader {
-            handle,
-            body: self,
-            buf: bytes::Bytes::new(),
+    /// The body as an `AsyncRead` (S3's stream, or the bytes in memory). Synchronous
+    /// parsers read it through `tokio_util::io::SyncIoBridge` on a blocking thread.
+    pub fn into_async_read(self) -> Box<dyn tokio::io::AsyncRead + Send + Unpin> {
+        match self {
+            ObjectBody::S3(stream) => Box::new(stream.into_async_read()),
+            ObjectBody::Memory(b) => Box::new(std::io::Cursor::new(b)),
         }
-    }
-}
-
-pub struct BlockingReader {
-    handle: tokio::runtime::Handle,
-    body: ObjectBody,
-    buf: bytes::Bytes,
-}
-
-impl std::io::Read for BlockingReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.buf.is_empty() {
-            match &mut self.body {
-                ObjectBody::Memory(b) if b.is_empty() => return Ok(0),
-                ObjectBody::Memory(b) => self.buf = std::mem::take(b),
-                ObjectBody::S3(stream) => match self.handle.block_on(stream.next()) {
-                    Some(Ok(chunk)) => self.buf = chunk,
-                    Some(Err(e)) => return Err(std::io::Error::other(e)),
-                    None => return Ok(0),
-                },
-            }
-        }
-        let n = out.len().min(self.buf.len());
-        out[..n].copy_from_slice(&self.buf[..n]);
-        bytes::Buf::advance(&mut self.buf, n);
-        Ok(n)
     }
 }
 
@@ -409,26 +382,21 @@ impl Objects for MemoryObjects {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
 
     #[test]
     fn copy_sources_are_url_encoded_but_keep_slashes() {
         assert_eq!(encode_key("seed/P 1+x.csv"), "seed/P%201%2Bx.csv");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_memory_body_reads_back_whole_through_the_blocking_reader() {
-        let handle = tokio::runtime::Handle::current();
-        let text = tokio::task::spawn_blocking(move || {
-            let mut s = String::new();
-            ObjectBody::Memory(bytes::Bytes::from_static(b"a,b\n1,2\n"))
-                .into_reader(handle)
-                .read_to_string(&mut s)
-                .map(|_| s)
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    #[tokio::test]
+    async fn a_memory_body_reads_back_whole() {
+        use tokio::io::AsyncReadExt;
+        let mut text = String::new();
+        ObjectBody::Memory(bytes::Bytes::from_static(b"a,b\n1,2\n"))
+            .into_async_read()
+            .read_to_string(&mut text)
+            .await
+            .unwrap();
         assert_eq!(text, "a,b\n1,2\n");
     }
 }

@@ -75,10 +75,12 @@ pub enum Reason {
     DuplicateRow,
     /// A quoted CSV field whose closing quote never comes.
     UnterminatedQuote,
+    /// Valid rows that could not be written as Parquet: a defect to report, never retried.
+    Unwritable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 32] = [
         Reason::InvalidBase64,
         Reason::Oversized,
         Reason::NotJson,
@@ -110,6 +112,7 @@ impl Reason {
         Reason::NotUtf8,
         Reason::DuplicateRow,
         Reason::UnterminatedQuote,
+        Reason::Unwritable,
     ];
 
     pub fn code(self) -> &'static str {
@@ -145,6 +148,7 @@ impl Reason {
             Reason::NotUtf8 => "not_utf8",
             Reason::DuplicateRow => "duplicate_row",
             Reason::UnterminatedQuote => "unterminated_quote",
+            Reason::Unwritable => "unwritable",
         }
     }
 

@@ -86,10 +86,17 @@ impl Values<'_, '_> {
 
 /// Checks values against their columns before anything is written: lengths, text ends,
 /// value kinds and nulls only where a column allows them. An error, never a panic.
-pub(crate) fn check(schema: &[Column], values: &[Values<'_, '_>], rows: usize) -> Result<(), LakeError> {
+pub(crate) fn check(
+    schema: &[Column],
+    values: &[Values<'_, '_>],
+    rows: usize,
+) -> Result<(), LakeError> {
     let bad = |column: &'static str, problem: String| LakeError::Column { column, problem };
     if schema.len() != values.len() {
-        return Err(bad("*", format!("{} columns for a schema of {}", values.len(), schema.len())));
+        return Err(bad(
+            "*",
+            format!("{} columns for a schema of {}", values.len(), schema.len()),
+        ));
     }
     for (c, v) in schema.iter().zip(values) {
         if let Some(len) = v.len().filter(|&len| len != rows) {
@@ -102,16 +109,25 @@ pub(crate) fn check(schema: &[Column], values: &[Values<'_, '_>], rows: usize) -
             _ => false,
         };
         if !kind_ok {
-            return Err(bad(c.name, format!("values of the wrong kind for a {}", c.glue_type)));
+            return Err(bad(
+                c.name,
+                format!("values of the wrong kind for a {}", c.glue_type),
+            ));
         }
         match v {
             Values::Text(Strings::Null) if !c.nullable => {
-                return Err(bad(c.name, "no values for a column that requires them".into()));
+                return Err(bad(
+                    c.name,
+                    "no values for a column that requires them".into(),
+                ));
             }
             Values::Text(Strings::Each { bytes, ends }) => {
                 let ordered = ends.windows(2).all(|w| w[0] <= w[1]);
                 if !ordered || ends.last().is_some_and(|&e| e as usize > bytes.len()) {
-                    return Err(bad(c.name, "text ends out of order or past the text".into()));
+                    return Err(bad(
+                        c.name,
+                        "text ends out of order or past the text".into(),
+                    ));
                 }
             }
             _ => {}

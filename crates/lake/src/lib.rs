@@ -246,7 +246,9 @@ mod tests {
             Some((b"subj-000".to_vec(), b"subj-003".to_vec()))
         );
         match column_stats(&file, 0, "value") {
-            Some(S::Double(v)) => assert_eq!((v.min_opt(), v.max_opt()), (Some(&36.0), Some(&39.9))),
+            Some(S::Double(v)) => {
+                assert_eq!((v.min_opt(), v.max_opt()), (Some(&36.0), Some(&39.9)))
+            }
             other => panic!("value statistics: {other:?}"),
         }
         // Unique per row: no statistics (they would prune nothing).
@@ -264,7 +266,11 @@ mod tests {
         };
         let bytes = Bytes::from(encode_readings(&rows, sorted).unwrap());
         let reader = SerializedFileReader::new(bytes).unwrap();
-        let order: Vec<i32> = reader.metadata().row_group(0).sorting_columns().unwrap()
+        let order: Vec<i32> = reader
+            .metadata()
+            .row_group(0)
+            .sorting_columns()
+            .unwrap()
             .iter()
             .map(|c| c.column_idx)
             .collect();
@@ -294,24 +300,44 @@ mod tests {
         let err = encode(&one_row_columns(&[1.0, 2.0], &[1]), FileLayout::default())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("value") && err.contains("2 values for 1 rows"), "{err}");
+        assert!(
+            err.contains("value") && err.contains("2 values for 1 rows"),
+            "{err}"
+        );
         let err = encode(&one_row_columns(&[1.0], &[2]), FileLayout::default())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("source_ref") && err.contains("past the text"), "{err}");
+        assert!(
+            err.contains("source_ref") && err.contains("past the text"),
+            "{err}"
+        );
         let no_subject = Columns {
             subject_id: Strings::Null,
             ..one_row_columns(&[1.0], &[1])
         };
-        let err = encode(&no_subject, FileLayout::default()).unwrap_err().to_string();
-        assert!(err.contains("subject_id") && err.contains("requires"), "{err}");
+        let err = encode(&no_subject, FileLayout::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("subject_id") && err.contains("requires"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_nullable_column_may_be_absent_and_reads_back_as_null() {
         // A column added to the table later is nullable: files written before lack it.
-        let schema = [col("name", "string"), Column { nullable: true, ..col("added", "string") }];
-        let names = Strings::Each { bytes: b"ab", ends: &[1, 2] };
+        let schema = [
+            col("name", "string"),
+            Column {
+                nullable: true,
+                ..col("added", "string")
+            },
+        ];
+        let names = Strings::Each {
+            bytes: b"ab",
+            ends: &[1, 2],
+        };
         let values = [Values::Text(&names), Values::Text(&Strings::Null)];
         let bytes = write::encode_with(&schema, &values, 2, FileLayout::default()).unwrap();
         let reader = SerializedFileReader::new(Bytes::from(bytes)).unwrap();
@@ -320,6 +346,9 @@ mod tests {
             .unwrap()
             .map(|r| r.unwrap().to_string())
             .collect();
-        assert_eq!(rows, ["{name: \"a\", added: null}", "{name: \"b\", added: null}"]);
+        assert_eq!(
+            rows,
+            ["{name: \"a\", added: null}", "{name: \"b\", added: null}"]
+        );
     }
 }

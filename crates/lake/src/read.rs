@@ -47,11 +47,16 @@ impl LakeFile {
     /// when the writer kept no statistics for it).
     pub fn subject_range(&self, i: usize) -> Option<(Vec<u8>, Vec<u8>)> {
         let at = COLUMNS.iter().position(|c| c.name == "subject_id")?;
-        match self.reader.metadata().row_group(i).column(at).statistics()? {
-            Statistics::ByteArray(s) => Some((
-                s.min_opt()?.data().to_vec(),
-                s.max_opt()?.data().to_vec(),
-            )),
+        match self
+            .reader
+            .metadata()
+            .row_group(i)
+            .column(at)
+            .statistics()?
+        {
+            Statistics::ByteArray(s) => {
+                Some((s.min_opt()?.data().to_vec(), s.max_opt()?.data().to_vec()))
+            }
             _ => None,
         }
     }
@@ -66,22 +71,33 @@ impl LakeFile {
         for (c, column) in COLUMNS.iter().enumerate() {
             let reader = group.get_column_reader(c)?;
             match (column.glue_type, reader) {
-                ("string", ColumnReader::ByteArrayColumnReader(mut r)) => {
-                    texts.push(read_all(n, |defs, vals| r.read_records(n, Some(defs), None, vals))?)
-                }
-                ("double", ColumnReader::DoubleColumnReader(mut r)) => {
-                    doubles.push(read_all(n, |defs, vals| r.read_records(n, Some(defs), None, vals))?)
-                }
-                ("timestamp", ColumnReader::Int64ColumnReader(mut r)) => {
-                    millis.push(read_all(n, |defs, vals| r.read_records(n, Some(defs), None, vals))?)
-                }
+                ("string", ColumnReader::ByteArrayColumnReader(mut r)) => texts
+                    .push(read_all(n, |defs, vals| {
+                        r.read_records(n, Some(defs), None, vals)
+                    })?),
+                ("double", ColumnReader::DoubleColumnReader(mut r)) => doubles
+                    .push(read_all(n, |defs, vals| {
+                        r.read_records(n, Some(defs), None, vals)
+                    })?),
+                ("timestamp", ColumnReader::Int64ColumnReader(mut r)) => millis
+                    .push(read_all(n, |defs, vals| {
+                        r.read_records(n, Some(defs), None, vals)
+                    })?),
                 _ => return Err(bad(column.name, "unexpected physical type".into())),
             }
         }
         // Text columns in COLUMNS order: reading_id, subject_id, device_id, sensor_id,
         // unit, loinc, source, source_ref.
-        let [ids, subjects, devices, sensors, _unit, _loinc, sources, refs] = <[_; 8]>::try_from(texts)
-            .map_err(|_| bad("*", "unexpected column kinds".into()))?;
+        let [
+            ids,
+            subjects,
+            devices,
+            sensors,
+            _unit,
+            _loinc,
+            sources,
+            refs,
+        ] = <[_; 8]>::try_from(texts).map_err(|_| bad("*", "unexpected column kinds".into()))?;
         let (values, measured, received) = (&doubles[0], &millis[0], &millis[1]);
         let text = |col: &'static str, v: &Option<ByteArray>| -> Result<String, LakeError> {
             let v = v.as_ref().ok_or_else(|| bad(col, "null".into()))?;

@@ -10,9 +10,9 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use parquet::basic::{Compression, Encoding};
 use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::file::writer::{SerializedColumnWriter, SerializedFileWriter};
-use parquet::file::metadata::SortingColumn;
 use parquet::schema::types::ColumnPath;
 use pulselake_domain::{Reading, ReadingId};
 
@@ -68,8 +68,16 @@ fn properties(schema: &[Column], sorted_by_subject: bool) -> Arc<WriterPropertie
         if sorted_by_subject {
             let at = |name: &str| schema.iter().position(|c| c.name == name).unwrap_or(0) as i32;
             b = b.set_sorting_columns(Some(vec![
-                SortingColumn { column_idx: at("subject_id"), descending: false, nulls_first: false },
-                SortingColumn { column_idx: at("measured_at"), descending: false, nulls_first: false },
+                SortingColumn {
+                    column_idx: at("subject_id"),
+                    descending: false,
+                    nulls_first: false,
+                },
+                SortingColumn {
+                    column_idx: at("measured_at"),
+                    descending: false,
+                    nulls_first: false,
+                },
             ]));
         }
         Arc::new(b.build())
@@ -77,7 +85,11 @@ fn properties(schema: &[Column], sorted_by_subject: bool) -> Arc<WriterPropertie
     if !std::ptr::eq(schema, COLUMNS.as_slice()) {
         return build();
     }
-    let cell = if sorted_by_subject { &SORTED } else { &UNSORTED };
+    let cell = if sorted_by_subject {
+        &SORTED
+    } else {
+        &UNSORTED
+    };
     cell.get_or_init(build).clone()
 }
 
@@ -125,29 +137,20 @@ pub(crate) fn encode_with(
     Ok(out)
 }
 
-/// A string column's values, made once per file: one shared buffer and slices of it.
+/// What a string column shares across row groups: one value per symbol, or the one
+/// value of every row. Per-row values are made a row group at a time (bounded memory).
 enum TextColumn {
-    /// One value per row.
-    Rows(Vec<ByteArray>),
-    /// One value per symbol, indexed by code.
     Symbols(Vec<Option<ByteArray>>),
     Same(ByteArray),
-    Null,
+    PerRow,
 }
 
 impl TextColumn {
     fn of(v: &Values<'_, '_>) -> Option<TextColumn> {
         Some(match v {
-            Values::Ids(ids) => {
-                let mut hex = Vec::with_capacity(ids.len() * 32);
-                for id in *ids {
-                    hex.extend_from_slice(id.hex().as_bytes());
-                }
-                let buf = Bytes::from(hex);
-                TextColumn::Rows((0..ids.len()).map(|i| buf.slice(i * 32..i * 32 + 32).into()).collect())
+            Values::Text(Strings::Same(s)) => {
+                TextColumn::Same(Bytes::copy_from_slice(s.as_bytes()).into())
             }
-            Values::Text(Strings::Same(s)) => TextColumn::Same(Bytes::copy_from_slice(s.as_bytes()).into()),
-            Values::Text(Strings::Null) => TextColumn::Null,
             Values::Text(Strings::Coded { codes, name }) => {
                 let max = codes.iter().copied().max().map_or(0, |m| m as usize + 1);
                 let mut symbols: Vec<Option<ByteArray>> = vec![None; max];
@@ -159,21 +162,57 @@ impl TextColumn {
                 }
                 TextColumn::Symbols(symbols)
             }
-            Values::Text(Strings::Each { bytes, ends }) => {
-                let buf = Bytes::copy_from_slice(bytes);
-                let mut from = 0usize;
-                TextColumn::Rows(
-                    ends.iter()
-                        .map(|&e| {
-                            let v = buf.slice(from..e as usize).into();
-                            from = e as usize;
-                            v
-                        })
-                        .collect(),
-                )
+            Values::Ids(_) | Values::Text(Strings::Each { .. } | Strings::Null) => {
+                TextColumn::PerRow
             }
             Values::Double(_) | Values::Millis(_) => return None,
         })
+    }
+}
+
+/// The values of rows `start..end` of a string column, sharing one buffer.
+fn text_values(
+    v: &Values<'_, '_>,
+    shared: &TextColumn,
+    start: usize,
+    end: usize,
+) -> Vec<ByteArray> {
+    match (v, shared) {
+        (Values::Ids(ids), _) => {
+            let mut hex = Vec::with_capacity((end - start) * 32);
+            for id in &ids[start..end] {
+                hex.extend_from_slice(id.hex().as_bytes());
+            }
+            let buf = Bytes::from(hex);
+            (0..end - start)
+                .map(|i| buf.slice(i * 32..i * 32 + 32).into())
+                .collect()
+        }
+        (Values::Text(Strings::Each { bytes, ends }), _) => {
+            let from = if start == 0 {
+                0
+            } else {
+                ends[start - 1] as usize
+            };
+            let to = if end == 0 { 0 } else { ends[end - 1] as usize };
+            let buf = Bytes::copy_from_slice(&bytes[from..to]);
+            let mut at = from;
+            ends[start..end]
+                .iter()
+                .map(|&e| {
+                    let v = buf.slice(at - from..e as usize - from).into();
+                    at = e as usize;
+                    v
+                })
+                .collect()
+        }
+        (Values::Text(Strings::Coded { codes, .. }), TextColumn::Symbols(symbols)) => codes
+            [start..end]
+            .iter()
+            .map(|&c| symbols[c as usize].clone().unwrap_or_default())
+            .collect(),
+        (_, TextColumn::Same(one)) => vec![one.clone(); end - start],
+        _ => Vec::new(),
     }
 }
 
@@ -188,28 +227,22 @@ fn write_column(
     let present = vec![1i16; n];
     match (v, text) {
         (Values::Double(x), _) => {
-            col.typed::<DoubleType>().write_batch(&x[start..end], Some(&present), None)?;
+            col.typed::<DoubleType>()
+                .write_batch(&x[start..end], Some(&present), None)?;
         }
         (Values::Millis(x), _) => {
-            col.typed::<Int64Type>().write_batch(&x[start..end], Some(&present), None)?;
+            col.typed::<Int64Type>()
+                .write_batch(&x[start..end], Some(&present), None)?;
         }
-        (_, Some(TextColumn::Rows(all))) => {
-            col.typed::<ByteArrayType>().write_batch(&all[start..end], Some(&present), None)?;
-        }
-        (_, Some(TextColumn::Same(one))) => {
-            let values = vec![one.clone(); n];
-            col.typed::<ByteArrayType>().write_batch(&values, Some(&present), None)?;
-        }
-        (Values::Text(Strings::Coded { codes, .. }), Some(TextColumn::Symbols(symbols))) => {
-            let values: Vec<ByteArray> = codes[start..end]
-                .iter()
-                .map(|&c| symbols[c as usize].clone().unwrap_or_default())
-                .collect();
-            col.typed::<ByteArrayType>().write_batch(&values, Some(&present), None)?;
-        }
-        (_, Some(TextColumn::Null)) => {
+        (Values::Text(Strings::Null), _) => {
             let absent = vec![0i16; n];
-            col.typed::<ByteArrayType>().write_batch(&[], Some(&absent), None)?;
+            col.typed::<ByteArrayType>()
+                .write_batch(&[], Some(&absent), None)?;
+        }
+        (_, Some(shared)) => {
+            let values = text_values(v, shared, start, end);
+            col.typed::<ByteArrayType>()
+                .write_batch(&values, Some(&present), None)?;
         }
         _ => {
             return Err(LakeError::Column {

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use file_ingest::formats::Format;
-use file_ingest::pipeline::{FileIo, FileSpec, Limits, ingest};
-use pulselake_adapters::{AwsError, Resolved};
+use file_ingest::pipeline::{FileSpec, Limits, Pipeline, Step};
+use pulselake_adapters::Resolved;
 use pulselake_domain::time::{format_rfc3339_ms, parse_rfc3339_ms};
-use pulselake_domain::{Assignment, DeviceMappings, DeviceRecord, Metric, Partition, TimePolicy};
+use pulselake_domain::{Assignment, DeviceMappings, DeviceRecord, Metric, TimePolicy};
 
 const DEVICES: u64 = 4000;
 const SENSORS: u64 = 30;
@@ -55,32 +55,6 @@ fn data_file(target_bytes: u64) -> std::io::Result<PathBuf> {
     }
     w.flush()?;
     Ok(path)
-}
-
-/// In-memory adapters: the registry knows every device; outputs are counted, not kept.
-struct Sink {
-    registry: std::collections::HashMap<String, Arc<DeviceRecord>>,
-    parquet_bytes: u64,
-    chunks: u64,
-}
-
-impl FileIo for Sink {
-    fn resolve_devices(&mut self, ids: &[&str]) -> Result<Resolved, AwsError> {
-        Ok(ids
-            .iter()
-            .map(|id| ((*id).to_owned(), self.registry.get(*id).cloned()))
-            .collect())
-    }
-
-    fn write_chunk(&mut self, _: Partition, _: u32, parquet: Vec<u8>) -> Result<(), AwsError> {
-        self.parquet_bytes += parquet.len() as u64;
-        self.chunks += 1;
-        Ok(())
-    }
-
-    fn write_report_part(&mut self, _: u32, _: Vec<u8>) -> Result<(), AwsError> {
-        Ok(())
-    }
 }
 
 fn peak_rss_mb() -> f64 {
@@ -133,23 +107,38 @@ fn main() -> std::io::Result<()> {
     let mut timings = Vec::with_capacity(runs);
     let mut last = None;
     for _ in 0..runs {
-        let mut sink = Sink {
-            registry: registry.clone(),
-            parquet_bytes: 0,
-            chunks: 0,
-        };
         let started = Instant::now();
-        let report = ingest(
-            std::fs::File::open(&path)?,
-            &spec,
-            &mut sink,
-            Limits::default(),
-        )
-        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        let mut pipeline = Pipeline::new(std::fs::File::open(&path)?, &spec, Limits::default());
+        let (mut chunks, mut parquet_bytes) = (0, 0u64);
+        // The handler's loop, with the registry in memory and the outputs counted and
+        // dropped (the handler stores each and drops it).
+        let report = loop {
+            match pipeline
+                .advance()
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?
+            {
+                Step::Resolve(ids) => {
+                    let found: Resolved = ids
+                        .into_iter()
+                        .map(|id| {
+                            let r = registry.get(&id).cloned();
+                            (id, r)
+                        })
+                        .collect();
+                    pipeline.resolved(&found);
+                }
+                Step::Chunk(c) => {
+                    chunks += 1;
+                    parquet_bytes += c.parquet.len() as u64;
+                }
+                Step::ReportPart { .. } => {}
+                Step::Done(report) => break report,
+            }
+        };
         timings.push(started.elapsed().as_secs_f64());
-        last = Some((report, sink));
+        last = Some((report, chunks, parquet_bytes));
     }
-    let Some((report, sink)) = last else {
+    let Some((report, chunks, parquet_bytes)) = last else {
         return Ok(());
     };
     timings.sort_by(f64::total_cmp);
@@ -169,9 +158,9 @@ fn main() -> std::io::Result<()> {
     println!(
         "file-ingest: {mb:.0} MB generic CSV, {} rows -> {} Parquet chunks, {:.1} MB ({:.1}x smaller), one core",
         report.written,
-        sink.chunks,
-        sink.parquet_bytes as f64 / (1 << 20) as f64,
-        report.bytes as f64 / sink.parquet_bytes.max(1) as f64
+        chunks,
+        parquet_bytes as f64 / (1 << 20) as f64,
+        report.bytes as f64 / parquet_bytes.max(1) as f64
     );
     println!(
         "  throughput  {:.0} MB/s, {:.2} M rows/s ({secs:.2} s, median of {runs} runs: {})",

@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pulselake_adapters::{
-    AwsError, CachedRegistry, Claim, DedupStore, Notifier, Objects, RegistryLookup, Resolved,
-    SourceManifest, SubjectAliases,
+    AwsError, CachedRegistry, Claim, DedupStore, Notifier, Objects, RegistryLookup, SourceManifest,
+    SubjectAliases,
 };
 use pulselake_domain::quarantine::QuarantineEntry;
 use pulselake_domain::time::{Date, format_rfc3339_ms};
@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use crate::event::{Notification, ObjectRef, older, parse_body};
 use crate::formats::{Format, classify};
-use crate::pipeline::{FileFailure, FileIo, FileReport, FileSpec, Limits, ingest};
+use crate::pipeline::{FileError, FileReport, FileSpec, Limits, Pipeline, Step};
 
 /// Where things go.
 #[derive(Debug, Clone)]
@@ -271,26 +271,10 @@ impl<O: Objects, D: DedupStore, R: RegistryLookup, A: SubjectAliases, N: Notifie
             mappings: &self.mappings,
             policy: TimePolicy::history(),
         };
-        let body = self
-            .objects
-            .open(&obj.bucket, &obj.key, obj.version_id.as_deref())
-            .await?;
-        let handle = tokio::runtime::Handle::current();
-        let mut io = BlockingIo {
-            ingest: self,
-            obj,
-            handle: handle.clone(),
-            received_at,
-        };
-        // The pipeline is synchronous; it runs on this worker thread, borrowing the ports.
-        let result = tokio::task::block_in_place(|| {
-            ingest(body.into_reader(handle), &spec, &mut io, self.limits)
-        });
-        match result {
-            Err(FileFailure::Transient(e)) => Err(e),
-            Err(FileFailure::Rejected(rej, report)) => {
+        match self.run_pipeline(obj, &spec).await? {
+            Err((rej, report)) => {
                 self.discard_staged(obj).await?;
-                self.quarantine_file(obj, rej, *report).await
+                self.quarantine_file(obj, rej, report).await
             }
             Ok(report) => {
                 if let Some(of) = self
@@ -310,6 +294,64 @@ impl<O: Objects, D: DedupStore, R: RegistryLookup, A: SubjectAliases, N: Notifie
                 self.publish(obj, &report, previous).await?;
                 self.archive(obj).await?;
                 Ok(Outcome::Ingested(report))
+            }
+        }
+    }
+
+    /// Streams the object through the pipeline, doing the I/O it asks for: registry
+    /// lookups, staged chunks, report parts. The pipeline is synchronous (parsing is CPU
+    /// work, and it reads the S3 body through a blocking bridge), so each step runs with
+    /// `block_in_place`; every AWS call is made here, in async code.
+    /// `Ok(Err(..))`: the content was refused, with the reason and what was read.
+    async fn run_pipeline(
+        &self,
+        obj: &ObjectRef,
+        spec: &FileSpec<'_>,
+    ) -> Result<Result<FileReport, (Rejection, FileReport)>, AwsError> {
+        let body = self
+            .objects
+            .open(&obj.bucket, &obj.key, obj.version_id.as_deref())
+            .await?;
+        let input = tokio_util::io::SyncIoBridge::new(body.into_async_read());
+        let mut pipeline = tokio::task::block_in_place(|| Pipeline::new(input, spec, self.limits));
+        loop {
+            match tokio::task::block_in_place(|| pipeline.advance()) {
+                Ok(Step::Resolve(ids)) => {
+                    let found = self
+                        .registry
+                        .resolve(ids.iter().map(String::as_str))
+                        .await?;
+                    pipeline.resolved(&found);
+                }
+                Ok(Step::Chunk(c)) => {
+                    let key = self.staged_key(obj, &c.partition, c.number);
+                    let lake = &self.buckets.lake;
+                    self.objects
+                        .put(lake, &key, c.parquet, "application/vnd.apache.parquet")
+                        .await?;
+                }
+                Ok(Step::ReportPart { part, ndjson }) => {
+                    let key = format!(
+                        "{}rows-{part:04}.ndjson",
+                        self.report_prefix(obj, spec.received_at)
+                    );
+                    self.objects
+                        .put(
+                            &self.buckets.quarantine,
+                            &key,
+                            ndjson,
+                            "application/x-ndjson",
+                        )
+                        .await?;
+                }
+                Ok(Step::Done(report)) => return Ok(Ok(report)),
+                Err(FileError::Content(rej)) => return Ok(Err((rej, pipeline.report()))),
+                Err(FileError::Transport(e)) => {
+                    return Err(AwsError::transient(
+                        "s3:GetObject",
+                        format!("reading the file failed: {e}"),
+                    ));
+                }
             }
         }
     }
@@ -473,50 +515,5 @@ fn outcome_name(o: &Outcome) -> &'static str {
         Outcome::Superseded => "superseded",
         Outcome::Quarantined { .. } => "quarantined",
         Outcome::Busy => "busy",
-    }
-}
-
-/// The pipeline's outside world, for a blocking thread: async ports driven with `block_on`.
-struct BlockingIo<'h, O, D, R, A, N> {
-    ingest: &'h FileIngest<O, D, R, A, N>,
-    obj: &'h ObjectRef,
-    handle: tokio::runtime::Handle,
-    received_at: i64,
-}
-
-impl<O: Objects, D: DedupStore, R: RegistryLookup, A: SubjectAliases, N: Notifier> FileIo
-    for BlockingIo<'_, O, D, R, A, N>
-{
-    fn resolve_devices(&mut self, ids: &[&str]) -> Result<Resolved, AwsError> {
-        self.handle
-            .block_on(self.ingest.registry.resolve(ids.iter().copied()))
-    }
-
-    fn write_chunk(
-        &mut self,
-        partition: Partition,
-        chunk: u32,
-        parquet: Vec<u8>,
-    ) -> Result<(), AwsError> {
-        let key = self.ingest.staged_key(self.obj, &partition, chunk);
-        self.handle.block_on(self.ingest.objects.put(
-            &self.ingest.buckets.lake,
-            &key,
-            parquet,
-            "application/vnd.apache.parquet",
-        ))
-    }
-
-    fn write_report_part(&mut self, part: u32, ndjson: Vec<u8>) -> Result<(), AwsError> {
-        let key = format!(
-            "{}rows-{part:04}.ndjson",
-            self.ingest.report_prefix(self.obj, self.received_at)
-        );
-        self.handle.block_on(self.ingest.objects.put(
-            &self.ingest.buckets.quarantine,
-            &key,
-            ndjson,
-            "application/x-ndjson",
-        ))
     }
 }

@@ -4,8 +4,7 @@
 //! or fill its memory.
 
 use std::io::{BufRead, Error, ErrorKind, Read};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use flate2::bufread::GzDecoder;
 use sha2::{Digest, Sha256};
@@ -56,39 +55,51 @@ impl ByteLimitExceeded {
     }
 }
 
-/// Counts and hashes the raw bytes as they are read.
+/// The raw bytes read so far: their count and SHA-256 (the content's identity), shared
+/// by the reader that counts them and those that need the figures.
+#[derive(Clone, Default)]
+pub struct Tally(Arc<Mutex<(Sha256, u64)>>);
+
+impl Tally {
+    pub fn bytes(&self) -> u64 {
+        self.0.lock().map_or(0, |t| t.1)
+    }
+
+    /// Bytes read and their SHA-256 (lowercase hex).
+    pub fn finish(&self) -> (u64, String) {
+        match self.0.lock() {
+            Ok(t) => (t.1, hex::encode(t.0.clone().finalize())),
+            Err(_) => (0, String::new()),
+        }
+    }
+}
+
+/// Counts and hashes the raw bytes as they are read (a lock per read of up to 256 KiB).
 pub struct Hashed<R> {
     inner: R,
-    hash: Sha256,
-    bytes: Arc<AtomicU64>,
+    tally: Tally,
 }
 
 impl<R: Read> Hashed<R> {
     pub fn new(inner: R) -> Hashed<R> {
         Hashed {
             inner,
-            hash: Sha256::new(),
-            bytes: Arc::default(),
+            tally: Tally::default(),
         }
     }
 
-    /// A live count of the raw bytes read so far.
-    pub fn counter(&self) -> Arc<AtomicU64> {
-        self.bytes.clone()
-    }
-
-    /// Bytes read and their SHA-256 (lowercase hex).
-    pub fn finish(self) -> (u64, String) {
-        let bytes = self.bytes.load(Ordering::Relaxed);
-        (bytes, hex::encode(self.hash.finalize()))
+    pub fn tally(&self) -> Tally {
+        self.tally.clone()
     }
 }
 
 impl<R: Read> Read for Hashed<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        if let Ok(mut t) = self.tally.0.lock() {
+            t.0.update(&buf[..n]);
+            t.1 += n as u64;
+        }
         Ok(n)
     }
 }
@@ -97,12 +108,12 @@ impl<R: Read> Read for Hashed<R> {
 pub struct Bounded<R> {
     inner: R,
     decoded: u64,
-    raw: Arc<AtomicU64>,
+    raw: Tally,
     limits: ByteLimits,
 }
 
 impl<R: Read> Bounded<R> {
-    pub fn new(inner: R, raw: Arc<AtomicU64>, limits: ByteLimits) -> Bounded<R> {
+    pub fn new(inner: R, raw: Tally, limits: ByteLimits) -> Bounded<R> {
         Bounded {
             inner,
             decoded: 0,
@@ -123,8 +134,7 @@ impl<R: Read> Read for Bounded<R> {
             }
             .into_io());
         }
-        let raw = self.raw.load(Ordering::Relaxed).max(1);
-        if self.decoded > l.ratio_after && self.decoded / raw > l.max_ratio {
+        if self.decoded > l.ratio_after && self.decoded / self.raw.bytes().max(1) > l.max_ratio {
             return Err(ByteLimitExceeded::Ratio { max: l.max_ratio }.into_io());
         }
         Ok(n)
@@ -228,7 +238,7 @@ mod tests {
     fn a_decompression_bomb_stops_at_the_ratio_limit() {
         let bomb = gzip(&vec![b'\n'; 8 << 20]);
         let hashed = Hashed::new(bomb.as_slice());
-        let raw = hashed.counter();
+        let raw = hashed.tally();
         let limits = ByteLimits {
             max_decoded_bytes: 1 << 40,
             max_ratio: 100,
@@ -246,7 +256,7 @@ mod tests {
     fn decoded_bytes_are_bounded_for_plain_files_too() {
         let data = vec![b'x'; 4096];
         let hashed = Hashed::new(data.as_slice());
-        let raw = hashed.counter();
+        let raw = hashed.tally();
         let limits = ByteLimits {
             max_decoded_bytes: 1000,
             ..ByteLimits::default()
@@ -264,7 +274,7 @@ mod tests {
         let mut h = Hashed::new(&b"abc"[..]);
         std::io::copy(&mut h, &mut std::io::sink()).unwrap();
         assert_eq!(
-            h.finish(),
+            h.tally().finish(),
             (
                 3,
                 "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into()

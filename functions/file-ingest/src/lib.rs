@@ -2,13 +2,19 @@
 //! gzip of any) -> validated readings -> Parquet in the lake, each file exactly once;
 //! raw files archived, bad rows quarantined with reasons, ops told of failures.
 
+pub mod chunks;
 pub mod config;
+pub mod csv;
 pub mod event;
 pub mod formats;
 pub mod handler;
 pub mod intake;
+pub mod intern;
+pub mod ndjson;
 pub mod pipeline;
 pub mod records;
+pub mod report;
+pub mod rows;
 
 use std::time::Duration;
 

@@ -3,9 +3,11 @@
 
 use std::io::Read;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use file_ingest::formats::Format;
-use file_ingest::pipeline::{FileIo, FileSpec, Limits, ingest};
-use pulselake_adapters::{AwsError, Resolved};
+use file_ingest::pipeline::{FileSpec, Limits, Pipeline, run_in_memory};
 use pulselake_domain::time::parse_rfc3339_ms;
 use pulselake_domain::{Assignment, DeviceMappings, DeviceRecord, Partition, TimePolicy};
 
@@ -52,50 +54,25 @@ impl Read for GeneratedCsv {
     }
 }
 
-struct Collect {
-    devices: u64,
-    chunks: Vec<(Partition, u32, Vec<u8>)>,
-}
-
-impl FileIo for Collect {
-    fn resolve_devices(&mut self, ids: &[&str]) -> Result<Resolved, AwsError> {
-        let since = parse_rfc3339_ms("2026-01-01T00:00:00Z").unwrap();
-        Ok(ids
-            .iter()
-            .filter(|id| {
-                id.trim_start_matches("dev-")
-                    .parse::<u64>()
-                    .is_ok_and(|n| n < self.devices)
-            })
-            .map(|id| {
-                let rec = DeviceRecord {
-                    device_id: (*id).into(),
-                    // Subject names sort differently from device numbers.
-                    assignments: vec![Assignment {
-                        subject_id: format!("s-{}", id.chars().rev().collect::<String>()),
-                        valid_from: since,
-                        valid_to: None,
-                        cohort: None,
-                    }],
-                };
-                ((*id).to_owned(), Some(std::sync::Arc::new(rec)))
-            })
-            .collect())
-    }
-
-    fn write_chunk(
-        &mut self,
-        partition: Partition,
-        chunk: u32,
-        parquet: Vec<u8>,
-    ) -> Result<(), AwsError> {
-        self.chunks.push((partition, chunk, parquet));
-        Ok(())
-    }
-
-    fn write_report_part(&mut self, _: u32, _: Vec<u8>) -> Result<(), AwsError> {
-        Ok(())
-    }
+/// Every device of the generated file, assigned to a subject whose name sorts
+/// differently from the device number.
+fn registry(devices: u64) -> HashMap<String, Arc<DeviceRecord>> {
+    let since = parse_rfc3339_ms("2026-01-01T00:00:00Z").unwrap();
+    (0..devices)
+        .map(|n| {
+            let id = format!("dev-{n}");
+            let rec = DeviceRecord {
+                device_id: id.clone(),
+                assignments: vec![Assignment {
+                    subject_id: format!("s-{}", id.chars().rev().collect::<String>()),
+                    valid_from: since,
+                    valid_to: None,
+                    cohort: None,
+                }],
+            };
+            (id, Arc::new(rec))
+        })
+        .collect()
 }
 
 #[test]
@@ -123,11 +100,9 @@ fn a_file_far_larger_than_the_buffer_streams_through_in_sorted_chunks() {
         pending: Vec::new(),
         at: 0,
     };
-    let mut io = Collect {
-        devices: 50,
-        chunks: Vec::new(),
-    };
-    let report = ingest(input, &spec, &mut io, limits).unwrap();
+    let pipeline = Pipeline::new(input, &spec, limits);
+    let out = run_in_memory(pipeline, &registry(50)).unwrap();
+    let report = out.report;
     assert_eq!(report.written, rows);
     assert!(
         report.peak_buffered_rows <= limits.max_buffered_rows,
@@ -135,14 +110,15 @@ fn a_file_far_larger_than_the_buffer_streams_through_in_sorted_chunks() {
         report.peak_buffered_rows
     );
     assert!(
-        io.chunks.len() >= (rows as usize) / limits.max_buffered_rows,
+        out.chunks.len() >= (rows as usize) / limits.max_buffered_rows,
         "{} chunks",
-        io.chunks.len()
+        out.chunks.len()
     );
     let mut total = 0;
-    for (partition, _, bytes) in &io.chunks {
+    for c in &out.chunks {
+        let partition = &c.partition;
         let readings =
-            pulselake_lake::read_readings(bytes.clone().into(), partition.metric).unwrap();
+            pulselake_lake::read_readings(c.parquet.clone().into(), partition.metric).unwrap();
         total += readings.len();
         let keys: Vec<(&str, i64)> = readings
             .iter()
