@@ -47,10 +47,7 @@ impl ObjectRef {
 
 /// The first 16 hex digits of SHA-256.
 pub fn short_hash(s: &str) -> String {
-    Sha256::digest(s.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&Sha256::digest(s.as_bytes())[..8])
 }
 
 /// Is sequencer `a` older than `b`? (S3: compare after left-padding with zeros.)
@@ -194,22 +191,22 @@ pub fn parse_changes(body: &str) -> Changes {
 
 /// S3 event keys: `+` is a space, `%XX` a byte; the result must be UTF-8.
 pub fn url_decode(s: &str) -> Option<String> {
+    // A `%` not followed by two hex digits is malformed (percent-encoding would keep it).
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
+    let malformed = b.iter().enumerate().any(|(i, c)| {
+        *c == b'%'
+            && !b
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if malformed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 #[cfg(test)]

@@ -618,10 +618,7 @@ pub fn alert_id(rule_id: &str, subject_id: &str, at: i64) -> String {
     h.update(subject_id.as_bytes());
     h.update([0]);
     h.update(at.to_be_bytes());
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&h.finalize()[..16])
 }
 
 /// The rules deployed by default (`crates/domain/rules/default.json`, the SSM parameter's

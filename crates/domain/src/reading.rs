@@ -42,41 +42,21 @@ impl ReadingId {
         ReadingId(id)
     }
 
-    /// Lowercase hex, written to a stack buffer (a table of byte pairs: this runs per reading).
+    /// Lowercase hex, on the stack.
     pub fn hex(&self) -> HexId {
-        static PAIRS: [[u8; 2]; 256] = {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
-            let mut t = [[0u8; 2]; 256];
-            let mut i = 0;
-            while i < 256 {
-                t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
-                i += 1;
-            }
-            t
-        };
         let mut out = [0u8; 32];
-        for (i, b) in self.0.iter().enumerate() {
-            let [hi, lo] = PAIRS[usize::from(*b)];
-            out[2 * i] = hi;
-            out[2 * i + 1] = lo;
-        }
+        // 16 bytes always fit 32 hex digits.
+        let _ = hex::encode_to_slice(self.0, &mut out);
         HexId(out)
     }
 
+    /// Parses the 32 lowercase hex digits of an id (as stored in the lake).
     pub fn parse_hex(s: &str) -> Option<ReadingId> {
-        let b = s.as_bytes();
-        if b.len() != 32 {
+        if s.len() != 32 || s.bytes().any(|b| b.is_ascii_uppercase()) {
             return None;
         }
-        let nib = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
         let mut id = [0u8; 16];
-        for i in 0..16 {
-            id[i] = nib(b[2 * i])? << 4 | nib(b[2 * i + 1])?;
-        }
+        hex::decode_to_slice(s, &mut id).ok()?;
         Some(ReadingId(id))
     }
 }
@@ -200,100 +180,11 @@ impl Reading<'_> {
     }
 
     /// Appends this reading as one JSON line: the record format delivered to Firehose,
-    /// whose Parquet conversion reads it with the lake table's schema (by field name;
-    /// the order here is for speed). Equal byte for byte to the `Serialize` impl.
+    /// whose Parquet conversion reads it with the lake table's schema, by field name.
     pub fn write_json_line(&self, out: &mut Vec<u8>) {
-        self.write_json_line_with(out, &LineTail::of(self));
-    }
-
-    /// As `write_json_line`, with the fields shared by a message's readings rendered
-    /// once (`tail` must have been made from a reading with the same shared fields).
-    pub fn write_json_line_with(&self, out: &mut Vec<u8>, tail: &LineTail) {
-        out.extend_from_slice(b"{\"reading_id\":\"");
-        out.extend_from_slice(self.reading_id.hex().as_bytes());
-        out.extend_from_slice(b"\",\"sensor_id\":");
-        write_json_str(out, &self.sensor_id);
-        out.extend_from_slice(b",\"value\":");
-        write_json_f64(out, self.value);
-        out.extend_from_slice(b",\"measured_at\":");
-        out.extend_from_slice(itoa::Buffer::new().format(self.measured_at).as_bytes());
-        out.extend_from_slice(metric_fields(self.metric).as_bytes());
-        out.extend_from_slice(&tail.0);
-    }
-}
-
-/// The JSON of the fields a message's readings share (subject, device, receipt and
-/// provenance), with the closing brace and newline: rendered once per message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LineTail(Vec<u8>);
-
-impl LineTail {
-    pub fn of(r: &Reading<'_>) -> LineTail {
-        let mut out = Vec::with_capacity(160);
-        out.extend_from_slice(b",\"subject_id\":");
-        write_json_str(&mut out, &r.subject_id);
-        out.extend_from_slice(b",\"device_id\":");
-        write_json_str(&mut out, &r.device_id);
-        out.extend_from_slice(b",\"received_at\":");
-        out.extend_from_slice(itoa::Buffer::new().format(r.received_at).as_bytes());
-        out.extend_from_slice(b",\"source\":\"");
-        out.extend_from_slice(r.source.as_str().as_bytes());
-        out.extend_from_slice(b"\",\"source_ref\":");
-        write_json_str(&mut out, &r.source_ref);
-        out.extend_from_slice(b"}\n");
-        LineTail(out)
-    }
-}
-
-/// `,"unit":…,"loinc":…,"metric":…` for a metric: static, rendered once per process.
-fn metric_fields(m: Metric) -> &'static str {
-    static FIELDS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let all = FIELDS.get_or_init(|| {
-        Metric::all()
-            .map(|m| {
-                format!(
-                    ",\"unit\":{},\"loinc\":\"{}\",\"metric\":\"{}\"",
-                    json_text(m.unit()),
-                    m.loinc(),
-                    m.name()
-                )
-            })
-            .collect()
-    });
-    Metric::all()
-        .position(|x| x == m)
-        .and_then(|i| all.get(i))
-        .map_or("", String::as_str)
-}
-
-fn json_text(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_default()
-}
-
-/// A number as serde_json writes it. Most vitals are whole numbers: those skip the float
-/// formatter (`72.0`, as serde_json prints it); zero is left to it for its sign.
-fn write_json_f64(out: &mut Vec<u8>, v: f64) {
-    if v.fract() == 0.0 && v != 0.0 && v.abs() < 1e15 {
-        out.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
-        out.extend_from_slice(b".0");
-    } else {
-        // Serializing a number into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &v);
-    }
-}
-
-/// A JSON string: copied as is when nothing needs escaping (the common case), else
-/// escaped by serde_json. The check has no early exit, so it vectorizes.
-fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    let needs_escape = s.bytes().fold(false, |acc, b| {
-        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if !needs_escape {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        let _ = serde_json::to_writer(&mut *out, s);
+        // Serializing to a Vec cannot fail (no I/O; every field is serializable).
+        let _ = serde_json::to_writer(&mut *out, self);
+        out.push(b'\n');
     }
 }
 
@@ -379,41 +270,5 @@ mod tests {
         assert_eq!(v["metric"], "body_temp");
         let back: Reading = serde_json::from_slice(&line).unwrap();
         assert_eq!(back, r);
-    }
-
-    #[test]
-    fn the_hand_written_line_equals_serde_output_even_for_strings_that_need_escaping() {
-        for (subject, sensor, value) in [
-            ("subj-1", "hr-0", 72.0),
-            ("quote\"back\\slash", "tab\tnewline\n", -0.000123),
-            ("ünïcødé ✓", "\u{1}ctl", 1e21),
-            ("s", "whole", 120.0),
-            ("s", "negative", -40.0),
-            ("s", "zero", 0.0),
-            ("s", "negative zero", -0.0),
-            ("s", "big", 1e15),
-            ("s", "fraction", 36.6),
-        ] {
-            let r = Reading {
-                reading_id: ReadingId::derive("d", sensor, Metric::Glucose, 7),
-                subject_id: subject.into(),
-                device_id: "dev-\"x\"".into(),
-                sensor_id: sensor.into(),
-                metric: Metric::Glucose,
-                value,
-                measured_at: -5,
-                received_at: i64::MAX,
-                source: Source::File,
-                source_ref: "sha256:abc".into(),
-            };
-            let mut fast = Vec::new();
-            r.write_json_line(&mut fast);
-            let mut expected = serde_json::to_vec(&r).unwrap();
-            expected.push(b'\n');
-            assert_eq!(
-                String::from_utf8(fast).unwrap(),
-                String::from_utf8(expected).unwrap()
-            );
-        }
     }
 }

@@ -4,7 +4,6 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -12,8 +11,8 @@ use pulselake_adapters::{AwsError, CachedRegistry, ObjectStore, RecordSink, Regi
 use pulselake_domain::message::DeviceMessage;
 use pulselake_domain::time::{Date, format_rfc3339_ms};
 use pulselake_domain::{
-    DeviceMappings, LineTail, Provenance, QuarantineEntry, ReadingId, Reason, RejectedReading,
-    Rejection, Source, TimePolicy, normalize,
+    DeviceMappings, Provenance, QuarantineEntry, ReadingId, Reason, RejectedReading, Rejection,
+    Source, TimePolicy, normalize,
 };
 use tokio::time::Instant;
 
@@ -38,7 +37,7 @@ pub struct Ingest<S, Q, R> {
 pub struct Scratch {
     buf: Vec<u8>,
     /// The batch's readings so far, with the value kept for each.
-    seen: HashMap<ReadingId, f64, BuildHasherDefault<IdHasher>>,
+    seen: HashMap<ReadingId, f64, foldhash::fast::RandomState>,
 }
 
 /// Holds the scratch between invocations (one invocation at a time uses it).
@@ -60,24 +59,6 @@ impl ScratchPool {
         s.buf.clear();
         s.seen.clear();
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = s;
-    }
-}
-
-/// A reading id is already a uniform SHA-256 prefix: its first 8 bytes are the hash.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8).take(1) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(b);
-        }
     }
 }
 
@@ -214,9 +195,6 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
                 received_at,
             };
             let mut rejected = Vec::new();
-            // The fields a message's readings share, rendered once (per subject: a device
-            // reassigned mid-message yields readings of two subjects).
-            let mut tail: Option<(&str, LineTail)> = None;
             for (n, raw) in message.readings.into_iter().enumerate() {
                 let first = raw
                     .and_then(|raw| normalize(raw, device, prov, &self.policy))
@@ -234,18 +212,7 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
                     });
                 match first {
                     Ok(Some(reading)) => {
-                        let shared = match &tail {
-                            Some((subject, t)) if *subject == reading.subject_id => t,
-                            _ => {
-                                &tail
-                                    .insert((
-                                        device.subject_at(reading.measured_at).unwrap_or_default(),
-                                        LineTail::of(&reading),
-                                    ))
-                                    .1
-                            }
-                        };
-                        packer.push_with(index, |buf| reading.write_json_line_with(buf, shared));
+                        packer.push_with(index, |buf| reading.write_json_line(buf));
                     }
                     Ok(None) => stats.duplicates += 1,
                     Err(rej) => {
