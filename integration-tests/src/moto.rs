@@ -141,7 +141,7 @@ impl Moto {
 
 /// SDK configuration for an endpoint (moto directly, or a proxy in front of it).
 pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    pulselake_adapters::aws::with_client_policy(aws_config::defaults(BehaviorVersion::latest()))
         .region(Region::new(REGION))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new(

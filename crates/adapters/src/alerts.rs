@@ -10,6 +10,7 @@ use aws_sdk_sns::types::MessageAttributeValue;
 use pulselake_domain::alerting::{Alert, RuleState};
 
 use crate::error::AwsError;
+use crate::retry::RetryPolicy;
 
 /// One (subject, rule) pair as stored: its evaluation state, and alerts raised but not
 /// yet confirmed published (so a crash between the two never loses a page).
@@ -97,9 +98,8 @@ impl AlertStates for DynamoAlertStates {
                     .build()
                     .map_err(|e| AwsError::permanent(OP, e.to_string()))?,
             )]));
-            let mut attempts = 0;
+            let mut backoff = RetryPolicy::default().backoff(None);
             while let Some(items) = request.take() {
-                attempts += 1;
                 let resp = self
                     .client
                     .batch_get_item()
@@ -126,14 +126,11 @@ impl AlertStates for DynamoAlertStates {
                     }
                 }
                 let unprocessed = resp.unprocessed_keys().filter(|u| !u.is_empty()).cloned();
-                if unprocessed.is_some() && attempts >= 5 {
+                if unprocessed.is_some() && !backoff.wait().await {
                     return Err(AwsError::transient(
                         OP,
-                        "keys left unprocessed after 5 attempts",
+                        "keys stayed unprocessed (throttled)",
                     ));
-                }
-                if unprocessed.is_some() {
-                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempts)).await;
                 }
                 request = unprocessed;
             }

@@ -5,7 +5,31 @@ use aws_config::{BehaviorVersion, SdkConfig};
 /// Loads the SDK configuration from the environment (region, credentials and, for the
 /// local stack, `AWS_ENDPOINT_URL`). Call once in `main` and build every client from it.
 pub async fn load_config() -> SdkConfig {
-    aws_config::load_defaults(BehaviorVersion::latest()).await
+    with_client_policy(aws_config::defaults(BehaviorVersion::latest()))
+        .load()
+        .await
+}
+
+/// The SDK's own retries and timeouts, set once for every client: standard mode (with
+/// its retry quota, so a failing service is not hammered), 3 attempts, and a bound on
+/// each attempt so a stuck connection cannot eat an invocation. The ports' own retries
+/// ([`crate::retry`]) cover what the SDK does not see as a failure.
+pub fn with_client_policy(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
+    use aws_config::retry::RetryConfig;
+    use aws_config::timeout::TimeoutConfig;
+    use std::time::Duration;
+    loader
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(50)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(20))
+                .build(),
+        )
 }
 
 /// An S3 client. Against a custom endpoint (the local stack) addressing is path-style,

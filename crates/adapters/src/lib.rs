@@ -16,13 +16,14 @@ pub mod notify;
 pub mod objects;
 pub mod params;
 pub mod registry;
+pub mod retry;
 pub mod s3_events;
 
 pub use alerts::{
     AlertPublisher, AlertStates, DynamoAlertStates, MemoryAlertStates, MemoryPublisher, SnsAlerts,
     StoredState,
 };
-pub use aws::{ConfigError, env_number, env_var, load_config, s3_client};
+pub use aws::{ConfigError, env_number, env_var, load_config, s3_client, with_client_policy};
 pub use aws_config::SdkConfig;
 pub use dedup::{Claim, DedupStore, DynamoDedup, MemoryDedup, SourceManifest};
 pub use emf::Metrics;
@@ -37,3 +38,4 @@ pub use objects::{
     MemoryBucket, MemoryObjects, ObjectBody, ObjectStore, Objects, S3Bucket, S3Objects,
 };
 pub use registry::{CachedRegistry, DynamoRegistry, MemoryRegistry, RegistryLookup, Resolved};
+pub use retry::{Backoff, RetryPolicy, with_retries};

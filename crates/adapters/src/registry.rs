@@ -14,6 +14,7 @@ use pulselake_domain::time::{format_rfc3339_ms, parse_rfc3339_ms};
 use pulselake_domain::{Assignment, DeviceRecord};
 
 use crate::error::AwsError;
+use crate::retry::RetryPolicy;
 
 /// Port: fetches the records of the given devices; absent devices are simply missing.
 pub trait RegistryLookup: Send + Sync {
@@ -44,7 +45,6 @@ impl DynamoRegistry {
 
 /// BatchGetItem takes at most 100 keys.
 const BATCH_GET_MAX: usize = 100;
-const UNPROCESSED_RETRIES: u32 = 5;
 
 impl RegistryLookup for DynamoRegistry {
     async fn fetch(&self, device_ids: &[&str]) -> Result<Vec<DeviceRecord>, AwsError> {
@@ -62,7 +62,7 @@ impl RegistryLookup for DynamoRegistry {
                 .consistent_read(false)
                 .build()
                 .map_err(|e| AwsError::permanent(OP, e.to_string()))?;
-            let mut attempt = 0;
+            let mut backoff = RetryPolicy::default().backoff(None);
             loop {
                 let resp = self
                     .client
@@ -76,14 +76,12 @@ impl RegistryLookup for DynamoRegistry {
                 }
                 match resp.unprocessed_keys().and_then(|u| u.get(&self.table)) {
                     Some(rest) if !rest.keys().is_empty() => {
-                        attempt += 1;
-                        if attempt > UNPROCESSED_RETRIES {
+                        if !backoff.wait().await {
                             return Err(AwsError::transient(
                                 OP,
                                 "registry keys stayed unprocessed (throttled)",
                             ));
                         }
-                        tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
                         request = rest.clone();
                     }
                     _ => break,

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use pulselake_adapters::RecordSink;
 use pulselake_adapters::firehose::{MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
+use pulselake_adapters::{RecordSink, RetryPolicy};
 use tokio::time::Instant;
 
 /// Firehose bills ingestion in 5 KiB steps per record: packing whole JSON lines into
@@ -99,26 +99,8 @@ impl Packer {
     }
 }
 
-/// How hard to try before handing failures back to Lambda.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub base: Duration,
-    pub cap: Duration,
-    pub max_attempts: u32,
-    /// Time kept back for the work after delivery (quarantine, response).
-    pub reserve: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            base: Duration::from_millis(50),
-            cap: Duration::from_secs(2),
-            max_attempts: 8,
-            reserve: Duration::from_millis(1500),
-        }
-    }
-}
+/// Time kept back for the work after delivery (quarantine, response).
+pub const RESERVE: Duration = Duration::from_millis(1500);
 
 /// What delivery achieved.
 #[derive(Debug, Default, PartialEq)]
@@ -154,7 +136,7 @@ fn batches(records: &[&[u8]], indices: &[usize]) -> Vec<Vec<usize>> {
     out
 }
 
-/// Delivers every record, retrying only failed entries until `deadline - reserve`.
+/// Delivers every record, retrying only failed entries until `deadline - RESERVE`.
 pub async fn deliver<S: RecordSink>(
     sink: &S,
     records: &[&[u8]],
@@ -164,7 +146,7 @@ pub async fn deliver<S: RecordSink>(
     let mut report = DeliveryReport::default();
     let mut pending: Vec<usize> = (0..records.len()).collect();
     let mut given_up: Vec<usize> = Vec::new();
-    let mut attempt = 0u32;
+    let mut backoff = policy.backoff(Some(deadline.checked_sub(RESERVE).unwrap_or(deadline)));
     while !pending.is_empty() {
         let mut retry = Vec::new();
         for batch in batches(records, &pending) {
@@ -191,20 +173,10 @@ pub async fn deliver<S: RecordSink>(
         if retry.is_empty() {
             break;
         }
-        attempt += 1;
-        let ceiling = policy
-            .cap
-            .min(policy.base.saturating_mul(1 << attempt.min(16)));
-        // Full jitter: a uniform fraction of the ceiling, so retrying shards spread out.
-        let sleep = ceiling.mul_f64(fastrand::f64());
-        let budget_left = deadline
-            .saturating_duration_since(Instant::now())
-            .saturating_sub(policy.reserve);
-        if attempt >= policy.max_attempts || sleep >= budget_left {
+        if !backoff.wait().await {
             given_up.extend_from_slice(&retry);
             break;
         }
-        tokio::time::sleep(sleep).await;
         report.resent += retry.len();
         pending = retry;
     }
@@ -362,9 +334,7 @@ mod tests {
         let start = Instant::now();
         let report = deliver(&sink, &refs(&records), deadline, RetryPolicy::default()).await;
         assert_eq!(report.failed, [1]);
-        assert!(
-            Instant::now() <= deadline - RetryPolicy::default().reserve + Duration::from_millis(1)
-        );
+        assert!(Instant::now() <= deadline - RESERVE + Duration::from_millis(1));
         assert!(Instant::now() >= start);
     }
 

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use pulselake_adapters::{AwsError, CachedRegistry, ObjectStore, RecordSink, RegistryLookup};
+use pulselake_adapters::{
+    AwsError, CachedRegistry, ObjectStore, RecordSink, RegistryLookup, RetryPolicy, with_retries,
+};
 use pulselake_domain::message::DeviceMessage;
 use pulselake_domain::time::{Date, format_rfc3339_ms};
 use pulselake_domain::{
@@ -16,7 +18,7 @@ use pulselake_domain::{
 };
 use tokio::time::Instant;
 
-use crate::delivery::{DeliveryReport, Packer, RetryPolicy, deliver};
+use crate::delivery::{DeliveryReport, Packer, deliver};
 use crate::event::{Payload, StreamBatch, StreamRecord};
 
 /// Everything the handler needs, built once per cold start.
@@ -232,7 +234,7 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
         let firehose_records = packer.records();
         let (report, quarantine_result) = tokio::join!(
             deliver(&self.sink, &firehose_records, deadline, self.retry),
-            self.write_quarantine(&key, quarantine_body),
+            self.write_quarantine(&key, quarantine_body, deadline),
         );
 
         // 5. Whatever could not be finished goes back to Lambda by sequence number.
@@ -283,25 +285,24 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
         stats.readings_failed = failed_lines;
     }
 
-    /// Writes the report, retrying transient errors a few times.
-    async fn write_quarantine(&self, key: &str, body: Vec<u8>) -> Result<(), AwsError> {
+    /// Writes the report, retrying transient errors within the invocation's time.
+    async fn write_quarantine(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<(), AwsError> {
         if body.is_empty() {
             return Ok(());
         }
-        let mut attempt = 0;
-        loop {
-            match self
-                .quarantine
+        let until = deadline
+            .checked_sub(crate::delivery::RESERVE)
+            .unwrap_or(deadline);
+        with_retries(self.retry, Some(until), || {
+            self.quarantine
                 .put(key, body.clone(), "application/x-ndjson")
-                .await
-            {
-                Err(e) if e.retryable && attempt < 3 => {
-                    attempt += 1;
-                    tokio::time::sleep(self.retry.base * (1 << attempt)).await;
-                }
-                other => return other,
-            }
-        }
+        })
+        .await
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use pulselake_adapters::RetryPolicy;
 use pulselake_adapters::{
     AwsError, CachedRegistry, FailedEntry, MemoryBucket, MemoryRegistry, MemorySink, ObjectStore,
     RecordSink,
@@ -14,7 +15,6 @@ use pulselake_domain::{
     Assignment, DeviceMappings, DeviceRecord, QuarantineEntry, Reading, Reason, TimePolicy,
 };
 use serde_json::json;
-use stream_ingest::delivery::RetryPolicy;
 use stream_ingest::{Ingest, IngestError, Outcome, StreamBatch};
 use tokio::time::Instant;
 
