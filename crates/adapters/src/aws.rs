@@ -45,25 +45,26 @@ pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
 pub fn env_var(name: &str) -> Result<String, ConfigError> {
     match std::env::var(name) {
         Ok(v) if !v.trim().is_empty() => Ok(v),
-        _ => Err(ConfigError(format!(
-            "environment variable {name} must be set"
-        ))),
+        _ => Err(ConfigError::Missing(name.to_owned())),
     }
 }
 
 /// Reads an optional numeric environment variable with a default.
 pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
     match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| {
-            ConfigError(format!(
-                "environment variable {name}={v:?} is not a valid number"
-            ))
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| ConfigError::NotANumber {
+            name: name.to_owned(),
+            value: v.clone(),
         }),
         _ => Ok(default),
     }
 }
 
-/// Configuration that makes a function unable to start.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(pub String);
+/// Configuration that makes a function unable to start, naming what to set.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: environment variable {0} must be set")]
+    Missing(String),
+    #[error("configuration: environment variable {name}={value:?} is not a valid number")]
+    NotANumber { name: String, value: String },
+}

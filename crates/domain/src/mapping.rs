@@ -113,18 +113,37 @@ struct MappingSpec {
     reading: Option<ReadingExprs>,
 }
 
-/// A mapping document that cannot be used. Raised at load (cold start), never per message.
-#[derive(Debug, thiserror::Error)]
-#[error("device mappings: {0}")]
-pub struct MappingError(String);
+/// A mapping document that cannot be used. Raised at load (cold start), never per
+/// message; it names the mapping and the field at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MappingError {
+    #[error("device mappings: not a valid document: {0}")]
+    NotADocument(String),
+    #[error("device mappings: document version {0} is not supported (expected 1)")]
+    Version(u32),
+    #[error("device mappings: the document holds no mapping")]
+    Empty,
+    #[error("device mappings: mapping {0:?} is defined twice")]
+    Duplicate(String),
+    #[error("device mappings: mapping {mapping:?}: {problem}")]
+    Mapping { mapping: String, problem: String },
+}
+
+fn invalid(mapping: &str, problem: impl Into<String>) -> MappingError {
+    MappingError::Mapping {
+        mapping: mapping.to_owned(),
+        problem: problem.into(),
+    }
+}
 
 fn check_pointer(mapping: &str, what: &str, p: &str) -> Result<(), MappingError> {
     if p.is_empty() || p.starts_with('/') {
         Ok(())
     } else {
-        Err(MappingError(format!(
-            "mapping {mapping:?}: {what} path {p:?} must be a JSON pointer starting with '/'"
-        )))
+        Err(invalid(
+            mapping,
+            format!("{what} path {p:?} must be a JSON pointer starting with '/'"),
+        ))
     }
 }
 
@@ -133,20 +152,20 @@ fn check_expr(mapping: &str, what: &str, e: &Expr, timestamp: bool) -> Result<()
         (Some(p), None) => check_pointer(mapping, what, p)?,
         (None, Some(_)) => {}
         _ => {
-            return Err(MappingError(format!(
-                "mapping {mapping:?}: {what} needs exactly one of \"path\" or \"const\""
-            )));
+            return Err(invalid(
+                mapping,
+                format!("{what} needs exactly one of \"path\" or \"const\""),
+            ));
         }
     }
     if timestamp && e.format.is_none() {
-        return Err(MappingError(format!(
-            "mapping {mapping:?}: {what} needs a \"format\" (rfc3339, epoch_millis or epoch_seconds)"
-        )));
+        return Err(invalid(
+            mapping,
+            format!("{what} needs a \"format\" (rfc3339, epoch_millis or epoch_seconds)"),
+        ));
     }
     if !timestamp && e.format.is_some() {
-        return Err(MappingError(format!(
-            "mapping {mapping:?}: {what} takes no \"format\""
-        )));
+        return Err(invalid(mapping, format!("{what} takes no \"format\"")));
     }
     Ok(())
 }
@@ -160,61 +179,54 @@ impl DeviceMappings {
 
     /// Loads and validates a mapping document, with an error that names the mapping and field.
     pub fn from_json(doc: &str) -> Result<DeviceMappings, MappingError> {
-        let doc: Document = serde_json::from_str(doc)
-            .map_err(|e| MappingError(format!("not a valid document: {e}")))?;
+        let doc: Document =
+            serde_json::from_str(doc).map_err(|e| MappingError::NotADocument(e.to_string()))?;
         if doc.version != 1 {
-            return Err(MappingError(format!(
-                "document version {} is not supported (expected 1)",
-                doc.version
-            )));
+            return Err(MappingError::Version(doc.version));
         }
         let mut native_v1 = false;
         let mut declarative = Vec::new();
         let mut names = std::collections::HashSet::new();
         for m in doc.mappings {
             if !names.insert(m.name.clone()) {
-                return Err(MappingError(format!(
-                    "mapping {:?} is defined twice",
-                    m.name
-                )));
+                return Err(MappingError::Duplicate(m.name));
             }
             if let Some(parser) = &m.parser {
                 if parser != NATIVE_V1 {
-                    return Err(MappingError(format!(
-                        "mapping {:?}: unknown parser {parser:?} (known: {NATIVE_V1})",
-                        m.name
-                    )));
+                    return Err(invalid(
+                        &m.name,
+                        format!("unknown parser {parser:?} (known: {NATIVE_V1})"),
+                    ));
                 }
                 if !m.when.is_empty()
                     || m.device_id.is_some()
                     || m.reading.is_some()
                     || m.readings.is_some()
                 {
-                    return Err(MappingError(format!(
-                        "mapping {:?}: a native parser takes no expressions (it selects on v = 1)",
-                        m.name
-                    )));
+                    return Err(invalid(
+                        &m.name,
+                        "a native parser takes no expressions (it selects on v = 1)",
+                    ));
                 }
                 native_v1 = true;
                 continue;
             }
             let name = m.name;
             if m.when.is_empty() {
-                return Err(MappingError(format!(
-                    "mapping {name:?}: \"when\" must hold at least one condition"
-                )));
+                return Err(invalid(&name, "\"when\" must hold at least one condition"));
             }
             for c in &m.when {
                 check_pointer(&name, "when", &c.path)?;
                 if c.equals.is_none() == c.exists.is_none() {
-                    return Err(MappingError(format!(
-                        "mapping {name:?}: a condition needs exactly one of \"equals\" or \"exists\""
-                    )));
+                    return Err(invalid(
+                        &name,
+                        "a condition needs exactly one of \"equals\" or \"exists\"",
+                    ));
                 }
             }
-            let device_id = m.device_id.ok_or_else(|| {
-                MappingError(format!("mapping {name:?}: \"device_id\" is required"))
-            })?;
+            let device_id = m
+                .device_id
+                .ok_or_else(|| invalid(&name, "\"device_id\" is required"))?;
             check_expr(&name, "device_id", &device_id, false)?;
             if let Some(e) = &m.message_id {
                 check_expr(&name, "message_id", e, false)?;
@@ -222,9 +234,9 @@ impl DeviceMappings {
             if let Some(p) = &m.readings {
                 check_pointer(&name, "readings", p)?;
             }
-            let reading = m.reading.ok_or_else(|| {
-                MappingError(format!("mapping {name:?}: \"reading\" is required"))
-            })?;
+            let reading = m
+                .reading
+                .ok_or_else(|| invalid(&name, "\"reading\" is required"))?;
             check_expr(&name, "reading.sensor_id", &reading.sensor_id, false)?;
             check_expr(&name, "reading.metric", &reading.metric, false)?;
             check_expr(&name, "reading.value", &reading.value, false)?;
@@ -240,7 +252,7 @@ impl DeviceMappings {
             });
         }
         if !native_v1 && declarative.is_empty() {
-            return Err(MappingError("the document holds no mapping".into()));
+            return Err(MappingError::Empty);
         }
         Ok(DeviceMappings {
             native_v1,

@@ -8,12 +8,13 @@ use pulselake_domain::message::check_id;
 use pulselake_domain::time::{Date, parse_timestamp_utc_default_ms};
 use pulselake_domain::{Metric, Reason, Rejection};
 
+use crate::error::ReadFault;
 use crate::formats::{
     CsvLayout, Format, check_seed_header, csv_layout, parse_value, seed_time, short,
 };
 use crate::records::{Record, Records};
 use crate::report::RowRef;
-use crate::rows::{ParsedRow, ReadFault, Sink};
+use crate::rows::{ParsedRow, Sink};
 
 /// Which CSV, and what its header said.
 enum Kind {

@@ -5,6 +5,7 @@
 pub mod chunks;
 pub mod config;
 pub mod csv;
+pub mod error;
 pub mod event;
 pub mod formats;
 pub mod handler;

@@ -23,12 +23,13 @@ use pulselake_domain::{
 
 use crate::chunks::{ChunkFile, Chunks, Repeat, Row};
 use crate::csv::CsvRows;
+pub use crate::error::FileError;
 use crate::formats::Format;
-use crate::intake::{Bounded, ByteLimitExceeded, ByteLimits, GzMembers, Hashed, Tally};
+use crate::intake::{Bounded, ByteLimits, GzMembers, Hashed, Tally};
 use crate::intern::{Interner, Sym};
-use crate::records::{RecordError, Records};
+use crate::records::Records;
 use crate::report::{Report, RowRef};
-use crate::rows::{Block, Counts, Pending, ReadFault, Sink, reject};
+use crate::rows::{Block, Counts, Pending, Sink, reject};
 
 /// The file being ingested.
 pub struct FileSpec<'a> {
@@ -117,18 +118,6 @@ pub enum Step {
     ReportPart { part: u32, ndjson: Vec<u8> },
     /// The file is read; nothing more will come.
     Done(FileReport),
-}
-
-/// Why the pipeline stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum FileError {
-    /// The file's content cannot be ingested: quarantine it whole with this reason.
-    /// The same bytes would fail again, so it is never retried.
-    #[error("{0}")]
-    Content(Rejection),
-    /// Reading the object failed in transit: worth a retry.
-    #[error("reading the file failed: {0}")]
-    Transport(std::io::Error),
 }
 
 /// What the registry said of a device id of this file.
@@ -327,7 +316,7 @@ impl<'s> Pipeline<'s> {
         if let Rows::CsvUnopened = self.rows {
             let subject = self.spec.subject.as_deref();
             let opened = CsvRows::open(&mut self.input, &self.spec.format, subject);
-            self.rows = Rows::Csv(opened.map_err(|f| self.fault(f))?);
+            self.rows = Rows::Csv(opened.map_err(|f| f.classify(self.gzip))?);
         }
         let mut sink = Sink {
             block: &mut self.block,
@@ -342,7 +331,7 @@ impl<'s> Pipeline<'s> {
             Rows::CsvUnopened => Ok(false),
         };
         self.take_report_parts();
-        more.map_err(|f| self.fault(f))
+        more.map_err(|f| f.classify(self.gzip))
     }
 
     /// The block's devices this file has not looked up yet. A seed file's devices are
@@ -529,42 +518,6 @@ impl<'s> Pipeline<'s> {
         while let Some((part, ndjson)) = self.report.take_part() {
             self.ready.push_back(Step::ReportPart { part, ndjson });
         }
-    }
-
-    /// A read fault is the file's (corrupt compression, a limit the content broke) or the
-    /// transport's (retry). Told apart by type, never by message.
-    fn fault(&self, f: ReadFault) -> FileError {
-        let e = match f {
-            ReadFault::Content(rej) => return FileError::Content(rej),
-            ReadFault::Io(e) => e,
-        };
-        if let Some(limit) = ByteLimitExceeded::of(&e) {
-            let reason = match limit {
-                ByteLimitExceeded::TrailingGarbage => Reason::CorruptCompression,
-                _ => Reason::Oversized,
-            };
-            return FileError::Content(Rejection::new(reason, limit.to_string()));
-        }
-        if let Some(bad) = RecordError::of(&e) {
-            let reason = match bad {
-                RecordError::LineTooLong { .. } => Reason::Oversized,
-                RecordError::UnterminatedQuote { .. } => Reason::UnterminatedQuote,
-            };
-            return FileError::Content(Rejection::new(reason, bad.to_string()));
-        }
-        let corrupt = matches!(
-            e.kind(),
-            std::io::ErrorKind::InvalidData
-                | std::io::ErrorKind::InvalidInput
-                | std::io::ErrorKind::UnexpectedEof
-        );
-        if self.gzip && corrupt {
-            return FileError::Content(Rejection::new(
-                Reason::CorruptCompression,
-                format!("the gzip data does not decompress: {e}"),
-            ));
-        }
-        FileError::Transport(e)
     }
 }
 

@@ -138,19 +138,3 @@ pub fn reject(
     }
     report.reject(at, rej, payload, readings);
 }
-
-/// Why a reader stopped before the end of the file.
-#[derive(Debug)]
-pub enum ReadFault {
-    /// Reading the bytes failed (the content's fault, or the transport's: see
-    /// [`crate::pipeline`]).
-    Io(std::io::Error),
-    /// The file as a whole is unusable.
-    Content(Rejection),
-}
-
-impl From<std::io::Error> for ReadFault {
-    fn from(e: std::io::Error) -> Self {
-        ReadFault::Io(e)
-    }
-}
