@@ -34,8 +34,6 @@ pub use heartbeats::{DynamoHeartbeats, Heartbeats, MemoryHeartbeats};
 pub use notify::{
     DynamoAliases, MemoryAliases, MemoryNotifier, Notifier, SnsTopic, SubjectAliases,
 };
-pub use objects::{
-    MemoryBucket, MemoryObjects, ObjectBody, ObjectStore, Objects, S3Bucket, S3Objects,
-};
+pub use objects::{MemoryObjects, ObjectBody, ObjectReader, ObjectWriter, S3Objects};
 pub use registry::{CachedRegistry, DynamoRegistry, MemoryRegistry, RegistryLookup, Resolved};
 pub use retry::{Backoff, RetryPolicy, with_retries};

@@ -8,83 +8,8 @@ use aws_sdk_s3::primitives::ByteStream;
 
 use crate::error::AwsError;
 
-/// Port: writes one object into a bucket chosen at construction.
-pub trait ObjectStore: Send + Sync {
-    fn put(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        content_type: &str,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
-}
-
-/// S3 adapter. Encryption is the bucket's default (SSE-KMS with a bucket key), so
-/// writers need not, and cannot forget to, ask for it.
-pub struct S3Bucket {
-    client: aws_sdk_s3::Client,
-    bucket: String,
-}
-
-impl S3Bucket {
-    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> S3Bucket {
-        S3Bucket {
-            client,
-            bucket: bucket.into(),
-        }
-    }
-
-    pub fn from_config(sdk: &aws_config::SdkConfig, bucket: impl Into<String>) -> S3Bucket {
-        S3Bucket::new(crate::aws::s3_client(sdk), bucket)
-    }
-
-    pub fn name(&self) -> &str {
-        &self.bucket
-    }
-}
-
-impl ObjectStore for S3Bucket {
-    async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), AwsError> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("s3:PutObject", e))?;
-        Ok(())
-    }
-}
-
-/// An in-memory bucket: for unit tests and benchmarks.
-#[derive(Default)]
-pub struct MemoryBucket {
-    objects: Mutex<BTreeMap<String, Vec<u8>>>,
-}
-
-impl MemoryBucket {
-    pub fn objects(&self) -> BTreeMap<String, Vec<u8>> {
-        self.objects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-impl ObjectStore for MemoryBucket {
-    async fn put(&self, key: &str, body: Vec<u8>, _content_type: &str) -> Result<(), AwsError> {
-        self.objects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.to_owned(), body);
-        Ok(())
-    }
-}
-
-/// Port: objects across buckets, for file ingestion (read the upload, write lake files,
-/// archive, clean up).
-pub trait Objects: Send + Sync {
+/// Port: reading objects (an upload, lake files) and what is in a bucket.
+pub trait ObjectReader: Send + Sync {
     /// Opens an object (a version of it, when given) for streaming.
     fn open(
         &self,
@@ -92,6 +17,23 @@ pub trait Objects: Send + Sync {
         key: &str,
         version: Option<&str>,
     ) -> impl Future<Output = Result<ObjectBody, AwsError>> + Send;
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+    /// Whether any object's key starts with `prefix` (one cheap call, whatever the count).
+    fn any_under(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+}
+
+/// Port: writing objects (lake files, reports, archives) and removing them.
+/// Encryption is the buckets' default (SSE-KMS with a bucket key), so writers need
+/// not, and cannot forget to, ask for it.
+pub trait ObjectWriter: Send + Sync {
     fn put(
         &self,
         bucket: &str,
@@ -115,17 +57,6 @@ pub trait Objects: Send + Sync {
         key: &str,
         version: Option<&str>,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
-    fn list(
-        &self,
-        bucket: &str,
-        prefix: &str,
-    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
-    /// Whether any object's key starts with `prefix` (one cheap call, whatever the count).
-    fn any_under(
-        &self,
-        bucket: &str,
-        prefix: &str,
-    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
 }
 
 /// An object's content, streamed.
@@ -157,7 +88,7 @@ fn encode_key(key: &str) -> String {
     utf8_percent_encode(key, KEEP).to_string()
 }
 
-/// The S3 adapter for [`Objects`].
+/// The S3 adapter for [`ObjectReader`] and [`ObjectWriter`].
 pub struct S3Objects {
     client: aws_sdk_s3::Client,
 }
@@ -170,7 +101,7 @@ impl S3Objects {
     }
 }
 
-impl Objects for S3Objects {
+impl ObjectReader for S3Objects {
     async fn open(
         &self,
         bucket: &str,
@@ -189,6 +120,41 @@ impl Objects for S3Objects {
         Ok(ObjectBody::S3(out.body))
     }
 
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, AwsError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("s3:ListObjectsV2", e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        Ok(keys)
+    }
+
+    async fn any_under(&self, bucket: &str, prefix: &str) -> Result<bool, AwsError> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("s3:ListObjectsV2", e))?;
+        Ok(!page.contents().is_empty())
+    }
+}
+
+impl ObjectWriter for S3Objects {
     async fn put(
         &self,
         bucket: &str,
@@ -243,42 +209,9 @@ impl Objects for S3Objects {
             .map_err(|e| AwsError::from_sdk("s3:DeleteObject", e))?;
         Ok(())
     }
-
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, AwsError> {
-        let mut keys = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("s3:ListObjectsV2", e))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_owned)),
-            );
-        }
-        Ok(keys)
-    }
-
-    async fn any_under(&self, bucket: &str, prefix: &str) -> Result<bool, AwsError> {
-        let page = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .max_keys(1)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("s3:ListObjectsV2", e))?;
-        Ok(!page.contents().is_empty())
-    }
 }
 
-/// In-memory buckets for [`Objects`]: for unit tests and benchmarks.
+/// In-memory buckets for [`ObjectReader`] and [`ObjectWriter`]: for unit tests and benchmarks.
 #[derive(Default)]
 pub struct MemoryObjects {
     buckets: Mutex<BTreeMap<(String, String), bytes::Bytes>>,
@@ -309,7 +242,7 @@ impl MemoryObjects {
     }
 }
 
-impl Objects for MemoryObjects {
+impl ObjectReader for MemoryObjects {
     async fn open(
         &self,
         bucket: &str,
@@ -326,6 +259,20 @@ impl Objects for MemoryObjects {
             })
     }
 
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, AwsError> {
+        Ok(self
+            .keys(bucket)
+            .into_iter()
+            .filter(|k| k.starts_with(prefix))
+            .collect())
+    }
+
+    async fn any_under(&self, bucket: &str, prefix: &str) -> Result<bool, AwsError> {
+        Ok(self.keys(bucket).iter().any(|k| k.starts_with(prefix)))
+    }
+}
+
+impl ObjectWriter for MemoryObjects {
     async fn put(
         &self,
         bucket: &str,
@@ -363,18 +310,6 @@ impl Objects for MemoryObjects {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(bucket.into(), key.into()));
         Ok(())
-    }
-
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, AwsError> {
-        Ok(self
-            .keys(bucket)
-            .into_iter()
-            .filter(|k| k.starts_with(prefix))
-            .collect())
-    }
-
-    async fn any_under(&self, bucket: &str, prefix: &str) -> Result<bool, AwsError> {
-        Ok(self.keys(bucket).iter().any(|k| k.starts_with(prefix)))
     }
 }
 

@@ -8,7 +8,9 @@ pub mod sync;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
 use pulselake_adapters::lambda_batch::{sqs_messages, sqs_response};
-use pulselake_adapters::{AwsError, Catalog, GlueCatalog, Metrics, Objects, S3Objects, SdkConfig};
+use pulselake_adapters::{
+    AwsError, Catalog, GlueCatalog, Metrics, ObjectReader, S3Objects, SdkConfig,
+};
 
 pub use config::Config;
 pub use sync::{CatalogSync, Message, SyncOutcome, SyncStats};
@@ -40,7 +42,7 @@ impl From<BatchError> for lambda_runtime::Diagnostic {
 }
 
 /// One invocation: the SQS batch, with a partial batch response by message id.
-pub async fn function_handler<C: Catalog, O: Objects>(
+pub async fn function_handler<C: Catalog, O: ObjectReader>(
     event: LambdaEvent<SqsEvent>,
     sync: &CatalogSync<C, O>,
 ) -> Result<SqsBatchResponse, BatchError> {

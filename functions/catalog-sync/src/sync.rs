@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use pulselake_adapters::glue::{MAX_DELETES_PER_CALL, MAX_PARTITIONS_PER_CALL};
 use pulselake_adapters::s3_events::{ChangeKind, Changes, parse_changes};
-use pulselake_adapters::{ALREADY_EXISTS, AwsError, Catalog, NOT_FOUND, Objects};
+use pulselake_adapters::{ALREADY_EXISTS, AwsError, Catalog, NOT_FOUND, ObjectReader};
 use pulselake_domain::Partition;
 use pulselake_domain::partition::READINGS_PREFIX;
 
@@ -21,7 +21,7 @@ pub struct SyncStats {
     pub messages: usize,
     /// Lake objects the messages named.
     pub objects: usize,
-    /// Objects that are not readings data (Firehose error output, staging, other tables).
+    /// ObjectReader that are not readings data (Firehose error output, staging, other tables).
     pub ignored: usize,
     /// Distinct partitions the batch touched.
     pub partitions: usize,
@@ -49,7 +49,7 @@ pub struct CatalogSync<C, O> {
 /// Partitions and the messages (by index) that named them.
 type Touched = BTreeMap<Partition, BTreeSet<usize>>;
 
-impl<C: Catalog, O: Objects> CatalogSync<C, O> {
+impl<C: Catalog, O: ObjectReader> CatalogSync<C, O> {
     pub async fn handle_batch(&self, messages: &[Message<'_>]) -> Result<SyncOutcome, AwsError> {
         let mut stats = SyncStats {
             messages: messages.len(),

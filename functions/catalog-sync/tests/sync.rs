@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use catalog_sync::{CatalogSync, Message};
-use pulselake_adapters::{MemoryCatalog, MemoryObjects, Objects};
+use pulselake_adapters::{MemoryCatalog, MemoryObjects, ObjectWriter};
 use pulselake_domain::Partition;
 
 const LAKE: &str = "lake";

@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pulselake_adapters::{
-    AwsError, CachedRegistry, Claim, DedupStore, Notifier, Objects, RegistryLookup, SourceManifest,
-    SubjectAliases,
+    AwsError, CachedRegistry, Claim, DedupStore, Notifier, ObjectReader, ObjectWriter,
+    RegistryLookup, SourceManifest, SubjectAliases,
 };
 use pulselake_domain::quarantine::QuarantineEntry;
 use pulselake_domain::time::{Date, format_rfc3339_ms};
@@ -109,8 +109,13 @@ fn epoch_s() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-impl<O: Objects, D: DedupStore, R: RegistryLookup, A: SubjectAliases, N: Notifier>
-    FileIngest<O, D, R, A, N>
+impl<
+    O: ObjectReader + ObjectWriter,
+    D: DedupStore,
+    R: RegistryLookup,
+    A: SubjectAliases,
+    N: Notifier,
+> FileIngest<O, D, R, A, N>
 {
     /// Handles an SQS batch; messages that could not be finished are returned for retry.
     pub async fn handle_batch(

@@ -24,7 +24,8 @@ use lambda_runtime::LambdaEvent;
 use pulselake_adapters::lambda_batch::{sqs_messages, sqs_response};
 use pulselake_adapters::{
     AwsError, CachedRegistry, DedupStore, DynamoAliases, DynamoDedup, DynamoRegistry, Metrics,
-    Notifier, Objects, RegistryLookup, S3Objects, SdkConfig, SnsTopic, SubjectAliases,
+    Notifier, ObjectReader, ObjectWriter, RegistryLookup, S3Objects, SdkConfig, SnsTopic,
+    SubjectAliases,
 };
 use pulselake_domain::DeviceMappings;
 
@@ -82,7 +83,7 @@ impl From<BatchError> for lambda_runtime::Diagnostic {
 
 /// One invocation: the SQS batch, with a partial batch response by message id.
 pub async fn function_handler<
-    O: Objects,
+    O: ObjectReader + ObjectWriter,
     D: DedupStore,
     R: RegistryLookup,
     A: SubjectAliases,

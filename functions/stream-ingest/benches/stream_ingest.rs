@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use pulselake_adapters::{CachedRegistry, MemoryBucket, MemoryRegistry, MemorySink};
+use pulselake_adapters::{CachedRegistry, MemoryObjects, MemoryRegistry, MemorySink};
 use pulselake_domain::time::{DAY_MS, format_rfc3339_ms};
 use pulselake_domain::{Assignment, DeviceMappings, DeviceRecord, Metric, TimePolicy};
 use serde_json::json;
@@ -87,7 +87,8 @@ fn main() {
     let (raw, devices) = event();
     let ingest = Ingest {
         sink: MemorySink::default(),
-        quarantine: MemoryBucket::default(),
+        quarantine: MemoryObjects::default(),
+        quarantine_bucket: "quarantine".into(),
         registry: CachedRegistry::new(
             MemoryRegistry::new(devices),
             Duration::from_secs(300),

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use pulselake_adapters::{
-    AwsError, CachedRegistry, ObjectStore, RecordSink, RegistryLookup, RetryPolicy, with_retries,
+    AwsError, CachedRegistry, ObjectWriter, RecordSink, RegistryLookup, RetryPolicy, with_retries,
 };
 use pulselake_domain::message::DeviceMessage;
 use pulselake_domain::time::{Date, format_rfc3339_ms};
@@ -25,6 +25,7 @@ use crate::event::{Payload, StreamBatch, StreamRecord};
 pub struct Ingest<S, Q, R> {
     pub sink: S,
     pub quarantine: Q,
+    pub quarantine_bucket: String,
     pub registry: CachedRegistry<R>,
     pub mappings: DeviceMappings,
     pub policy: TimePolicy,
@@ -126,7 +127,7 @@ impl From<IngestError> for lambda_runtime::Diagnostic {
     }
 }
 
-impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
+impl<S: RecordSink, Q: ObjectWriter, R: RegistryLookup> Ingest<S, Q, R> {
     pub async fn handle(
         &self,
         batch: &StreamBatch,
@@ -299,8 +300,12 @@ impl<S: RecordSink, Q: ObjectStore, R: RegistryLookup> Ingest<S, Q, R> {
             .checked_sub(crate::delivery::RESERVE)
             .unwrap_or(deadline);
         with_retries(self.retry, Some(until), || {
-            self.quarantine
-                .put(key, body.clone(), "application/x-ndjson")
+            self.quarantine.put(
+                &self.quarantine_bucket,
+                key,
+                body.clone(),
+                "application/x-ndjson",
+            )
         })
         .await
     }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use lambda_runtime::LambdaEvent;
 use pulselake_adapters::{
-    CachedRegistry, DynamoRegistry, FirehoseSink, Metrics, ObjectStore, RecordSink, RegistryLookup,
-    S3Bucket, SdkConfig,
+    CachedRegistry, DynamoRegistry, FirehoseSink, Metrics, ObjectWriter, RecordSink,
+    RegistryLookup, S3Objects, SdkConfig,
 };
 use pulselake_domain::DeviceMappings;
 
@@ -22,7 +22,7 @@ pub use event::StreamBatch;
 pub use handler::{Ingest, IngestError, Outcome, Stats};
 
 /// The production wiring: SDK adapters built from one shared configuration.
-pub type AwsIngest = Ingest<FirehoseSink, S3Bucket, DynamoRegistry>;
+pub type AwsIngest = Ingest<FirehoseSink, S3Objects, DynamoRegistry>;
 
 /// Builds the function's dependencies once per cold start.
 pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<AwsIngest, lambda_runtime::Error> {
@@ -35,7 +35,8 @@ pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<AwsIngest, lambda
     };
     Ok(Ingest {
         sink: FirehoseSink::from_config(sdk, &config.delivery_stream),
-        quarantine: S3Bucket::from_config(sdk, &config.quarantine_bucket),
+        quarantine: S3Objects::from_config(sdk),
+        quarantine_bucket: config.quarantine_bucket.clone(),
         registry: CachedRegistry::new(
             DynamoRegistry::from_config(sdk, &config.registry_table),
             config.registry_ttl,
@@ -50,7 +51,7 @@ pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<AwsIngest, lambda
 
 /// One invocation: runs the batch against the invocation's deadline, emits metrics
 /// and one summary log line, and answers Lambda with the failed sequence numbers.
-pub async fn function_handler<S: RecordSink, Q: ObjectStore, R: RegistryLookup>(
+pub async fn function_handler<S: RecordSink, Q: ObjectWriter, R: RegistryLookup>(
     event: LambdaEvent<StreamBatch>,
     ingest: &Ingest<S, Q, R>,
 ) -> Result<KinesisEventResponse, IngestError> {

@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use pulselake_adapters::RetryPolicy;
 use pulselake_adapters::{
-    AwsError, CachedRegistry, FailedEntry, MemoryBucket, MemoryRegistry, MemorySink, ObjectStore,
+    AwsError, CachedRegistry, FailedEntry, MemoryObjects, MemoryRegistry, MemorySink, ObjectWriter,
     RecordSink,
 };
 use pulselake_domain::time::{DAY_MS, format_rfc3339_ms};
@@ -47,10 +47,11 @@ fn registry() -> MemoryRegistry {
     ])
 }
 
-fn ingest<S: RecordSink, Q: ObjectStore>(sink: S, quarantine: Q) -> Ingest<S, Q, MemoryRegistry> {
+fn ingest<S: RecordSink, Q: ObjectWriter>(sink: S, quarantine: Q) -> Ingest<S, Q, MemoryRegistry> {
     Ingest {
         sink,
         quarantine,
+        quarantine_bucket: QUARANTINE.into(),
         registry: CachedRegistry::new(registry(), Duration::from_secs(60), Duration::from_secs(60)),
         mappings: DeviceMappings::builtin(),
         policy: TimePolicy::stream(),
@@ -113,7 +114,7 @@ fn batch(payloads: &[Vec<u8>]) -> StreamBatch {
     )
 }
 
-async fn run<S: RecordSink, Q: ObjectStore>(
+async fn run<S: RecordSink, Q: ObjectWriter>(
     i: &Ingest<S, Q, MemoryRegistry>,
     b: &StreamBatch,
 ) -> Result<Outcome, IngestError> {
@@ -133,9 +134,12 @@ fn lake_rows(sink: &MemorySink) -> Vec<Reading<'static>> {
         .collect()
 }
 
-fn entries(q: &MemoryBucket) -> Vec<QuarantineEntry> {
-    q.objects()
-        .values()
+const QUARANTINE: &str = "quarantine";
+
+fn entries(q: &MemoryObjects) -> Vec<QuarantineEntry> {
+    q.keys(QUARANTINE)
+        .iter()
+        .filter_map(|k| q.get(QUARANTINE, k))
         .flat_map(|body| {
             body.split(|b| *b == b'\n')
                 .filter(|l| !l.is_empty())
@@ -147,7 +151,7 @@ fn entries(q: &MemoryBucket) -> Vec<QuarantineEntry> {
 
 /// Runs one bad record next to a good message and checks the reason and the accounting.
 async fn assert_quarantined(bad: Vec<u8>, expect: Reason, bad_readings: usize) {
-    let (sink, q) = (MemorySink::default(), MemoryBucket::default());
+    let (sink, q) = (MemorySink::default(), MemoryObjects::default());
     let i = ingest(sink, q);
     let out = run(&i, &batch(&[v1("dev-1", good(5)), bad]))
         .await
@@ -181,7 +185,7 @@ async fn assert_quarantined(bad: Vec<u8>, expect: Reason, bad_readings: usize) {
 
 #[tokio::test]
 async fn invalid_base64_is_quarantined_with_the_raw_data() {
-    let i = ingest(MemorySink::default(), MemoryBucket::default());
+    let i = ingest(MemorySink::default(), MemoryObjects::default());
     let b = batch_of(&[
         STANDARD.encode(v1("dev-1", good(2))),
         "!!not base64!!".into(),
@@ -326,30 +330,30 @@ async fn an_unknown_version_is_quarantined() {
 
 #[tokio::test]
 async fn an_empty_batch_succeeds_with_nothing_to_do() {
-    let i = ingest(MemorySink::default(), MemoryBucket::default());
+    let i = ingest(MemorySink::default(), MemoryObjects::default());
     let out = run(&i, &StreamBatch::default()).await.unwrap();
     assert!(out.failed_sequence_numbers.is_empty());
     assert!(i.sink.take().is_empty());
-    assert!(i.quarantine.objects().is_empty());
+    assert!(i.quarantine.keys(QUARANTINE).is_empty());
 }
 
 #[tokio::test]
 async fn the_same_record_twice_lands_once() {
-    let i = ingest(MemorySink::default(), MemoryBucket::default());
+    let i = ingest(MemorySink::default(), MemoryObjects::default());
     let msg = v1("dev-1", good(3));
     let out = run(&i, &batch(&[msg.clone(), msg])).await.unwrap();
     let rows = lake_rows(&i.sink);
     assert_eq!(rows.len(), 3);
     assert_eq!(out.stats.duplicates, 3);
     assert!(
-        i.quarantine.objects().is_empty(),
+        i.quarantine.keys(QUARANTINE).is_empty(),
         "a duplicate is not a fault"
     );
 }
 
 #[tokio::test]
 async fn the_vendor_flat_format_reaches_the_lake_normalized() {
-    let i = ingest(MemorySink::default(), MemoryBucket::default());
+    let i = ingest(MemorySink::default(), MemoryObjects::default());
     let flat = format!(
         r#"{{"serial":"ACME-7781","type":"TEMP","val":98.6,"uom":"F","ts":{}}}"#,
         NOW - 5000
@@ -367,7 +371,7 @@ async fn the_vendor_flat_format_reaches_the_lake_normalized() {
 
 #[tokio::test]
 async fn the_sample_event_is_handled() {
-    let i = ingest(MemorySink::default(), MemoryBucket::default());
+    let i = ingest(MemorySink::default(), MemoryObjects::default());
     let b: StreamBatch =
         serde_json::from_str(include_str!("../../../events/stream-ingest.kinesis.json")).unwrap();
     let reg = MemoryRegistry::new([DeviceRecord {
@@ -412,7 +416,7 @@ impl RecordSink for RefusesRecordsContaining {
 
 #[tokio::test(start_paused = true)]
 async fn undeliverable_readings_report_their_records_as_batch_failures() {
-    let i = ingest(RefusesRecordsContaining("poison"), MemoryBucket::default());
+    let i = ingest(RefusesRecordsContaining("poison"), MemoryObjects::default());
     // Firehose records pack lines of neighbouring Kinesis records; a refused one fails
     // every Kinesis record with a line in it, and no other.
     let big = |tag: &str| {
@@ -463,7 +467,7 @@ async fn when_every_record_fails_the_batch_errors_so_lambda_retries() {
             ))
         }
     }
-    let i = ingest(Down, MemoryBucket::default());
+    let i = ingest(Down, MemoryObjects::default());
     let err = run(&i, &batch(&[v1("dev-1", good(2)), v1("dev-1", good(3))]))
         .await
         .unwrap_err();
@@ -476,9 +480,22 @@ async fn when_every_record_fails_the_batch_errors_so_lambda_retries() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_quarantine_write_reports_the_quarantined_records() {
     struct BrokenBucket;
-    impl ObjectStore for BrokenBucket {
-        async fn put(&self, _: &str, _: Vec<u8>, _: &str) -> Result<(), AwsError> {
+    impl ObjectWriter for BrokenBucket {
+        async fn put(&self, _: &str, _: &str, _: Vec<u8>, _: &str) -> Result<(), AwsError> {
             Err(AwsError::transient("s3:PutObject", "SlowDown"))
+        }
+        async fn copy(
+            &self,
+            _: &str,
+            _: &str,
+            _: Option<&str>,
+            _: &str,
+            _: &str,
+        ) -> Result<(), AwsError> {
+            Err(AwsError::transient("s3:CopyObject", "SlowDown"))
+        }
+        async fn delete(&self, _: &str, _: &str, _: Option<&str>) -> Result<(), AwsError> {
+            Err(AwsError::transient("s3:DeleteObject", "SlowDown"))
         }
     }
     let i = ingest(MemorySink::default(), BrokenBucket);
@@ -511,7 +528,7 @@ async fn a_device_reassigned_mid_message_attributes_each_reading_to_its_subject(
     }]);
     let i = Ingest {
         registry: CachedRegistry::new(reg, Duration::ZERO, Duration::ZERO),
-        ..ingest(MemorySink::default(), MemoryBucket::default())
+        ..ingest(MemorySink::default(), MemoryObjects::default())
     };
     let readings = vec![
         reading("a", "heart_rate", json!(70), "/min", switch - 1000),
@@ -539,7 +556,7 @@ async fn a_device_reassigned_mid_message_attributes_each_reading_to_its_subject(
 #[tokio::test]
 async fn two_metrics_from_one_sensor_at_one_instant_both_land() {
     // A pulse oximeter reports heart rate and SpO2 under one sensor id at one instant.
-    let i = ingest(MemorySink::default(), MemoryBucket::default());
+    let i = ingest(MemorySink::default(), MemoryObjects::default());
     let at = NOW - 1000;
     let msg = v1(
         "dev-1",
@@ -556,14 +573,14 @@ async fn two_metrics_from_one_sensor_at_one_instant_both_land() {
         (out.stats.duplicates, out.stats.readings_quarantined()),
         (0, 0)
     );
-    assert!(i.quarantine.objects().is_empty());
+    assert!(i.quarantine.keys(QUARANTINE).is_empty());
 }
 
 #[tokio::test]
 async fn a_second_value_for_the_same_reading_is_quarantined_as_a_conflict() {
     // 72 then 140 for the same sensor, metric and instant, in two records of a batch:
     // the first is kept, the second is held with its reason, never dropped silently.
-    let i = ingest(MemorySink::default(), MemoryBucket::default());
+    let i = ingest(MemorySink::default(), MemoryObjects::default());
     let at = NOW - 1000;
     let first = v1(
         "dev-1",
