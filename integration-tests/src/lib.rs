@@ -15,6 +15,7 @@ pub mod moto;
 pub mod names;
 pub mod provision;
 pub mod proxy;
+pub mod pyarrow;
 pub mod scenario;
 pub mod simulator;
 pub mod sqs_esm;

@@ -327,11 +327,17 @@ pub struct CatalogReport {
     /// Rows per metric as the lake holds them, and as DuckDB counts them.
     pub lake_rows: BTreeMap<String, usize>,
     pub duckdb_rows: BTreeMap<String, usize>,
+    /// Lake files pyarrow read whole, and those whose schema or row count was off.
+    pub pyarrow_files: usize,
+    pub pyarrow_mismatches: Vec<String>,
 }
 
 impl CatalogReport {
     pub fn adds_up(&self) -> bool {
-        self.missing.is_empty() && self.extra.is_empty() && self.lake_rows == self.duckdb_rows
+        self.missing.is_empty()
+            && self.extra.is_empty()
+            && self.lake_rows == self.duckdb_rows
+            && self.pyarrow_mismatches.is_empty()
     }
 }
 
@@ -379,8 +385,14 @@ pub async fn run_catalog(
     } else {
         crate::duckdb::rows_per_metric(&dir)
     };
+    let read = crate::pyarrow::read_all(&dir);
+    if let Ok(files) = &read {
+        r.pyarrow_files = files.len();
+        r.pyarrow_mismatches = crate::pyarrow::mismatches(&dir, files);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     r.duckdb_rows = counted?;
+    read?;
     Ok(r)
 }
 

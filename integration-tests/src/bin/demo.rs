@@ -261,6 +261,14 @@ fn print_catalog(r: &CatalogReport, stream: &StreamReport, files: &FileScenarioR
         n(files.lake_distinct),
         ok(duckdb_total == reported)
     );
+    println!(
+        "  check: pyarrow reads all {} lake files whole, each with the lake's schema and its footer's row count: {}",
+        n(r.pyarrow_files),
+        ok(r.pyarrow_files > 0 && r.pyarrow_mismatches.is_empty())
+    );
+    for m in r.pyarrow_mismatches.iter().take(5) {
+        println!("    {m}");
+    }
 }
 
 fn print_alerts(r: &AlertReport) {
