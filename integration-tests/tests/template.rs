@@ -421,3 +421,53 @@ fn alerting_reads_the_stream_through_its_own_consumer_tuned_for_latency() {
         text(&t["Resources"]["AlertsTopic"]["Properties"]["KmsMasterKeyId"]).contains("DataKey")
     );
 }
+
+#[test]
+fn the_metric_catalog_rules_mappings_and_lake_schema_agree() {
+    use pulselake_domain::Metric;
+    use pulselake_domain::alerting::{DEFAULT_RULES, RuleSet};
+    // The catalog: every metric has a LOINC code and accepts its canonical unit first.
+    assert_eq!(Metric::all().count(), Metric::COUNT);
+    for m in Metric::all() {
+        let spec = m.spec();
+        assert!(!spec.loinc.is_empty() && spec.accepted[0].unit == spec.unit, "{m}");
+        assert!(spec.min < spec.max, "{m}");
+    }
+    // Rules: valid against the catalog (metrics, plausible bounds), and every metric is
+    // watched by at least one rule.
+    let rules = RuleSet::from_json(DEFAULT_RULES).unwrap();
+    for m in Metric::all() {
+        assert!(rules.rules().iter().any(|r| r.metric == m), "no rule watches {m}");
+    }
+    // Mappings: what a vendor's names map to is a catalog metric, and what its units map
+    // to is accepted for that metric.
+    let doc: serde_json::Value =
+        serde_json::from_str(pulselake_domain::mapping::BUILTIN_MAPPINGS).unwrap();
+    for mapping in doc["mappings"].as_array().unwrap() {
+        let reading = &mapping["reading"];
+        let Some(metrics) = reading["metric"]["map"].as_object() else {
+            continue;
+        };
+        let accepted: Vec<&str> = metrics
+            .values()
+            .map(|m| {
+                let metric = Metric::from_name(m.as_str().unwrap())
+                    .unwrap_or_else(|| panic!("{m} is not a catalog metric"));
+                metric.spec().accepted.iter().map(|c| c.unit)
+            })
+            .flat_map(|u| u.collect::<Vec<_>>())
+            .collect();
+        for unit in reading["unit"]["map"].as_object().into_iter().flat_map(|u| u.values()) {
+            let unit = unit.as_str().unwrap();
+            assert!(accepted.contains(&unit), "{unit} is accepted by no mapped metric");
+        }
+    }
+    // The lake: the Glue table is the writer's schema (see the test above), and the
+    // partition keys are the path's.
+    assert_eq!(pulselake_lake::PARTITION_KEYS, ["metric", "year", "month", "day"]);
+    assert!(
+        pulselake_domain::Partition::of(Metric::Spo2, 0)
+            .to_string()
+            .starts_with("metric=spo2/year=1970/month=01/day=01")
+    );
+}
