@@ -8,24 +8,12 @@ use pulselake_domain::{Partition, QuarantineEntry, Reading, ReadingId, Reason};
 use crate::Result;
 use crate::provision::Stack;
 
+/// Every key under `prefix`, through the same adapter the functions list with.
 pub async fn list_keys(stack: &Stack, bucket: &str, prefix: &str) -> Result<Vec<String>> {
-    let mut keys = Vec::new();
-    let mut pages = stack
-        .s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        keys.extend(
-            page?
-                .contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
-    }
-    Ok(keys)
+    use pulselake_adapters::{ObjectReader, S3Objects};
+    Ok(S3Objects::from_config(&stack.sdk)
+        .list(bucket, prefix)
+        .await?)
 }
 
 pub async fn get_bytes(stack: &Stack, bucket: &str, key: &str) -> Result<Bytes> {

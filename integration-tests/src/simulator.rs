@@ -44,15 +44,19 @@ pub enum Fault {
     OutOfRange,
     UnknownUnit,
     ValueAsString,
+    /// A device unknown to the registry, publishing on its own topic.
     UnknownDevice,
+    /// A device publishing a message that claims another device of the fleet.
+    ClaimsAnotherDevice,
 }
 
-const FAULTS: [Fault; 5] = [
+const FAULTS: [Fault; 6] = [
     Fault::CorruptJson,
     Fault::OutOfRange,
     Fault::UnknownUnit,
     Fault::ValueAsString,
     Fault::UnknownDevice,
+    Fault::ClaimsAnotherDevice,
 ];
 
 #[derive(Debug, Clone)]
@@ -230,10 +234,15 @@ impl Fleet {
                         Some(Fault::UnknownUnit) => uom = "furlongs".into(),
                         Some(Fault::ValueAsString) => val = json!(val.to_string()),
                         Some(Fault::UnknownDevice) => serial = self.rogue_id(true),
+                        Some(Fault::ClaimsAnotherDevice) => serial = self.other_device(d),
                         _ => {}
                     }
+                    let publisher = match fault {
+                        Some(Fault::UnknownDevice) => serial.clone(),
+                        _ => device.id.clone(),
+                    };
                     let payload = json!({"serial": serial, "type": acme_type(s.metric), "val": val, "uom": uom, "ts": at});
-                    out.push(self.finish(&device.id, payload, fault, 1, ledger));
+                    out.push(self.finish(&publisher, payload, fault, 1, ledger));
                 }
             } else {
                 let fault = self.fault();
@@ -258,14 +267,18 @@ impl Fleet {
                                          "unit": unit, "measured_at": format_rfc3339_ms(at)}),
                     );
                 }
-                let device_id = if fault == Some(Fault::UnknownDevice) {
-                    self.rogue_id(false)
-                } else {
-                    device.id.clone()
+                let device_id = match fault {
+                    Some(Fault::UnknownDevice) => self.rogue_id(false),
+                    Some(Fault::ClaimsAnotherDevice) => self.other_device(d),
+                    _ => device.id.clone(),
+                };
+                let publisher = match fault {
+                    Some(Fault::UnknownDevice) => device_id.clone(),
+                    _ => device.id.clone(),
                 };
                 let payload = json!({"v": 1, "device_id": device_id, "message_id": format!("{:032x}", self.rng.u128(..)),
                                      "sent_at": format_rfc3339_ms(at_ms), "readings": readings});
-                out.push(self.finish(&device.id, payload, fault, device.sensors.len(), ledger));
+                out.push(self.finish(&publisher, payload, fault, device.sensors.len(), ledger));
             }
         }
         out
@@ -280,9 +293,15 @@ impl Fleet {
         }
     }
 
+    /// Another device of the fleet than device `d` (itself in a fleet of one).
+    fn other_device(&self, d: usize) -> String {
+        self.devices[(d + 1) % self.devices.len()].id.clone()
+    }
+
+    /// The message as published by `publisher` (its topic), and what the ledger expects.
     fn finish(
         &mut self,
-        device_id: &str,
+        publisher: &str,
         payload: serde_json::Value,
         fault: Option<Fault>,
         readings: usize,
@@ -296,16 +315,17 @@ impl Fleet {
             Some(Fault::CorruptJson) => {
                 bytes.truncate(bytes.len() / 2);
                 ledger.corrupt_messages += 1;
-                return (topic_for(device_id), bytes);
+                return (topic_for(publisher), bytes);
             }
             Some(Fault::OutOfRange) => expect(Reason::OutOfRange, 1),
             Some(Fault::UnknownUnit) => expect(Reason::UnknownUnit, 1),
             Some(Fault::ValueAsString) => expect(Reason::ValueNotNumber, 1),
             Some(Fault::UnknownDevice) => expect(Reason::UnknownDevice, readings),
+            Some(Fault::ClaimsAnotherDevice) => expect(Reason::DeviceMismatch, readings),
             None => {}
         }
         ledger.readings += readings;
-        (topic_for(device_id), bytes)
+        (topic_for(publisher), bytes)
     }
 }
 

@@ -430,14 +430,20 @@ fn the_metric_catalog_rules_mappings_and_lake_schema_agree() {
     assert_eq!(Metric::all().count(), Metric::COUNT);
     for m in Metric::all() {
         let spec = m.spec();
-        assert!(!spec.loinc.is_empty() && spec.accepted[0].unit == spec.unit, "{m}");
+        assert!(
+            !spec.loinc.is_empty() && spec.accepted[0].unit == spec.unit,
+            "{m}"
+        );
         assert!(spec.min < spec.max, "{m}");
     }
     // Rules: valid against the catalog (metrics, plausible bounds), and every metric is
     // watched by at least one rule.
     let rules = RuleSet::from_json(DEFAULT_RULES).unwrap();
     for m in Metric::all() {
-        assert!(rules.rules().iter().any(|r| r.metric == m), "no rule watches {m}");
+        assert!(
+            rules.rules().iter().any(|r| r.metric == m),
+            "no rule watches {m}"
+        );
     }
     // Mappings: what a vendor's names map to is a catalog metric, and what its units map
     // to is accepted for that metric.
@@ -457,17 +463,70 @@ fn the_metric_catalog_rules_mappings_and_lake_schema_agree() {
             })
             .flat_map(|u| u.collect::<Vec<_>>())
             .collect();
-        for unit in reading["unit"]["map"].as_object().into_iter().flat_map(|u| u.values()) {
+        for unit in reading["unit"]["map"]
+            .as_object()
+            .into_iter()
+            .flat_map(|u| u.values())
+        {
             let unit = unit.as_str().unwrap();
-            assert!(accepted.contains(&unit), "{unit} is accepted by no mapped metric");
+            assert!(
+                accepted.contains(&unit),
+                "{unit} is accepted by no mapped metric"
+            );
         }
     }
     // The lake: the Glue table is the writer's schema (see the test above), and the
     // partition keys are the path's.
-    assert_eq!(pulselake_lake::PARTITION_KEYS, ["metric", "year", "month", "day"]);
+    assert_eq!(
+        pulselake_lake::PARTITION_KEYS,
+        ["metric", "year", "month", "day"]
+    );
     assert!(
         pulselake_domain::Partition::of(Metric::Spo2, 0)
             .to_string()
             .starts_with("metric=spo2/year=1970/month=01/day=01")
     );
+}
+
+#[test]
+fn a_device_certificate_may_connect_and_publish_only_as_its_own_thing() {
+    let t = template();
+    let policy = &t["Resources"]["DevicePolicy"]["Properties"]["PolicyDocument"];
+    let thing = "${!iot:Connection.Thing.ThingName}";
+    let mut granted = Vec::new();
+    for st in statements(policy) {
+        assert_eq!(st["Effect"].as_str(), Some("Allow"));
+        let resource = text(&st["Resource"]);
+        for action in actions(st) {
+            granted.push(action.clone());
+            match action.as_str() {
+                "iot:Connect" => {
+                    assert!(
+                        resource.ends_with(&format!(":client/{thing}")),
+                        "{resource}"
+                    );
+                    assert!(text(&st["Condition"]).contains("iot:Connection.Thing.IsAttached"));
+                }
+                "iot:Publish" => assert!(
+                    resource.ends_with(&format!(":topic/pulselake/devices/{thing}/vitals")),
+                    "{resource}"
+                ),
+                other => panic!("a device may not {other}"),
+            }
+            // No wildcard could reach another device's topic or client id.
+            assert!(
+                !resource.contains('*') && !resource.contains('+'),
+                "{resource}"
+            );
+        }
+    }
+    granted.sort();
+    assert_eq!(granted, ["iot:Connect", "iot:Publish"]);
+    // The rule's partition key is the topic's device, what the functions compare with.
+    let rule = &t["Resources"]["VitalsTopicRule"]["Properties"]["TopicRulePayload"];
+    assert_eq!(
+        text(&rule["Actions"][0]["Kinesis"]["PartitionKey"]),
+        "${topic(3)}"
+    );
+    assert!(text(&rule["Sql"]).contains("'pulselake/devices/+/vitals'"));
 }

@@ -122,6 +122,12 @@ impl StreamRecord {
             .map_or("unknown-shard", |(shard, _)| shard)
     }
 
+    /// The device that published the record: the partition key, which the IoT rule sets
+    /// from the MQTT topic (`pulselake/devices/<device>/vitals`).
+    pub fn publisher(&self) -> &str {
+        &self.kinesis.partition_key
+    }
+
     /// When Kinesis accepted the record, in epoch ms: the reading's `received_at`.
     /// Taken from the record, not the clock, so a redelivered record yields identical rows.
     pub fn arrival_ms(&self) -> i64 {

@@ -26,6 +26,22 @@ pub struct DeviceMessage<'a> {
     pub readings: Vec<Result<RawReading<'a>, Rejection>>,
 }
 
+impl DeviceMessage<'_> {
+    /// The device a message claims must be the device that published it: the IoT rule
+    /// takes the publisher from the MQTT topic, which the device's policy pins to its own
+    /// thing name. Compared after mapping, so it holds for every vendor format.
+    pub fn check_publisher(&self, publisher: &str) -> Result<(), Rejection> {
+        if self.device_id == publisher {
+            Ok(())
+        } else {
+            Err(Rejection::new(
+                Reason::DeviceMismatch,
+                "the message claims another device than the one that published it",
+            ))
+        }
+    }
+}
+
 /// One reading as the device stated it: structurally sound, not yet validated
 /// against the catalog, the registry or the clock.
 #[derive(Debug, Clone, PartialEq)]

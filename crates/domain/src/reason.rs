@@ -21,6 +21,9 @@ pub enum Reason {
     NoMapping,
     /// The device is not in the registry.
     UnknownDevice,
+    /// The message claims another device than the one that published it (the IoT topic,
+    /// which the device's certificate is bound to): one device never speaks for another.
+    DeviceMismatch,
     /// A message that carries no readings.
     NoReadings,
 
@@ -80,7 +83,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 33] = [
         Reason::InvalidBase64,
         Reason::Oversized,
         Reason::NotJson,
@@ -88,6 +91,7 @@ impl Reason {
         Reason::UnsupportedVersion,
         Reason::NoMapping,
         Reason::UnknownDevice,
+        Reason::DeviceMismatch,
         Reason::NoReadings,
         Reason::MissingField,
         Reason::ValueNotNumber,
@@ -124,6 +128,7 @@ impl Reason {
             Reason::UnsupportedVersion => "unsupported_version",
             Reason::NoMapping => "no_mapping",
             Reason::UnknownDevice => "unknown_device",
+            Reason::DeviceMismatch => "device_mismatch",
             Reason::NoReadings => "no_readings",
             Reason::MissingField => "missing_field",
             Reason::ValueNotNumber => "value_not_number",

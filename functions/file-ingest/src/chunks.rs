@@ -143,7 +143,8 @@ impl Chunks {
             }
             repeat
         });
-        let parquet = self.encode(partition, &rows, names)?;
+        let count = rows.len() as u64;
+        let parquet = self.encode(partition, rows, names)?;
         let number = {
             let n = self.numbers.entry(partition).or_default();
             *n += 1;
@@ -152,16 +153,17 @@ impl Chunks {
         Ok(Some(ChunkFile {
             partition,
             number,
-            rows: rows.len() as u64,
+            rows: count,
             parquet,
         }))
     }
 
-    /// One Parquet file of `rows`, in that order.
+    /// One Parquet file of `rows`, in that order. The rows are dropped once their
+    /// columns are made, so the file is written with less memory in use.
     fn encode(
         &self,
         partition: Partition,
-        rows: &[Row],
+        rows: Vec<Row>,
         names: &Interner,
     ) -> Result<Vec<u8>, LakeError> {
         let n = rows.len();
@@ -174,7 +176,7 @@ impl Chunks {
         let mut refs = Vec::with_capacity(n * (self.source_ref.len() + 7));
         let mut ref_ends = Vec::with_capacity(n);
         let mut line = itoa::Buffer::new();
-        for r in rows {
+        for r in &rows {
             ids.push(r.id);
             subjects.push(r.subject);
             devices.push(r.device);
@@ -185,6 +187,7 @@ impl Chunks {
             refs.extend_from_slice(line.format(r.line).as_bytes());
             ref_ends.push(u32::try_from(refs.len()).unwrap_or(u32::MAX));
         }
+        drop(rows);
         let received = vec![self.received_at; n];
         let name = |sym: Sym| names.name(sym);
         let coded = |codes| Strings::Coded { codes, name: &name };

@@ -143,8 +143,9 @@ enum State {
     Resolving,
     /// The block can be validated.
     Validating,
-    /// Everything was read and validated: flush and finish.
-    Ending,
+    /// Everything was read and validated: partitions from this index on are still
+    /// to be written (one per step, so one chunk is in memory at a time), then finish.
+    Ending(usize),
     Done,
 }
 
@@ -249,13 +250,17 @@ impl<'s> Pipeline<'s> {
                 State::Validating => {
                     self.validate_block()?;
                     self.state = if self.at_end {
-                        State::Ending
+                        State::Ending(0)
                     } else {
                         State::Reading
                     };
                 }
-                State::Ending => {
-                    self.end()?;
+                State::Ending(i) if i < self.chunks.partitions() => {
+                    self.flush(i)?;
+                    self.state = State::Ending(i + 1);
+                }
+                State::Ending(_) => {
+                    self.end();
                     self.state = State::Done;
                 }
                 State::Done => {
@@ -492,10 +497,9 @@ impl<'s> Pipeline<'s> {
         Ok(())
     }
 
-    fn end(&mut self) -> Result<(), FileError> {
-        for i in 0..self.chunks.partitions() {
-            self.flush(i)?;
-        }
+    /// After the last chunk: the report's last part, and whether the file as a whole
+    /// is refused.
+    fn end(&mut self) {
         self.out.report_parts = self.report.finish();
         self.take_report_parts();
         let report = self.report();
@@ -511,7 +515,6 @@ impl<'s> Pipeline<'s> {
             );
             self.refusal = Some(Rejection::new(Reason::NoValidRows, why));
         }
-        Ok(())
     }
 
     fn take_report_parts(&mut self) {

@@ -182,6 +182,11 @@ impl<S: RecordSink, Q: ObjectWriter, R: RegistryLookup> Ingest<S, Q, R> {
                 }
             };
             let total = message.readings.len();
+            if let Err(rej) = message.check_publisher(record.publisher()) {
+                *stats.quarantined_readings.entry(rej.reason).or_default() += total;
+                quarantined.push((index, entry_for(record, Some(rej), Some(total), Vec::new())));
+                continue;
+            }
             let Some(Some(device)) = devices.get(message.device_id.as_ref()) else {
                 *stats
                     .quarantined_readings

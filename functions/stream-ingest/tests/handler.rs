@@ -91,14 +91,36 @@ fn good(n: usize) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A Kinesis batch as Lambda sends it, with raw `data` strings (base64 unless testing otherwise).
+/// The device a payload claims (native or flat vendor format), as the IoT topic of its
+/// publisher would name it.
+fn claimed_device(data: &str) -> String {
+    let payload = STANDARD.decode(data).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+    v["device_id"]
+        .as_str()
+        .or(v["serial"].as_str())
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+/// A Kinesis batch as Lambda sends it, with raw `data` strings (base64 unless testing
+/// otherwise), each published by the device it claims.
 fn batch_of(datas: &[String]) -> StreamBatch {
-    let records: Vec<_> = datas
+    let published: Vec<(String, String)> = datas
+        .iter()
+        .map(|d| (claimed_device(d), d.clone()))
+        .collect();
+    batch_published(&published)
+}
+
+/// A batch of (publishing device, raw data) records.
+fn batch_published(records: &[(String, String)]) -> StreamBatch {
+    let records: Vec<_> = records
         .iter()
         .enumerate()
-        .map(|(i, d)| {
+        .map(|(i, (publisher, d))| {
             json!({"eventID": format!("shardId-000000000003:{}", 1000 + i), "eventSource": "aws:kinesis",
-                   "kinesis": {"data": d, "sequenceNumber": format!("{}", 1000 + i), "partitionKey": "k",
+                   "kinesis": {"data": d, "sequenceNumber": format!("{}", 1000 + i), "partitionKey": publisher,
                                "approximateArrivalTimestamp": NOW as f64 / 1000.0}})
         })
         .collect();
@@ -607,4 +629,30 @@ async fn a_second_value_for_the_same_reading_is_quarantined_as_a_conflict() {
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].rejected[0].reason, Reason::ConflictingDuplicate);
     assert_eq!(q[0].reference, "shardId-000000000003:1001");
+}
+
+#[tokio::test]
+async fn a_message_claiming_another_device_is_quarantined_as_a_device_mismatch_in_every_format() {
+    // Device A's certificate publishes on A's topic, but the message claims device B.
+    let i = ingest(MemorySink::default(), MemoryObjects::default());
+    let v1_claim = STANDARD.encode(v1("dev-1", good(3)));
+    let flat_claim = STANDARD.encode(
+        json!({"serial": "ACME-7781", "type": "HR", "val": 72.0, "uom": "bpm", "ts": NOW - 1000})
+            .to_string(),
+    );
+    let records = [
+        ("dev-attacker".to_owned(), v1_claim),
+        ("dev-1".to_owned(), flat_claim),
+        ("dev-1".to_owned(), STANDARD.encode(v1("dev-1", good(2)))),
+    ];
+    let out = run(&i, &batch_published(&records)).await.unwrap();
+    assert_eq!(lake_rows(&i.sink).len(), 2, "only the honest message lands");
+    assert_eq!(
+        out.stats.quarantined_readings.get(&Reason::DeviceMismatch),
+        Some(&4)
+    );
+    let q = entries(&i.quarantine);
+    assert_eq!(q.len(), 2);
+    assert!(q.iter().all(|e| e.reason == Some(Reason::DeviceMismatch)));
+    assert_eq!(q[0].readings_total, Some(3));
 }

@@ -57,6 +57,8 @@ pub struct AlertStats {
     /// Of those, outside the metric's plausible range (evaluated all the same).
     pub implausible: usize,
     pub skipped_readings: usize,
+    /// Records whose message claims another device than its publisher (never evaluated).
+    pub mismatched: usize,
     /// A reading id seen again in the batch: an exact repeat, or a conflicting value
     /// that stream-ingest quarantines (the first value is the one the lake keeps).
     pub repeats: usize,
@@ -152,6 +154,13 @@ impl<R: RegistryLookup, S: AlertStates, P: AlertPublisher, H: Heartbeats> Vitals
                 stats.skipped_readings += 1;
                 continue;
             };
+            // One device never speaks for another: a message claiming another device
+            // than its publisher is never evaluated (stream-ingest quarantines it).
+            if message.check_publisher(record.publisher()).is_err() {
+                stats.mismatched += 1;
+                stats.skipped_readings += message.readings.len();
+                continue;
+            }
             let Some(Some(device)) = devices.get(message.device_id.as_ref()) else {
                 stats.skipped_readings += message.readings.len();
                 continue;

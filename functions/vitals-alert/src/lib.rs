@@ -90,6 +90,7 @@ pub async fn function_handler<
                 .count("ReplaysIgnored", s.replays as u64)
                 .count("StateConflicts", s.conflicts as u64)
                 .count("ReadingsImplausible", s.implausible as u64)
+                .count("RecordsDeviceMismatch", s.mismatched as u64)
                 .count("HeartbeatsRecorded", s.heartbeats as u64)
                 .count("RecordsFailed", s.failed_records as u64);
             if let Some(max) = s.latencies_ms.iter().max() {
