@@ -13,6 +13,7 @@ pub mod lambda_watch;
 pub mod metrics;
 pub mod moto;
 pub mod names;
+pub mod onboard;
 pub mod provision;
 pub mod proxy;
 pub mod pyarrow;

@@ -30,6 +30,8 @@ pub struct Names {
     pub alerts_inbox: String,
     pub alert_rules_parameter: String,
     pub heartbeat_table: String,
+    /// The IoT policy device certificates carry.
+    pub device_policy: String,
 }
 
 impl Default for Names {
@@ -60,6 +62,7 @@ impl Default for Names {
             alerts_inbox: "pulselake-alerts-inbox".into(),
             alert_rules_parameter: "/pulselake/alert-rules".into(),
             heartbeat_table: "pulselake-device-heartbeats".into(),
+            device_policy: "pulselake-device".into(),
         }
     }
 }

@@ -187,6 +187,19 @@ impl Stack {
                 .await?;
         }
 
+        // The device policy, as template.yaml's DevicePolicy (its ${iot:...} variables
+        // are IoT's own, resolved per connection).
+        let template: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(
+            crate::moto::workspace_root().join("template.yaml"),
+        )?)?;
+        let document = device_policy_document(&template);
+        aws_sdk_iot::Client::new(&sdk)
+            .create_policy()
+            .policy_name(&names.device_policy)
+            .policy_document(document)
+            .send()
+            .await?;
+
         let ssm = aws_sdk_ssm::Client::new(&sdk);
         ssm.put_parameter()
             .name(&names.mappings_parameter)
@@ -449,6 +462,33 @@ impl Stack {
             ),
         ]
     }
+}
+
+/// template.yaml's device policy as IoT receives it: `!Sub` applied for this account
+/// and region (`${!x}` is the literal `${x}`).
+pub fn device_policy_document(template: &serde_norway::Value) -> String {
+    let doc = &template["Resources"]["DevicePolicy"]["Properties"]["PolicyDocument"];
+    let mut json = serde_json::to_value(doc).unwrap_or_default();
+    fn substitute(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(serde_json::Value::String(s)) = m.get("!Sub").cloned() {
+                    *v = serde_json::Value::String(
+                        s.replace("${AWS::Partition}", "aws")
+                            .replace("${AWS::Region}", REGION)
+                            .replace("${AWS::AccountId}", ACCOUNT)
+                            .replace("${!", "${"),
+                    );
+                } else {
+                    m.values_mut().for_each(substitute);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(substitute),
+            _ => {}
+        }
+    }
+    substitute(&mut json);
+    json.to_string()
 }
 
 /// The Glue database and readings table exactly as `template.yaml` declares them

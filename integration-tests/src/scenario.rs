@@ -31,6 +31,11 @@ pub struct StreamReport {
     /// Firehose entries refused (and so resent by stream-ingest), and calls throttled.
     pub firehose_refused: usize,
     pub firehose_throttled: usize,
+    /// Devices onboarded through the admin CLI's import.
+    pub onboarded: usize,
+    /// A device deactivated (certificates revoked, assignment ended) that kept sending:
+    /// its readings sent afterwards, all quarantined as `device_unassigned`.
+    pub deactivated_readings: usize,
 }
 
 impl StreamReport {
@@ -62,7 +67,10 @@ pub async fn run_stream(
     let stack = &platform.stack;
     let mut fleet = Fleet::new(fleet_config.clone());
     let now = stream_ingest::now_ms();
-    stack.register_devices(&fleet.registry(now)).await?;
+    let onboarded = crate::onboard::import(stack, &fleet.registry(now)).await?;
+    progress(format!(
+        "{onboarded} devices onboarded with `pulselake devices import`"
+    ));
     let mut mapping = KinesisMapping::new(
         stack,
         platform.stream_ingest().await?,
@@ -76,6 +84,7 @@ pub async fn run_stream(
             .filter(|d| d.id.starts_with("ACME"))
             .count(),
         cycles,
+        onboarded,
         ..StreamReport::default()
     };
     for c in 0..cycles {
@@ -100,6 +109,30 @@ pub async fn run_stream(
         ));
     }
     report.esm = mapping.stats.clone();
+    // One device is deactivated and keeps sending. A function container started after
+    // the deactivation refuses it at once (warm ones within the registry cache's 5
+    // minutes; in AWS its revoked certificate cannot even connect).
+    if let Some(victim) = fleet.devices.first().map(|d| d.id.clone()) {
+        crate::onboard::deactivate(stack, &victim, now - 5_000).await?;
+        fleet.retire(&victim);
+        let before = report.ledger.readings;
+        let messages = fleet.cycle_of(&victim, now, &mut report.ledger);
+        let sent = report.ledger.readings - before;
+        report.deactivated_readings = sent;
+        let published = iot::publish(stack, &messages).await?;
+        report.published.routed += published.routed;
+        let mut fresh = KinesisMapping::new(
+            stack,
+            platform.stream_ingest().await?,
+            MappingConfig::default(),
+        );
+        fresh = fresh.resume_after(mapping.checkpoints());
+        fresh.drain().await?;
+        firehose::flush(stack).await?;
+        progress(format!(
+            "device {victim} deactivated with `pulselake devices deactivate`; it sent {sent} readings after"
+        ));
+    }
     let lake = inspect::lake(stack).await?;
     report.lake_rows = lake.rows.len();
     report.lake_distinct = lake.distinct_ids();

@@ -97,6 +97,8 @@ pub struct Fleet {
     config: FleetConfig,
     rng: fastrand::Rng,
     rogue: usize,
+    /// Devices taken out of service: what they still send belongs to nobody.
+    retired: std::collections::BTreeSet<String>,
 }
 
 fn short(metric: Metric) -> &'static str {
@@ -176,6 +178,7 @@ impl Fleet {
             config,
             rng,
             rogue: 0,
+            retired: Default::default(),
         }
     }
 
@@ -214,6 +217,12 @@ impl Fleet {
         (v * 10.0).round() / 10.0
     }
 
+    /// A device deactivated (its assignment ended): it keeps sending, without faults,
+    /// and all of it must be quarantined.
+    pub fn retire(&mut self, device_id: &str) {
+        self.retired.insert(device_id.to_owned());
+    }
+
     fn fault(&mut self) -> Option<Fault> {
         (self.rng.f64() < self.config.fault_share).then(|| FAULTS[self.rng.usize(..FAULTS.len())])
     }
@@ -222,10 +231,38 @@ impl Fleet {
     pub fn cycle(&mut self, at_ms: i64, ledger: &mut Ledger) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
         for d in 0..self.devices.len() {
+            self.publish_device(d, at_ms, ledger, &mut out);
+        }
+        out
+    }
+
+    /// One device's messages of a cycle at `at_ms`.
+    pub fn cycle_of(
+        &mut self,
+        device_id: &str,
+        at_ms: i64,
+        ledger: &mut Ledger,
+    ) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        if let Some(d) = self.devices.iter().position(|x| x.id == device_id) {
+            self.publish_device(d, at_ms, ledger, &mut out);
+        }
+        out
+    }
+
+    fn publish_device(
+        &mut self,
+        d: usize,
+        at_ms: i64,
+        ledger: &mut Ledger,
+        out: &mut Vec<(String, Vec<u8>)>,
+    ) {
+        {
             let device = self.devices[d].clone();
+            let retired = self.retired.contains(&device.id);
             if device.acme {
                 for s in &device.sensors {
-                    let fault = self.fault();
+                    let fault = if retired { None } else { self.fault() };
                     let at = at_ms - self.rng.i64(0..2000);
                     let mut val = json!(self.value(s.metric, s.unit));
                     let (mut serial, mut uom) = (device.id.clone(), acme_uom(s.unit).to_owned());
@@ -242,10 +279,10 @@ impl Fleet {
                         _ => device.id.clone(),
                     };
                     let payload = json!({"serial": serial, "type": acme_type(s.metric), "val": val, "uom": uom, "ts": at});
-                    out.push(self.finish(&publisher, payload, fault, 1, ledger));
+                    out.push(self.finish(&publisher, payload, fault, 1, retired, ledger));
                 }
             } else {
-                let fault = self.fault();
+                let fault = if retired { None } else { self.fault() };
                 let faulty_reading = self.rng.usize(..device.sensors.len());
                 let mut readings = Vec::with_capacity(device.sensors.len());
                 for (i, s) in device.sensors.iter().enumerate() {
@@ -278,10 +315,16 @@ impl Fleet {
                 };
                 let payload = json!({"v": 1, "device_id": device_id, "message_id": format!("{:032x}", self.rng.u128(..)),
                                      "sent_at": format_rfc3339_ms(at_ms), "readings": readings});
-                out.push(self.finish(&publisher, payload, fault, device.sensors.len(), ledger));
+                out.push(self.finish(
+                    &publisher,
+                    payload,
+                    fault,
+                    device.sensors.len(),
+                    retired,
+                    ledger,
+                ));
             }
         }
-        out
     }
 
     fn rogue_id(&mut self, acme: bool) -> String {
@@ -305,6 +348,7 @@ impl Fleet {
         payload: serde_json::Value,
         fault: Option<Fault>,
         readings: usize,
+        retired: bool,
         ledger: &mut Ledger,
     ) -> (String, Vec<u8>) {
         let mut bytes = serde_json::to_vec(&payload).unwrap_or_default();
@@ -322,6 +366,7 @@ impl Fleet {
             Some(Fault::ValueAsString) => expect(Reason::ValueNotNumber, 1),
             Some(Fault::UnknownDevice) => expect(Reason::UnknownDevice, readings),
             Some(Fault::ClaimsAnotherDevice) => expect(Reason::DeviceMismatch, readings),
+            None if retired => expect(Reason::DeviceUnassigned, readings),
             None => {}
         }
         ledger.readings += readings;

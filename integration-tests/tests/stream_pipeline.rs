@@ -56,7 +56,16 @@ async fn firehose_record_failures_and_throttling_are_retried_without_loss_or_dup
         .unwrap();
     assert!(r.firehose_refused > 0, "records were refused: {r:?}");
     assert!(r.firehose_throttled > 0, "calls were throttled: {r:?}");
-    assert_eq!(r.lake_distinct, r.ledger.readings, "nothing lost: {r:?}");
+    assert_eq!(
+        r.lake_distinct,
+        r.ledger.expected_in_lake(),
+        "nothing lost: {r:?}"
+    );
+    assert_eq!(
+        r.quarantined(),
+        r.deactivated_readings,
+        "only the deactivated device: {r:?}"
+    );
     assert_eq!(
         r.lake_rows, r.lake_distinct,
         "only failed entries were resent, so no duplicates"

@@ -530,3 +530,20 @@ fn a_device_certificate_may_connect_and_publish_only_as_its_own_thing() {
     );
     assert!(text(&rule["Sql"]).contains("'pulselake/devices/+/vitals'"));
 }
+
+#[test]
+fn the_local_stack_gets_the_device_policy_the_template_declares() {
+    let doc: serde_json::Value = serde_json::from_str(
+        &pulselake_local::provision::device_policy_document(&template()),
+    )
+    .unwrap();
+    let text = doc.to_string();
+    assert!(
+        !text.contains("!Sub") && !text.contains("${AWS::"),
+        "{text}"
+    );
+    assert_eq!(
+        doc["Statement"][1]["Resource"],
+        "arn:aws:iot:eu-west-1:123456789012:topic/pulselake/devices/${iot:Connection.Thing.ThingName}/vitals"
+    );
+}

@@ -10,6 +10,7 @@ pub mod error;
 pub mod firehose;
 pub mod glue;
 pub mod heartbeats;
+pub mod identity;
 pub mod kinesis_events;
 pub mod lambda_batch;
 pub mod notify;
@@ -31,9 +32,12 @@ pub use error::AwsError;
 pub use firehose::{FailedEntry, FirehoseSink, MemorySink, RecordSink};
 pub use glue::{ALREADY_EXISTS, Catalog, GlueCatalog, MemoryCatalog, NOT_FOUND, PartitionError};
 pub use heartbeats::{DynamoHeartbeats, Heartbeats, MemoryHeartbeats};
+pub use identity::{Credentials, DeviceIdentities, IotIdentities, MemoryIdentities};
 pub use notify::{
     DynamoAliases, MemoryAliases, MemoryNotifier, Notifier, SnsTopic, SubjectAliases,
 };
 pub use objects::{MemoryObjects, ObjectBody, ObjectReader, ObjectWriter, S3Objects};
-pub use registry::{CachedRegistry, DynamoRegistry, MemoryRegistry, RegistryLookup, Resolved};
+pub use registry::{
+    CachedRegistry, DynamoRegistry, MemoryRegistry, RegistryAdmin, RegistryLookup, Resolved,
+};
 pub use retry::{Backoff, RetryPolicy, with_retries};

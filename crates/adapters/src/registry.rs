@@ -138,9 +138,8 @@ pub fn device_from_item(item: &HashMap<String, AttributeValue>) -> Option<Device
         for a in list {
             match parse_assignment(a) {
                 Some(a) => assignments.push(a),
-                None => {
-                    tracing::warn!(device_id = %device_id, "registry assignment is malformed and was ignored")
-                }
+                // No device id here: logs carry no identifiers.
+                None => tracing::warn!("a registry assignment is malformed and was ignored"),
             }
         }
     }
@@ -245,17 +244,19 @@ impl<L: RegistryLookup> CachedRegistry<L> {
 /// An in-memory registry: for unit tests and benchmarks.
 #[derive(Default)]
 pub struct MemoryRegistry {
-    devices: HashMap<String, DeviceRecord>,
+    devices: Mutex<HashMap<String, DeviceRecord>>,
     calls: std::sync::atomic::AtomicUsize,
 }
 
 impl MemoryRegistry {
     pub fn new(records: impl IntoIterator<Item = DeviceRecord>) -> MemoryRegistry {
         MemoryRegistry {
-            devices: records
-                .into_iter()
-                .map(|r| (r.device_id.clone(), r))
-                .collect(),
+            devices: Mutex::new(
+                records
+                    .into_iter()
+                    .map(|r| (r.device_id.clone(), r))
+                    .collect(),
+            ),
             calls: Default::default(),
         }
     }
@@ -272,8 +273,72 @@ impl RegistryLookup for MemoryRegistry {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(device_ids
             .iter()
-            .filter_map(|id| self.devices.get(*id).cloned())
+            .filter_map(|id| {
+                self.devices
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(*id)
+                    .cloned()
+            })
             .collect())
+    }
+}
+
+/// Port: changing the registry (the admin CLI), and reading it whole.
+pub trait RegistryAdmin: RegistryLookup {
+    /// Writes a device's record (its whole assignment history).
+    fn put(&self, record: &DeviceRecord) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn all(&self) -> impl Future<Output = Result<Vec<DeviceRecord>, AwsError>> + Send;
+}
+
+impl RegistryAdmin for DynamoRegistry {
+    async fn put(&self, record: &DeviceRecord) -> Result<(), AwsError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(device_item(record)))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb:PutItem", e))?;
+        Ok(())
+    }
+
+    async fn all(&self) -> Result<Vec<DeviceRecord>, AwsError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
+            out.extend(page.items().iter().filter_map(device_from_item));
+        }
+        out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        Ok(out)
+    }
+}
+
+impl RegistryAdmin for MemoryRegistry {
+    async fn put(&self, record: &DeviceRecord) -> Result<(), AwsError> {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(record.device_id.clone(), record.clone());
+        Ok(())
+    }
+
+    async fn all(&self) -> Result<Vec<DeviceRecord>, AwsError> {
+        let mut out: Vec<DeviceRecord> = self
+            .devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        Ok(out)
     }
 }
 

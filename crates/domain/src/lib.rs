@@ -6,6 +6,7 @@ pub mod alerting;
 pub mod mapping;
 pub mod message;
 pub mod metric;
+pub mod onboarding;
 pub mod partition;
 pub mod quarantine;
 pub mod reading;

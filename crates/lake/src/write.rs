@@ -30,8 +30,10 @@ pub struct FileLayout {
     pub sorted_by_subject: bool,
 }
 
-/// Rows per row group of the files pulselake writes.
-pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Rows per row group of the files pulselake writes: ~2.5 MB a group. Measured on the
+/// file bench against 128 K rows: as fast (102 against 97 MB/s) with the whole process at
+/// 127 against 137 MB peak, and erasure finds a subject in narrower groups.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 64 * 1024;
 
 impl Default for FileLayout {
     fn default() -> Self {

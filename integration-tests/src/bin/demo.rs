@@ -157,6 +157,17 @@ fn print_stream(r: &StreamReport) {
         n(r.lake_rows - r.lake_distinct)
     );
     let ok = |b: bool| if b { "ok" } else { "MISMATCH" };
+    let reason = |x: Reason| r.quarantined_by_reason.get(&x).copied().unwrap_or(0);
+    println!(
+        "  device trust         {:>9}  readings claiming another device than their publisher (device_mismatch): none in the lake or alerting",
+        n(reason(Reason::DeviceMismatch))
+    );
+    println!(
+        "  deactivated device   {:>9}  readings sent after `pulselake devices deactivate`, all quarantined (device_unassigned): {}",
+        n(r.deactivated_readings),
+        ok(r.deactivated_readings > 0
+            && reason(Reason::DeviceUnassigned) == r.deactivated_readings)
+    );
     println!(
         "  check: sent {} = lake {} + quarantined {}: {}; corrupt {} = quarantined unreadable {}: {}",
         n(l.readings),

@@ -1,0 +1,55 @@
+//! Where the stack's resources are: read from the CloudFormation stack's outputs for a
+//! deployed stack, or named by convention on the local stack.
+
+use aws_config::SdkConfig;
+
+use crate::AdminError;
+
+/// The resources the admin commands work on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackNames {
+    pub registry_table: String,
+    pub alias_table: String,
+    pub device_policy: String,
+}
+
+impl StackNames {
+    /// The local stack's names for a stack called `stack` (the harness provisions them
+    /// under the names CloudFormation would give a stack with fixed names).
+    pub fn local(stack: &str) -> StackNames {
+        StackNames {
+            registry_table: format!("{stack}-device-registry"),
+            alias_table: format!("{stack}-subject-aliases"),
+            device_policy: format!("{stack}-device"),
+        }
+    }
+
+    /// The names a deployed stack's outputs give.
+    pub async fn deployed(sdk: &SdkConfig, stack: &str) -> Result<StackNames, AdminError> {
+        let cf = aws_sdk_cloudformation::Client::new(sdk);
+        let out = cf
+            .describe_stacks()
+            .stack_name(stack)
+            .send()
+            .await
+            .map_err(|e| AdminError::Setup(format!("cannot read stack {stack}: {e}")))?;
+        let outputs = out
+            .stacks()
+            .first()
+            .map(|s| s.outputs().to_vec())
+            .unwrap_or_default();
+        let output = |key: &str| {
+            outputs
+                .iter()
+                .find(|o| o.output_key() == Some(key))
+                .and_then(|o| o.output_value())
+                .map(str::to_owned)
+                .ok_or_else(|| AdminError::Setup(format!("stack {stack} has no output {key}")))
+        };
+        Ok(StackNames {
+            registry_table: output("DeviceRegistryTableName")?,
+            alias_table: output("SubjectAliasTableName")?,
+            device_policy: output("DevicePolicyName")?,
+        })
+    }
+}

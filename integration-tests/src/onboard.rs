@@ -1,0 +1,58 @@
+//! The fleet onboarded as ops onboard one: through the admin CLI's code (`pulselake
+//! devices import` / `deactivate`), against the local stack's IoT, registry and aliases.
+
+use pulselake_adapters::{DynamoAliases, DynamoRegistry, IotIdentities};
+use pulselake_cli::StackNames;
+use pulselake_cli::devices::Devices;
+use pulselake_domain::DeviceRecord;
+use pulselake_domain::time::format_rfc3339_ms;
+
+use crate::Result;
+use crate::provision::Stack;
+
+/// The local stack's resources as the CLI names them.
+pub fn names() -> StackNames {
+    StackNames::local("pulselake")
+}
+
+/// Onboards devices (each with its first assignment) from the CSV ops would write.
+pub async fn import(stack: &Stack, records: &[DeviceRecord]) -> Result<usize> {
+    let mut csv = String::from("device_id,subject,valid_from,cohort\n");
+    for r in records {
+        for a in &r.assignments {
+            csv.push_str(&format!(
+                "{},{},{},{}\n",
+                r.device_id,
+                a.subject_id,
+                format_rfc3339_ms(a.valid_from),
+                a.cohort.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    let n = names();
+    let registry = DynamoRegistry::from_config(&stack.sdk, &n.registry_table);
+    let identities = IotIdentities::from_config(&stack.sdk, &n.device_policy);
+    let aliases = DynamoAliases::from_config(&stack.sdk, &n.alias_table);
+    let devices = Devices {
+        registry: &registry,
+        identities: &identities,
+        aliases: &aliases,
+        credentials_dir: None,
+    };
+    Ok(devices.import(&csv).await?.len())
+}
+
+/// Takes a device out of service at `at` (`pulselake devices deactivate`).
+pub async fn deactivate(stack: &Stack, device_id: &str, at: i64) -> Result<usize> {
+    let n = names();
+    let registry = DynamoRegistry::from_config(&stack.sdk, &n.registry_table);
+    let identities = IotIdentities::from_config(&stack.sdk, &n.device_policy);
+    let aliases = DynamoAliases::from_config(&stack.sdk, &n.alias_table);
+    let devices = Devices {
+        registry: &registry,
+        identities: &identities,
+        aliases: &aliases,
+        credentials_dir: None,
+    };
+    Ok(devices.deactivate(device_id, at).await?)
+}
