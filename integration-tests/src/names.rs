@@ -32,6 +32,7 @@ pub struct Names {
     pub heartbeat_table: String,
     /// The IoT policy device certificates carry.
     pub device_policy: String,
+    pub naming_key_secret: String,
 }
 
 impl Default for Names {
@@ -63,6 +64,7 @@ impl Default for Names {
             alert_rules_parameter: "/pulselake/alert-rules".into(),
             heartbeat_table: "pulselake-device-heartbeats".into(),
             device_policy: "pulselake-device".into(),
+            naming_key_secret: "pulselake/naming-key".into(),
         }
     }
 }

@@ -200,6 +200,14 @@ impl Stack {
             .send()
             .await?;
 
+        // The naming key, as template.yaml's NamingKeySecret generates it.
+        aws_sdk_secretsmanager::Client::new(&sdk)
+            .create_secret()
+            .name(&names.naming_key_secret)
+            .secret_string(format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..)))
+            .send()
+            .await?;
+
         let ssm = aws_sdk_ssm::Client::new(&sdk);
         ssm.put_parameter()
             .name(&names.mappings_parameter)
@@ -395,6 +403,7 @@ impl Stack {
             ops_topic_arn: self.ops_topic_arn.clone(),
             mappings_parameter: Some(n.mappings_parameter.clone()),
             dedup_ttl: std::time::Duration::from_secs(400 * 86_400),
+            naming_key_secret: n.naming_key_secret.clone(),
         }
     }
 

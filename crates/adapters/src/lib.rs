@@ -19,6 +19,7 @@ pub mod params;
 pub mod registry;
 pub mod retry;
 pub mod s3_events;
+pub mod secrets;
 
 pub use alerts::{
     AlertPublisher, AlertStates, DynamoAlertStates, MemoryAlertStates, MemoryPublisher, SnsAlerts,

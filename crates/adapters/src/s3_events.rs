@@ -2,7 +2,7 @@
 //! file-ingest, lake objects for catalog-sync), read leniently: only the fields used.
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use pulselake_domain::NamingKey;
 
 /// One object version named by a notification.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,21 +33,17 @@ impl ObjectRef {
         format!("{}/{}", self.bucket, self.key)
     }
 
-    /// A short hash of the source key: names lake outputs and quarantine objects without
-    /// the key itself (vendor keys carry patient identifiers).
-    pub fn source_hash(&self) -> String {
-        short_hash(&self.source_id())
+    /// A keyed reference to the source key: names lake outputs and quarantine objects,
+    /// and points at the file in logs and ops messages, without the key itself (vendor
+    /// keys carry patient identifiers) and without a hash anyone could reverse.
+    pub fn source_ref(&self, key: &NamingKey) -> String {
+        key.reference(&self.source_id())
     }
 
-    /// A short hash of the object version: names this attempt's staging area.
-    pub fn version_hash(&self) -> String {
-        short_hash(&self.object_id())
+    /// A keyed reference to the object version: names this attempt's staging area.
+    pub fn version_ref(&self, key: &NamingKey) -> String {
+        key.reference(&self.object_id())
     }
-}
-
-/// The first 16 hex digits of SHA-256.
-pub fn short_hash(s: &str) -> String {
-    hex::encode(&Sha256::digest(s.as_bytes())[..8])
 }
 
 /// Is sequencer `a` older than `b`? (S3: compare after left-padding with zeros.)
@@ -269,8 +265,9 @@ mod tests {
             version_id: None,
             sequencer: None,
         };
-        assert_eq!(o.source_hash().len(), 16);
-        assert!(!o.source_hash().contains("P1"));
-        assert_ne!(o.source_hash(), o.version_hash());
+        let key = NamingKey::new(b"k".to_vec());
+        assert_eq!(o.source_ref(&key).len(), 16);
+        assert!(!o.source_ref(&key).contains("P1"));
+        assert_ne!(o.source_ref(&key), o.version_ref(&key));
     }
 }

@@ -3,6 +3,7 @@
 //! no AWS types and no I/O, so every rule here is unit-tested in isolation.
 
 pub mod alerting;
+pub mod keyed;
 pub mod mapping;
 pub mod message;
 pub mod metric;
@@ -16,6 +17,7 @@ pub mod silence;
 pub mod time;
 pub mod validate;
 
+pub use keyed::NamingKey;
 pub use mapping::{DeviceMappings, MappingError};
 pub use message::{DeviceMessage, MAX_PAYLOAD_BYTES, RawReading};
 pub use metric::Metric;

@@ -15,6 +15,8 @@ pub struct Config {
     pub ops_topic_arn: String,
     pub mappings_parameter: Option<String>,
     pub dedup_ttl: Duration,
+    /// The secret whose value keys file references (lake file names, logs).
+    pub naming_key_secret: String,
 }
 
 impl Config {
@@ -29,6 +31,7 @@ impl Config {
             ops_topic_arn: env_var("OPS_TOPIC_ARN")?,
             mappings_parameter: env_var("DEVICE_MAPPINGS_PARAMETER").ok(),
             dedup_ttl: Duration::from_secs(env_number("DEDUP_TTL_DAYS", 400u64)? * 86_400),
+            naming_key_secret: env_var("NAMING_KEY_SECRET")?,
         })
     }
 }

@@ -25,7 +25,7 @@ use pulselake_adapters::{
 };
 use pulselake_domain::quarantine::QuarantineEntry;
 use pulselake_domain::time::{Date, format_rfc3339_ms};
-use pulselake_domain::{DeviceMappings, Partition, Reason, Rejection, Source, TimePolicy};
+use pulselake_domain::{DeviceMappings, NamingKey, Partition, Reason, Rejection, Source, TimePolicy};
 use tokio::time::Instant;
 
 use crate::event::{Notification, ObjectRef, older, parse_body};
@@ -52,6 +52,8 @@ pub struct FileIngest<O, D, R, A, N> {
     pub limits: Limits,
     /// How long dedup records are kept (DynamoDB TTL).
     pub dedup_ttl: Duration,
+    /// Keys the references that name a file's outputs and point at it in logs.
+    pub naming: NamingKey,
 }
 
 /// What happened to one object.
@@ -163,7 +165,7 @@ impl<
         for obj in &objects {
             match self.ingest_object(obj, deadline).await {
                 Ok(outcome) => {
-                    tracing::info!(file = %obj.source_hash(), outcome = outcome_name(&outcome), "file done");
+                    tracing::info!(file = %obj.source_ref(&self.naming), outcome = outcome_name(&outcome), "file done");
                     match outcome {
                         Outcome::Ingested(r) => {
                             stats.files_ingested += 1;
@@ -183,7 +185,7 @@ impl<
                     }
                 }
                 Err(e) => {
-                    tracing::error!(file = %obj.source_hash(), error = %e, "file failed; the message will be retried");
+                    tracing::error!(file = %obj.source_ref(&self.naming), error = %e, "file failed; the message will be retried");
                     ok = false;
                 }
             }
@@ -265,7 +267,7 @@ impl<
             _ => None,
         };
         let received_at = epoch_s() * 1000;
-        let source_hash = obj.source_hash();
+        let source_hash = obj.source_ref(&self.naming);
         let reference = format!("s3://{}/{}@{}", obj.bucket, obj.key, obj.version());
         let spec = FileSpec {
             format,
@@ -362,15 +364,15 @@ impl<
     }
 
     fn staging_prefix(&self, obj: &ObjectRef) -> String {
-        format!("_staging/{}/", obj.version_hash())
+        format!("_staging/{}/", obj.version_ref(&self.naming))
     }
 
     fn staged_key(&self, obj: &ObjectRef, p: &Partition, n: u32) -> String {
         format!("{}{p}/{n:04}.parquet", self.staging_prefix(obj))
     }
 
-    fn final_key(obj: &ObjectRef, p: &Partition, n: u32) -> String {
-        format!("readings/{p}/file-{}-{n:04}.parquet", obj.source_hash())
+    fn final_key(&self, obj: &ObjectRef, p: &Partition, n: u32) -> String {
+        format!("readings/{p}/file-{}-{n:04}.parquet", obj.source_ref(&self.naming))
     }
 
     fn report_prefix(&self, obj: &ObjectRef, received_at: i64) -> String {
@@ -380,8 +382,8 @@ impl<
             d.year,
             d.month,
             d.day,
-            obj.source_hash(),
-            obj.version_hash()
+            obj.source_ref(&self.naming),
+            obj.version_ref(&self.naming)
         )
     }
 
@@ -397,7 +399,7 @@ impl<
         let mut outputs = Vec::with_capacity(report.chunks.len());
         for c in &report.chunks {
             let staged = self.staged_key(obj, &c.partition, c.number);
-            let final_key = Self::final_key(obj, &c.partition, c.number);
+            let final_key = self.final_key(obj, &c.partition, c.number);
             self.objects
                 .copy(lake, &staged, None, lake, &final_key)
                 .await?;
@@ -493,8 +495,8 @@ impl<
         let message = format!(
             "A staged file was quarantined.\nfile: {} (version {})\nreason: {}: {}\nquarantine: s3://{q}/{prefix}\n\
              Look the file up in the dedup table by its object claim; fix the cause and upload it again.",
-            obj.source_hash(),
-            obj.version_hash(),
+            obj.source_ref(&self.naming),
+            obj.version_ref(&self.naming),
             rej.reason,
             rej.detail
         );

@@ -27,7 +27,7 @@ use pulselake_adapters::{
     Notifier, ObjectReader, ObjectWriter, RegistryLookup, S3Objects, SdkConfig, SnsTopic,
     SubjectAliases,
 };
-use pulselake_domain::DeviceMappings;
+use pulselake_domain::{DeviceMappings, NamingKey};
 
 pub use config::Config;
 pub use handler::{BatchStats, Buckets, FileIngest, Message, Outcome};
@@ -64,6 +64,11 @@ pub async fn build(
         },
         limits: Default::default(),
         dedup_ttl: config.dedup_ttl,
+        naming: NamingKey::new(
+            pulselake_adapters::secrets::read_secret(sdk, &config.naming_key_secret, None)
+                .await?
+                .into_bytes(),
+        ),
     })
 }
 

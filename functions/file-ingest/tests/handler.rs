@@ -58,6 +58,7 @@ fn ingest() -> Ingest {
         },
         limits: Default::default(),
         dedup_ttl: Duration::from_secs(86_400),
+        naming: pulselake_domain::NamingKey::new(b"test naming key".to_vec()),
     }
 }
 
