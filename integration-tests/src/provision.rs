@@ -204,7 +204,11 @@ impl Stack {
         aws_sdk_secretsmanager::Client::new(&sdk)
             .create_secret()
             .name(&names.naming_key_secret)
-            .secret_string(format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..)))
+            .secret_string(format!(
+                "{:032x}{:032x}",
+                fastrand::u128(..),
+                fastrand::u128(..)
+            ))
             .send()
             .await?;
 

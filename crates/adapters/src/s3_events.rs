@@ -1,8 +1,8 @@
 //! S3 event notifications, as they arrive in SQS message bodies (staging files for
 //! file-ingest, lake objects for catalog-sync), read leniently: only the fields used.
 
-use serde::Deserialize;
 use pulselake_domain::NamingKey;
+use serde::Deserialize;
 
 /// One object version named by a notification.
 #[derive(Debug, Clone, PartialEq)]

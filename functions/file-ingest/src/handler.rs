@@ -25,7 +25,9 @@ use pulselake_adapters::{
 };
 use pulselake_domain::quarantine::QuarantineEntry;
 use pulselake_domain::time::{Date, format_rfc3339_ms};
-use pulselake_domain::{DeviceMappings, NamingKey, Partition, Reason, Rejection, Source, TimePolicy};
+use pulselake_domain::{
+    DeviceMappings, NamingKey, Partition, Reason, Rejection, Source, TimePolicy,
+};
 use tokio::time::Instant;
 
 use crate::event::{Notification, ObjectRef, older, parse_body};
@@ -372,7 +374,10 @@ impl<
     }
 
     fn final_key(&self, obj: &ObjectRef, p: &Partition, n: u32) -> String {
-        format!("readings/{p}/file-{}-{n:04}.parquet", obj.source_ref(&self.naming))
+        format!(
+            "readings/{p}/file-{}-{n:04}.parquet",
+            obj.source_ref(&self.naming)
+        )
     }
 
     fn report_prefix(&self, obj: &ObjectRef, received_at: i64) -> String {
