@@ -5,6 +5,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# checkov gets a venv of its own: its pins clash with aws-sam-cli's boto3.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CARGO ?= cargo
 FUNCTIONS := $(notdir $(wildcard functions/*))
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -24,7 +27,12 @@ $(STAMP): tools/requirements.txt
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/requirements.txt
 	@touch $(STAMP)
 
-venv: $(STAMP)
+$(CHECKOV_STAMP): tools/requirements-checkov.txt
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/requirements-checkov.txt
+	@touch $(CHECKOV_STAMP)
+
+venv: $(STAMP) $(CHECKOV_STAMP)
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -41,8 +49,11 @@ unit:
 integration: $(STAMP)
 	$(CARGO) test -p pulselake-local
 
-lint: $(STAMP)
+# cfn-lint, and checkov with zero failed checks: a check may only be skipped in the
+# template itself, with its reason (a test holds every skip to that).
+lint: $(STAMP) $(CHECKOV_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml
+	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
 	$(CARGO) fmt --all -- --check
 
 demo: $(STAMP)

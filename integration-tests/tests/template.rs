@@ -547,3 +547,108 @@ fn the_local_stack_gets_the_device_policy_the_template_declares() {
         "arn:aws:iot:eu-west-1:123456789012:topic/pulselake/devices/${iot:Connection.Thing.ThingName}/vitals"
     );
 }
+
+#[test]
+fn every_checkov_skip_in_the_template_says_why() {
+    let t = template();
+    let mut skips = 0;
+    for (name, r) in resources(&t) {
+        for skip in r["Metadata"]["checkov"]["skip"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            skips += 1;
+            let id = text(&skip["id"]);
+            let why = text(&skip["comment"]);
+            assert!(id.starts_with("CKV_"), "{name}: {id}");
+            assert!(
+                why.split_whitespace().count() >= 8,
+                "{name} skips {id} without a reason: {why:?}"
+            );
+        }
+    }
+    assert!(skips > 0);
+}
+
+#[test]
+fn the_alerts_topic_takes_subscriptions_only_from_the_endpoints_the_stack_names() {
+    let t = template();
+    let policy = &t["Resources"]["AlertsTopicPolicy"]["Properties"]["PolicyDocument"];
+    let denies: Vec<String> = statements(policy)
+        .iter()
+        .filter(|st| {
+            text(&st["Effect"]) == "Deny" && actions(st).contains(&"sns:Subscribe".to_owned())
+        })
+        .map(|st| text(&st["Condition"]))
+        .collect();
+    assert!(
+        denies
+            .iter()
+            .any(|c| c.contains("sns:Protocol") && c.contains("AlertSubscriptionProtocols")),
+        "{denies:?}"
+    );
+    assert!(
+        denies
+            .iter()
+            .any(|c| c.contains("sns:Endpoint") && c.contains("AlertSubscriptionEndpoints")),
+        "{denies:?}"
+    );
+    let f = &t["Resources"]["VitalsAlertFunction"]["Properties"];
+    assert_eq!(
+        text(&f["ReservedConcurrentExecutions"]),
+        "!Ref AlertReservedConcurrency"
+    );
+    assert!(
+        t["Parameters"]["OpsEmail"]["Default"].is_null(),
+        "alarms must reach someone"
+    );
+}
+
+#[test]
+fn audit_records_are_locked_and_data_stores_outlive_the_stack() {
+    let t = template();
+    let audit = &t["Resources"]["AuditBucket"]["Properties"];
+    assert_eq!(audit["ObjectLockEnabled"].as_bool(), Some(true));
+    let rule = &audit["ObjectLockConfiguration"]["Rule"]["DefaultRetention"];
+    assert_eq!(text(&rule["Mode"]), "COMPLIANCE");
+    assert!(t["Parameters"]["AuditRetentionYears"]["MinValue"].as_u64() >= Some(6));
+    let trail = &t["Resources"]["AuditTrail"]["Properties"];
+    assert_eq!(trail["EnableLogFileValidation"].as_bool(), Some(true));
+    let selectors = text(&trail["AdvancedEventSelectors"]);
+    for data in [
+        "LakeBucket",
+        "StagingBucket",
+        "ProcessedBucket",
+        "QuarantineBucket",
+        "DeviceRegistryTable",
+        "SubjectAliasTable",
+        "FileDedupTable",
+    ] {
+        assert!(selectors.contains(data), "no data events for {data}");
+    }
+    for ty in [
+        "AWS::S3::Bucket",
+        "AWS::DynamoDB::Table",
+        "AWS::Logs::LogGroup",
+        "AWS::KMS::Key",
+        "AWS::SecretsManager::Secret",
+    ] {
+        for (name, r) in of_type(&t, ty) {
+            assert_eq!(text(&r["DeletionPolicy"]), "Retain", "{name}");
+            assert_eq!(text(&r["UpdateReplacePolicy"]), "Retain", "{name}");
+        }
+    }
+    for (name, _) in of_type(&t, "AWS::SQS::Queue") {
+        let covered = of_type(&t, "AWS::SQS::QueuePolicy").iter().any(|(_, p)| {
+            text(&p["Properties"]["Queues"]).contains(&format!("!Ref {name}"))
+                && statements(&p["Properties"]["PolicyDocument"])
+                    .iter()
+                    .any(|st| {
+                        text(&st["Effect"]) == "Deny"
+                            && text(&st["Condition"]["Bool"]["aws:SecureTransport"]) == "false"
+                    })
+        });
+        assert!(covered, "{name} is TLS-only");
+    }
+}
