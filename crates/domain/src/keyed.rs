@@ -26,9 +26,24 @@ impl NamingKey {
     /// 16 hex digits (64 bits) of HMAC-SHA256(key, text): short enough for a file name,
     /// long enough that names of different sources do not collide.
     pub fn reference(&self, text: &str) -> String {
-        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        hex::encode(&self.mac(text)[..8])
+    }
+
+    /// 32 hex digits (128 bits) of HMAC-SHA256(key, text): a pseudonym (with a
+    /// partner's key: stable for that partner, unlinkable across partners; ENISA's
+    /// recommended keyed hash, never a plain one).
+    pub fn pseudonym(&self, text: &str) -> String {
+        hex::encode(&self.mac(text)[..16])
+    }
+
+    fn mac(&self, text: &str) -> [u8; 32] {
+        // HMAC takes keys of any length: this cannot fail.
+        let mut mac = match HmacSha256::new_from_slice(&self.0) {
+            Ok(m) => m,
+            Err(_) => return [0; 32],
+        };
         mac.update(text.as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..8])
+        mac.finalize().into_bytes().into()
     }
 }
 

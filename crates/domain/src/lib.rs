@@ -3,12 +3,14 @@
 //! no AWS types and no I/O, so every rule here is unit-tested in isolation.
 
 pub mod alerting;
+pub mod fhir;
 pub mod keyed;
 pub mod mapping;
 pub mod message;
 pub mod metric;
 pub mod onboarding;
 pub mod partition;
+pub mod partner;
 pub mod quarantine;
 pub mod reading;
 pub mod reason;
