@@ -3,10 +3,12 @@
 //! and benchmarks. Functions are generic over the ports they need.
 
 pub mod alerts;
+pub mod audit;
 pub mod aws;
 pub mod dedup;
 pub mod emf;
 pub mod error;
+pub mod exports;
 pub mod firehose;
 pub mod glue;
 pub mod heartbeats;
@@ -16,20 +18,25 @@ pub mod lambda_batch;
 pub mod notify;
 pub mod objects;
 pub mod params;
+pub mod partners;
+pub mod queue;
 pub mod registry;
 pub mod retry;
 pub mod s3_events;
 pub mod secrets;
+pub mod signing;
 
 pub use alerts::{
     AlertPublisher, AlertStates, DynamoAlertStates, MemoryAlertStates, MemoryPublisher, SnsAlerts,
     StoredState,
 };
+pub use audit::{AuditLog, BucketAuditLog, MemoryAuditLog};
 pub use aws::{ConfigError, env_number, env_var, load_config, s3_client, with_client_policy};
 pub use aws_config::SdkConfig;
 pub use dedup::{Claim, DedupStore, DynamoDedup, MemoryDedup, SourceManifest};
 pub use emf::Metrics;
 pub use error::AwsError;
+pub use exports::{DynamoExportJobs, ExportJobs, Job, JobStatus, MemoryExportJobs, OutputFile};
 pub use firehose::{FailedEntry, FirehoseSink, MemorySink, RecordSink};
 pub use glue::{ALREADY_EXISTS, Catalog, GlueCatalog, MemoryCatalog, NOT_FOUND, PartitionError};
 pub use heartbeats::{DynamoHeartbeats, Heartbeats, MemoryHeartbeats};
@@ -37,8 +44,21 @@ pub use identity::{Credentials, DeviceIdentities, IotIdentities, MemoryIdentitie
 pub use notify::{
     DynamoAliases, MemoryAliases, MemoryNotifier, Notifier, SnsTopic, SubjectAliases,
 };
-pub use objects::{MemoryObjects, ObjectBody, ObjectReader, ObjectWriter, S3Objects};
+pub use objects::{MemoryObjects, ObjectBody, ObjectReader, ObjectWriter, Presigner, S3Objects};
+pub use partners::{
+    DynamoOnce, DynamoPartners, MemoryOnce, MemoryPartners, OnceClaims, Partner, Partners,
+};
+pub use queue::{MemoryQueue, SqsQueue, WorkQueue};
 pub use registry::{
     CachedRegistry, DynamoRegistry, MemoryRegistry, RegistryAdmin, RegistryLookup, Resolved,
 };
 pub use retry::{Backoff, RetryPolicy, with_retries};
+pub use secrets::{MemorySecrets, Secrets, SecretsManager};
+pub use signing::{KmsSigner, TokenSigner};
+
+/// Now, in epoch seconds (DynamoDB TTL attributes and expiry conditions).
+pub fn epoch_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

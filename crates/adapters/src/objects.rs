@@ -28,6 +28,12 @@ pub trait ObjectReader: Send + Sync {
         bucket: &str,
         prefix: &str,
     ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+    /// The "folders" right under `prefix` (common prefixes up to the next `/`).
+    fn list_dirs(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
 }
 
 /// Port: writing objects (lake files, reports, archives) and removing them.
@@ -57,6 +63,49 @@ pub trait ObjectWriter: Send + Sync {
         key: &str,
         version: Option<&str>,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// Port: short-lived download links (an export's files: the API audits the request and
+/// redirects to one).
+pub trait Presigner: Send + Sync {
+    fn presign_get(
+        &self,
+        bucket: &str,
+        key: &str,
+        valid_for: std::time::Duration,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+}
+
+impl Presigner for S3Objects {
+    async fn presign_get(
+        &self,
+        bucket: &str,
+        key: &str,
+        valid_for: std::time::Duration,
+    ) -> Result<String, AwsError> {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(valid_for)
+            .map_err(|e| AwsError::permanent("s3:GetObject", e.to_string()))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(|e| AwsError::from_sdk("s3:GetObject", e))?;
+        Ok(req.uri().to_owned())
+    }
+}
+
+impl Presigner for MemoryObjects {
+    async fn presign_get(
+        &self,
+        bucket: &str,
+        key: &str,
+        _valid_for: std::time::Duration,
+    ) -> Result<String, AwsError> {
+        Ok(format!("memory://{bucket}/{key}"))
+    }
 }
 
 /// An object's content, streamed.
@@ -102,6 +151,27 @@ impl S3Objects {
 }
 
 impl ObjectReader for S3Objects {
+    async fn list_dirs(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, AwsError> {
+        let mut dirs = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("s3:ListObjectsV2", e))?;
+            dirs.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_owned)),
+            );
+        }
+        Ok(dirs)
+    }
+
     async fn open(
         &self,
         bucket: &str,
@@ -243,6 +313,20 @@ impl MemoryObjects {
 }
 
 impl ObjectReader for MemoryObjects {
+    async fn list_dirs(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, AwsError> {
+        let mut dirs: Vec<String> = self
+            .keys(bucket)
+            .into_iter()
+            .filter_map(|k| {
+                let rest = k.strip_prefix(prefix)?;
+                let (dir, _) = rest.split_once('/')?;
+                Some(format!("{prefix}{dir}/"))
+            })
+            .collect();
+        dirs.dedup();
+        Ok(dirs)
+    }
+
     async fn open(
         &self,
         bucket: &str,

@@ -24,3 +24,97 @@ pub async fn read_secret(
         .map(str::to_owned)
         .ok_or_else(|| AwsError::permanent(OP, "the secret has no string value"))
 }
+
+/// Port: versioned secrets (partners' pseudonym keys): the current version, and any
+/// version by id (an export made before a rotation keeps the key it started with).
+pub trait Secrets: Send + Sync {
+    /// `(version id, value)` of the current version.
+    fn current(
+        &self,
+        secret_id: &str,
+    ) -> impl std::future::Future<Output = Result<(String, String), AwsError>> + Send;
+    fn version(
+        &self,
+        secret_id: &str,
+        version_id: &str,
+    ) -> impl std::future::Future<Output = Result<String, AwsError>> + Send;
+}
+
+pub struct SecretsManager {
+    client: aws_sdk_secretsmanager::Client,
+}
+
+impl SecretsManager {
+    pub fn from_config(sdk: &aws_config::SdkConfig) -> SecretsManager {
+        SecretsManager {
+            client: aws_sdk_secretsmanager::Client::new(sdk),
+        }
+    }
+}
+
+impl Secrets for SecretsManager {
+    async fn current(&self, secret_id: &str) -> Result<(String, String), AwsError> {
+        const OP: &str = "secretsmanager:GetSecretValue";
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(OP, e))?;
+        match (out.version_id(), out.secret_string()) {
+            (Some(v), Some(s)) => Ok((v.to_owned(), s.to_owned())),
+            _ => Err(AwsError::permanent(
+                OP,
+                "the secret has no current string version",
+            )),
+        }
+    }
+
+    async fn version(&self, secret_id: &str, version_id: &str) -> Result<String, AwsError> {
+        const OP: &str = "secretsmanager:GetSecretValue";
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(secret_id)
+            .version_id(version_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(OP, e))?;
+        out.secret_string()
+            .map(str::to_owned)
+            .ok_or_else(|| AwsError::permanent(OP, "the secret version has no string value"))
+    }
+}
+
+/// In-memory secrets: secret id -> versions, the last one current.
+#[derive(Default)]
+pub struct MemorySecrets(
+    pub std::sync::Mutex<std::collections::BTreeMap<String, Vec<(String, String)>>>,
+);
+
+impl Secrets for MemorySecrets {
+    async fn current(&self, secret_id: &str) -> Result<(String, String), AwsError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(secret_id)
+            .and_then(|v| v.last().cloned())
+            .ok_or_else(|| AwsError::permanent("secretsmanager:GetSecretValue", "no such secret"))
+    }
+
+    async fn version(&self, secret_id: &str, version_id: &str) -> Result<String, AwsError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(secret_id)
+            .and_then(|v| {
+                v.iter()
+                    .find(|(id, _)| id == version_id)
+                    .map(|(_, s)| s.clone())
+            })
+            .ok_or_else(|| {
+                AwsError::permanent("secretsmanager:GetSecretValue", "no such secret version")
+            })
+    }
+}

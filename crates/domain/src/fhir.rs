@@ -164,7 +164,9 @@ pub fn write_observation(
             coding: codings(metric),
             text: Some(display(metric.loinc())),
         },
-        subject: Reference { reference: &subject },
+        subject: Reference {
+            reference: &subject,
+        },
         effective_date_time: effective,
         value_quantity: Some(quantity(metric, value)),
         component: Vec::new(),
@@ -204,7 +206,9 @@ pub fn write_bp_panel(
             }],
             text: Some("Blood pressure"),
         },
-        subject: Reference { reference: &subject },
+        subject: Reference {
+            reference: &subject,
+        },
         effective_date_time: effective,
         value_quantity: None,
         component: vec![
@@ -229,15 +233,33 @@ mod tests {
 
     #[test]
     fn a_reading_is_a_vital_signs_observation_in_loinc_and_ucum() {
-        let o = one(|out| write_observation(out, "abc", "p1", Metric::Spo2, 97.5, "2026-11-22T10:15:30.000Z"));
+        let o = one(|out| {
+            write_observation(
+                out,
+                "abc",
+                "p1",
+                Metric::Spo2,
+                97.5,
+                "2026-11-22T10:15:30.000Z",
+            )
+        });
         assert_eq!(o["resourceType"], "Observation");
         assert_eq!(o["status"], "final");
         assert_eq!(o["category"][0]["coding"][0]["code"], "vital-signs");
-        assert_eq!(o["code"]["coding"][0]["code"], "2708-6", "the profile's code first");
+        assert_eq!(
+            o["code"]["coding"][0]["code"], "2708-6",
+            "the profile's code first"
+        );
         assert_eq!(o["code"]["coding"][1]["code"], "59408-5");
         assert_eq!(o["subject"]["reference"], "Patient/p1");
         assert_eq!(o["valueQuantity"]["system"], "http://unitsofmeasure.org");
-        assert_eq!((o["valueQuantity"]["value"].as_f64(), o["valueQuantity"]["code"].as_str()), (Some(97.5), Some("%")));
+        assert_eq!(
+            (
+                o["valueQuantity"]["value"].as_f64(),
+                o["valueQuantity"]["code"].as_str()
+            ),
+            (Some(97.5), Some("%"))
+        );
         let g = one(|out| write_observation(out, "g", "p1", Metric::Glucose, 99.0, "2026"));
         assert_eq!(g["category"][0]["coding"][0]["code"], "laboratory");
         assert_eq!(g["effectiveDateTime"], "2026");
@@ -260,6 +282,9 @@ mod tests {
         assert_ne!(observation_id("a", &r), observation_id("b", &r));
         assert_eq!(observation_id("a", &r).len(), 32);
         assert_eq!(effective(1_795_342_530_000, Mode::SafeHarbor), "2026");
-        assert_eq!(effective(1_795_342_530_000, Mode::Limited), "2026-11-22T10:15:30.000Z");
+        assert_eq!(
+            effective(1_795_342_530_000, Mode::Limited),
+            "2026-11-22T10:15:30.000Z"
+        );
     }
 }

@@ -67,13 +67,17 @@ impl Policy {
 
     pub fn validate(&self) -> Result<(), PolicyError> {
         if self.metrics.is_empty() {
-            return Err(PolicyError("`metrics` is empty: the partner could see nothing".into()));
+            return Err(PolicyError(
+                "`metrics` is empty: the partner could see nothing".into(),
+            ));
         }
         if let Some(m) = self.metrics.iter().find(|m| Metric::from_name(m).is_none()) {
             return Err(PolicyError(format!("metric {m:?} is not in the catalog")));
         }
         if self.cohorts.is_empty() {
-            return Err(PolicyError("`cohorts` is empty (use [\"*\"] for every subject)".into()));
+            return Err(PolicyError(
+                "`cohorts` is empty (use [\"*\"] for every subject)".into(),
+            ));
         }
         for t in [&self.earliest, &self.latest].into_iter().flatten() {
             if parse_rfc3339_ms(t).is_none() {
@@ -86,7 +90,9 @@ impl Policy {
             return Err(PolicyError("`earliest` must be before `latest`".into()));
         }
         if self.dua.trim().is_empty() {
-            return Err(PolicyError("`dua` (the data use agreement) is required".into()));
+            return Err(PolicyError(
+                "`dua` (the data use agreement) is required".into(),
+            ));
         }
         if let Some(f) = self.formats.iter().find(|f| *f != PARQUET) {
             return Err(PolicyError(format!("output format {f:?} is not offered")));
@@ -117,12 +123,14 @@ impl Policy {
 /// The Parquet output format's media type.
 pub const PARQUET: &str = "application/vnd.apache.parquet";
 
-/// The data an export delivers, after the policy: the metrics, the cohorts (`None`:
-/// every cohort the policy allows) and the windows in epoch ms.
-#[derive(Debug, Clone, PartialEq)]
+/// The data an export delivers, after the policy: the metrics, the cohorts and the
+/// windows in epoch ms. Stored with the job, so workers apply exactly what was granted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scope {
     pub metrics: Vec<Metric>,
-    /// Only subjects of this cohort (a Group export), else the policy's cohorts.
+    /// The policy's cohorts (`*`: every subject).
+    pub cohorts: Vec<String>,
+    /// Only subjects of this cohort (a Group export).
     pub group: Option<String>,
     /// Measured in `[from, to)`.
     pub measured_from: Option<i64>,
@@ -134,7 +142,8 @@ pub struct Scope {
     pub format: OutputFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OutputFormat {
     Ndjson,
     Parquet,
@@ -174,40 +183,72 @@ pub enum Refusal {
 const LOINC: &str = "http://loinc.org";
 
 /// Parses the kick-off parameters (`name=value` pairs, already percent-decoded).
-pub fn parse_export(params: &[(String, String)], group: Option<&str>) -> Result<ExportRequest, Refusal> {
+pub fn parse_export(
+    params: &[(String, String)],
+    group: Option<&str>,
+) -> Result<ExportRequest, Refusal> {
     let bad = |m: String| Refusal::BadRequest(m);
     let mut req = ExportRequest {
         group: group.map(str::to_owned),
         ..ExportRequest::default()
     };
     if let Some(g) = group
-        && (g.is_empty() || g.len() > 64 || !g.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        && (g.is_empty()
+            || g.len() > 64
+            || !g
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
     {
-        return Err(bad("the group id must be 1-64 letters, digits, '-' or '_'".into()));
+        return Err(bad(
+            "the group id must be 1-64 letters, digits, '-' or '_'".into()
+        ));
     }
     for (name, value) in params {
         match name.as_str() {
-            "_type" => req.types.extend(value.split(',').map(|t| t.trim().to_owned())),
+            "_type" => req
+                .types
+                .extend(value.split(',').map(|t| t.trim().to_owned())),
             "_since" | "_until" => {
-                let t = crate::time::parse_rfc3339_ms(value)
-                    .ok_or_else(|| bad(format!("{name} {:?} is not a FHIR instant", short(value))))?;
-                if name == "_since" { req.since = Some(t) } else { req.until = Some(t) }
+                let t = crate::time::parse_rfc3339_ms(value).ok_or_else(|| {
+                    bad(format!("{name} {:?} is not a FHIR instant", short(value)))
+                })?;
+                if name == "_since" {
+                    req.since = Some(t)
+                } else {
+                    req.until = Some(t)
+                }
             }
             "_outputFormat" => req.output_format = Some(value.clone()),
             "_typeFilter" => {
                 for filter in value.split(',') {
                     let Some(query) = filter.strip_prefix("Observation?") else {
-                        return Err(bad(format!("_typeFilter {:?} must be Observation?code=...", short(filter))));
+                        return Err(bad(format!(
+                            "_typeFilter {:?} must be Observation?code=...",
+                            short(filter)
+                        )));
                     };
                     for part in query.split('&') {
                         let Some(codes) = part.strip_prefix("code=") else {
-                            return Err(bad(format!("_typeFilter supports code= only, not {:?}", short(part))));
+                            return Err(bad(format!(
+                                "_typeFilter supports code= only, not {:?}",
+                                short(part)
+                            )));
                         };
                         for code in codes.split(',') {
-                            let loinc = code.strip_prefix(LOINC).and_then(|c| c.strip_prefix('|')).unwrap_or(code);
+                            let loinc = code
+                                .strip_prefix(LOINC)
+                                .and_then(|c| c.strip_prefix('|'))
+                                .unwrap_or(code);
                             let metric = Metric::all()
-                                .find(|m| m.loinc() == loinc || m.spec().loinc_alternates.contains(&loinc))
-                                .ok_or_else(|| bad(format!("code {:?} is no vital sign this server holds", short(code))))?;
+                                .find(|m| {
+                                    m.loinc() == loinc || m.spec().loinc_alternates.contains(&loinc)
+                                })
+                                .ok_or_else(|| {
+                                    bad(format!(
+                                        "code {:?} is no vital sign this server holds",
+                                        short(code)
+                                    ))
+                                })?;
                             req.metrics.push(metric);
                         }
                     }
@@ -220,7 +261,10 @@ pub fn parse_export(params: &[(String, String)], group: Option<&str>) -> Result<
         }
     }
     if let Some(t) = req.types.iter().find(|t| *t != "Observation") {
-        return Err(bad(format!("_type {:?} is not exported (Observation only)", short(t))));
+        return Err(bad(format!(
+            "_type {:?} is not exported (Observation only)",
+            short(t)
+        )));
     }
     if let (Some(a), Some(b)) = (req.since, req.until)
         && a >= b
@@ -245,21 +289,35 @@ pub struct Grant {
 }
 
 /// Applies a partner's policy to a request: deny by default.
-pub fn authorize(policy: &Policy, status: PartnerStatus, req: &ExportRequest) -> Result<Grant, Refusal> {
+pub fn authorize(
+    policy: &Policy,
+    status: PartnerStatus,
+    req: &ExportRequest,
+) -> Result<Grant, Refusal> {
     if status != PartnerStatus::Active {
         return Err(Refusal::Forbidden("the partner is suspended".into()));
     }
     let mut withheld = Vec::new();
     let metrics: Vec<Metric> = if req.metrics.is_empty() {
         let all: Vec<Metric> = Metric::all().filter(|m| policy.allows_metric(*m)).collect();
-        let denied: Vec<&str> = Metric::all().filter(|m| !policy.allows_metric(*m)).map(|m| m.name()).collect();
+        let denied: Vec<&str> = Metric::all()
+            .filter(|m| !policy.allows_metric(*m))
+            .map(|m| m.name())
+            .collect();
         if !denied.is_empty() {
-            withheld.push(format!("metrics outside the policy were not exported: {}", denied.join(", ")));
+            withheld.push(format!(
+                "metrics outside the policy were not exported: {}",
+                denied.join(", ")
+            ));
         }
         all
     } else {
         if let Some(m) = req.metrics.iter().find(|m| !policy.allows_metric(**m)) {
-            return Err(Refusal::Forbidden(format!("the policy does not grant {} ({})", m.name(), m.loinc())));
+            return Err(Refusal::Forbidden(format!(
+                "the policy does not grant {} ({})",
+                m.name(),
+                m.loinc()
+            )));
         }
         let mut m = req.metrics.clone();
         m.sort();
@@ -269,13 +327,26 @@ pub fn authorize(policy: &Policy, status: PartnerStatus, req: &ExportRequest) ->
     if let Some(g) = &req.group
         && !policy.allows_cohort(Some(g))
     {
-        return Err(Refusal::Forbidden(format!("the policy does not grant cohort {g}")));
+        return Err(Refusal::Forbidden(format!(
+            "the policy does not grant cohort {g}"
+        )));
     }
     let format = match req.output_format.as_deref() {
-        None | Some("application/fhir+ndjson" | "application/ndjson" | "ndjson") => OutputFormat::Ndjson,
+        None | Some("application/fhir+ndjson" | "application/ndjson" | "ndjson") => {
+            OutputFormat::Ndjson
+        }
         Some(PARQUET) if policy.formats.iter().any(|f| f == PARQUET) => OutputFormat::Parquet,
-        Some(PARQUET) => return Err(Refusal::Forbidden("the policy does not grant Parquet output".into())),
-        Some(other) => return Err(Refusal::BadRequest(format!("_outputFormat {:?} is not offered", short(other)))),
+        Some(PARQUET) => {
+            return Err(Refusal::Forbidden(
+                "the policy does not grant Parquet output".into(),
+            ));
+        }
+        Some(other) => {
+            return Err(Refusal::BadRequest(format!(
+                "_outputFormat {:?} is not offered",
+                short(other)
+            )));
+        }
     };
     let (earliest, latest) = (policy.earliest_ms(), policy.latest_ms());
     if earliest.is_some() || latest.is_some() {
@@ -294,6 +365,7 @@ pub fn authorize(policy: &Policy, status: PartnerStatus, req: &ExportRequest) ->
     Ok(Grant {
         scope: Scope {
             metrics,
+            cohorts: policy.cohorts.clone(),
             group: req.group.clone(),
             measured_from: earliest,
             measured_to: latest,
@@ -309,13 +381,17 @@ pub fn authorize(policy: &Policy, status: PartnerStatus, req: &ExportRequest) ->
 impl Scope {
     /// Whether a reading measured at `measured_at`, received at `received_at`, of a
     /// subject in `cohort`, is in the export (the metric is the partition's).
-    pub fn admits(&self, policy: &Policy, measured_at: i64, received_at: i64, cohort: Option<&str>) -> bool {
+    pub fn admits(&self, measured_at: i64, received_at: i64, cohort: Option<&str>) -> bool {
         let measured = self.measured_from.is_none_or(|f| measured_at >= f)
             && self.measured_to.is_none_or(|t| measured_at < t);
-        let received = self.since.is_none_or(|s| received_at >= s) && self.until.is_none_or(|u| received_at < u);
+        let received = self.since.is_none_or(|s| received_at >= s)
+            && self.until.is_none_or(|u| received_at < u);
         let cohort_ok = match &self.group {
             Some(g) => cohort == Some(g.as_str()),
-            None => policy.allows_cohort(cohort),
+            None => self
+                .cohorts
+                .iter()
+                .any(|c| c == "*" || Some(c.as_str()) == cohort),
         };
         measured && received && cohort_ok
     }
@@ -334,7 +410,9 @@ mod tests {
     }
 
     fn params(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+        p.iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -350,25 +428,46 @@ mod tests {
     fn what_the_policy_never_grants_is_forbidden_and_bad_parameters_are_bad_requests() {
         let forbidden = |p: &[(&str, &str)], group: Option<&str>| {
             let req = parse_export(&params(p), group).unwrap();
-            matches!(authorize(&policy(), PartnerStatus::Active, &req), Err(Refusal::Forbidden(_)))
+            matches!(
+                authorize(&policy(), PartnerStatus::Active, &req),
+                Err(Refusal::Forbidden(_))
+            )
         };
-        assert!(forbidden(&[("_typeFilter", "Observation?code=http://loinc.org|8310-5")], None));
+        assert!(forbidden(
+            &[("_typeFilter", "Observation?code=http://loinc.org|8310-5")],
+            None
+        ));
         assert!(forbidden(&[], Some("neonatal")));
         assert!(forbidden(&[("_outputFormat", PARQUET)], None));
         let req = parse_export(&[], None).unwrap();
-        assert!(matches!(authorize(&policy(), PartnerStatus::Suspended, &req), Err(Refusal::Forbidden(_))));
+        assert!(matches!(
+            authorize(&policy(), PartnerStatus::Suspended, &req),
+            Err(Refusal::Forbidden(_))
+        ));
         for bad in [
             vec![("_type", "Patient")],
             vec![("_since", "yesterday")],
-            vec![("_since", "2026-11-02T00:00:00Z"), ("_until", "2026-11-01T00:00:00Z")],
+            vec![
+                ("_since", "2026-11-02T00:00:00Z"),
+                ("_until", "2026-11-01T00:00:00Z"),
+            ],
             vec![("_typeFilter", "Observation?code=http://loinc.org|1234-5")],
             vec![("_typeFilter", "Patient?gender=male")],
             vec![("_foo", "1")],
             vec![("_since", "2026-11-01T00:00:00Z' OR 1=1 --")],
         ] {
-            assert!(matches!(parse_export(&params(&bad), None), Err(Refusal::BadRequest(_))), "{bad:?}");
+            assert!(
+                matches!(
+                    parse_export(&params(&bad), None),
+                    Err(Refusal::BadRequest(_))
+                ),
+                "{bad:?}"
+            );
         }
-        assert!(matches!(parse_export(&[], Some("a/../b")), Err(Refusal::BadRequest(_))));
+        assert!(matches!(
+            parse_export(&[], Some("a/../b")),
+            Err(Refusal::BadRequest(_))
+        ));
     }
 
     #[test]
@@ -377,11 +476,36 @@ mod tests {
         let req = parse_export(&params(&[("_since", "2026-11-01T00:00:00Z")]), None).unwrap();
         let s = authorize(&p, PartnerStatus::Active, &req).unwrap().scope;
         let t = |x: &str| parse_rfc3339_ms(x).unwrap();
-        assert!(s.admits(&p, t("2026-06-01T00:00:00Z"), t("2026-11-02T00:00:00Z"), Some("adult")));
-        assert!(!s.admits(&p, t("2025-06-01T00:00:00Z"), t("2026-11-02T00:00:00Z"), Some("adult")), "before the policy");
-        assert!(!s.admits(&p, t("2026-06-01T00:00:00Z"), t("2026-10-02T00:00:00Z"), Some("adult")), "before _since");
-        assert!(!s.admits(&p, t("2026-06-01T00:00:00Z"), t("2026-11-02T00:00:00Z"), Some("neonatal")));
-        assert!(!s.admits(&p, t("2026-06-01T00:00:00Z"), t("2026-11-02T00:00:00Z"), None), "no cohort is no grant");
+        assert!(s.admits(
+            t("2026-06-01T00:00:00Z"),
+            t("2026-11-02T00:00:00Z"),
+            Some("adult")
+        ));
+        assert!(
+            !s.admits(
+                t("2025-06-01T00:00:00Z"),
+                t("2026-11-02T00:00:00Z"),
+                Some("adult")
+            ),
+            "before the policy"
+        );
+        assert!(
+            !s.admits(
+                t("2026-06-01T00:00:00Z"),
+                t("2026-10-02T00:00:00Z"),
+                Some("adult")
+            ),
+            "before _since"
+        );
+        assert!(!s.admits(
+            t("2026-06-01T00:00:00Z"),
+            t("2026-11-02T00:00:00Z"),
+            Some("neonatal")
+        ));
+        assert!(
+            !s.admits(t("2026-06-01T00:00:00Z"), t("2026-11-02T00:00:00Z"), None),
+            "no cohort is no grant"
+        );
     }
 
     #[test]

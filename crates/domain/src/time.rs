@@ -98,6 +98,14 @@ pub fn parse_timestamp_utc_default_ms(s: &str) -> Option<i64> {
         .map(|t| epoch_ms(t.assume_utc()))
 }
 
+/// `epoch_ms` as an HTTP date (`Mon, 07 Dec 2026 10:00:00 GMT`, RFC 9110 5.6.7).
+pub fn format_http_date(epoch_ms: i64) -> String {
+    const HTTP: &[BorrowedFormatItem<'_>] = format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    utc(epoch_ms).format(HTTP).unwrap_or_default()
+}
+
 /// `epoch_ms` as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn format_rfc3339_ms(epoch_ms: i64) -> String {
     const MILLIS: &[BorrowedFormatItem<'_>] =
@@ -196,6 +204,14 @@ mod tests {
         assert_eq!(
             parse_timestamp_utc_default_ms("2026-11-22T10:15:30ZZ"),
             None
+        );
+    }
+
+    #[test]
+    fn http_dates_are_imf_fixdate() {
+        assert_eq!(
+            format_http_date(1_795_342_530_000),
+            "Sun, 22 Nov 2026 10:15:30 GMT"
         );
     }
 

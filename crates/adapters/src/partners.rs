@@ -1,0 +1,220 @@
+//! Partners (one DynamoDB item each: status, policy, public keys, pseudonym key secret)
+//! and one-time claims (a client assertion's `jti`, refused when seen again).
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Mutex;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use pulselake_domain::partner::{PartnerStatus, Policy};
+
+use crate::error::AwsError;
+
+/// A partner as registered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partner {
+    pub client_id: String,
+    pub status: PartnerStatus,
+    pub policy: Policy,
+    /// The partner's public keys, a JWK Set (JSON).
+    pub jwks: String,
+    /// The Secrets Manager secret holding the partner's pseudonym key.
+    pub key_secret: String,
+}
+
+/// Port: the partner registry.
+pub trait Partners: Send + Sync {
+    fn get(
+        &self,
+        client_id: &str,
+    ) -> impl Future<Output = Result<Option<Partner>, AwsError>> + Send;
+    fn put(&self, partner: &Partner) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn all(&self) -> impl Future<Output = Result<Vec<Partner>, AwsError>> + Send;
+}
+
+/// Port: things that may happen once (a `jti`), remembered until they expire.
+pub trait OnceClaims: Send + Sync {
+    /// `Ok(true)` the first time `key` is claimed before `expires_at` (epoch s).
+    fn claim(
+        &self,
+        key: &str,
+        expires_at: i64,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+}
+
+pub struct DynamoPartners {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoPartners {
+    pub fn from_config(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> DynamoPartners {
+        DynamoPartners {
+            client: aws_sdk_dynamodb::Client::new(sdk),
+            table: table.into(),
+        }
+    }
+}
+
+fn status_name(s: PartnerStatus) -> &'static str {
+    match s {
+        PartnerStatus::Active => "active",
+        PartnerStatus::Suspended => "suspended",
+    }
+}
+
+fn decode(item: &HashMap<String, AttributeValue>) -> Option<Partner> {
+    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let status = match text("status")?.as_str() {
+        "active" => PartnerStatus::Active,
+        _ => PartnerStatus::Suspended,
+    };
+    Some(Partner {
+        client_id: text("client_id")?,
+        status,
+        // A stored policy that no longer validates denies everything: the item is skipped.
+        policy: Policy::from_json(&text("policy")?).ok()?,
+        jwks: text("jwks")?,
+        key_secret: text("key_secret")?,
+    })
+}
+
+impl Partners for DynamoPartners {
+    async fn get(&self, client_id: &str) -> Result<Option<Partner>, AwsError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("client_id", AttributeValue::S(client_id.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))?;
+        Ok(out.item().and_then(decode))
+    }
+
+    async fn put(&self, p: &Partner) -> Result<(), AwsError> {
+        let policy = serde_json::to_string(&p.policy)
+            .map_err(|e| AwsError::permanent("dynamodb:PutItem", e.to_string()))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("client_id", AttributeValue::S(p.client_id.clone()))
+            .item("status", AttributeValue::S(status_name(p.status).into()))
+            .item("policy", AttributeValue::S(policy))
+            .item("jwks", AttributeValue::S(p.jwks.clone()))
+            .item("key_secret", AttributeValue::S(p.key_secret.clone()))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb:PutItem", e))?;
+        Ok(())
+    }
+
+    async fn all(&self) -> Result<Vec<Partner>, AwsError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
+            out.extend(page.items().iter().filter_map(decode));
+        }
+        out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        Ok(out)
+    }
+}
+
+/// One-time claims in a DynamoDB table keyed `id`, expiring through TTL (`expiration`).
+pub struct DynamoOnce {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoOnce {
+    pub fn from_config(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> DynamoOnce {
+        DynamoOnce {
+            client: aws_sdk_dynamodb::Client::new(sdk),
+            table: table.into(),
+        }
+    }
+}
+
+impl OnceClaims for DynamoOnce {
+    async fn claim(&self, key: &str, expires_at: i64) -> Result<bool, AwsError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("id", AttributeValue::S(key.to_owned()))
+            .item("expiration", AttributeValue::N(expires_at.to_string()))
+            // An expired claim TTL has not removed yet counts as gone.
+            .condition_expression("attribute_not_exists(id) OR expiration < :now")
+            .expression_attribute_values(":now", AttributeValue::N(crate::epoch_s().to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(AwsError::from_sdk("dynamodb:PutItem", e)),
+        }
+    }
+}
+
+/// In-memory partners: for unit tests.
+#[derive(Default)]
+pub struct MemoryPartners(pub Mutex<BTreeMap<String, Partner>>);
+
+impl Partners for MemoryPartners {
+    async fn get(&self, client_id: &str) -> Result<Option<Partner>, AwsError> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(client_id)
+            .cloned())
+    }
+
+    async fn put(&self, p: &Partner) -> Result<(), AwsError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(p.client_id.clone(), p.clone());
+        Ok(())
+    }
+
+    async fn all(&self) -> Result<Vec<Partner>, AwsError> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect())
+    }
+}
+
+/// In-memory one-time claims: for unit tests.
+#[derive(Default)]
+pub struct MemoryOnce(pub Mutex<HashMap<String, i64>>);
+
+impl OnceClaims for MemoryOnce {
+    async fn claim(&self, key: &str, expires_at: i64) -> Result<bool, AwsError> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = crate::epoch_s();
+        match m.get(key) {
+            Some(&exp) if exp >= now => Ok(false),
+            _ => {
+                m.insert(key.to_owned(), expires_at);
+                Ok(true)
+            }
+        }
+    }
+}

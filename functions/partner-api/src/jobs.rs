@@ -1,0 +1,471 @@
+//! Export jobs from the API's side: the kick-off fans the job out over the export
+//! queue (one message per lake partition inside the grant; a day's two blood pressure
+//! partitions together, so pairs become panels); status reports progress or the
+//! manifest, and fails a job that stopped making progress; cancel removes every file;
+//! downloads are audited and redirected to a one-minute link.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use pulselake_adapters::{
+    AuditLog, AwsError, ExportJobs, Job, JobStatus, ObjectReader, ObjectWriter, OnceClaims,
+    Partner, Partners, Presigner, Secrets, TokenSigner, WorkQueue,
+};
+use pulselake_domain::Metric;
+use pulselake_domain::partition::READINGS_PREFIX;
+use pulselake_domain::partner::Grant;
+use pulselake_domain::time::{Date, format_http_date, format_rfc3339_ms};
+
+use crate::api::{PartnerApi, job_belongs};
+use crate::http::{Response, operation_outcome};
+
+/// A job that has not progressed for this long is failed (a partition worker runs at
+/// most 15 minutes, and the queue redelivers after its visibility timeout).
+pub const STALL_MS: i64 = 20 * 60_000;
+/// Exported files are kept this long (the exports bucket's lifecycle), as `Expires` says.
+pub const KEEP_MS: i64 = 7 * 86_400_000;
+/// Download links live this long: the API hands out a fresh one per request.
+const LINK: Duration = Duration::from_secs(60);
+/// The file listing what the policy withheld, as OperationOutcomes.
+pub const ERRORS_FILE: &str = "errors.ndjson";
+
+/// One unit of export work: a lake partition, or a day's two blood pressure partitions.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WorkUnit {
+    pub job: String,
+    /// Names the unit in the job's progress (`metric=spo2/year=2026/month=11/day=20`,
+    /// or `bp/year=...` for the pair).
+    pub unit: String,
+    /// The partitions' paths under `readings/`.
+    pub partitions: Vec<String>,
+}
+
+/// Where a job's files live in the exports bucket: under the partner's own prefix.
+pub fn job_prefix(client_id: &str, job_id: &str) -> String {
+    format!("exports/{client_id}/{job_id}/")
+}
+
+type Api<P, C, J, S, A, Q, O, K> = PartnerApi<P, C, J, S, A, Q, O, K>;
+
+/// The days with data of `metric` inside `[from, to)` (either open).
+async fn partitions<O: ObjectReader>(
+    objects: &O,
+    bucket: &str,
+    metric: Metric,
+    from: Option<i64>,
+    to: Option<i64>,
+) -> Result<Vec<Date>, AwsError> {
+    let (lo, hi) = (
+        from.map(Date::from_epoch_ms),
+        to.map(|t| Date::from_epoch_ms(t - 1)),
+    );
+    let num = |dir: &str, key: &str| -> Option<i32> {
+        dir.trim_end_matches('/')
+            .rsplit('/')
+            .next()?
+            .strip_prefix(key)?
+            .strip_prefix('=')?
+            .parse()
+            .ok()
+    };
+    let mut days = Vec::new();
+    let root = format!("{READINGS_PREFIX}metric={}/", metric.name());
+    for y in objects.list_dirs(bucket, &root).await? {
+        let Some(year) = num(&y, "year") else {
+            continue;
+        };
+        if lo.is_some_and(|d| year < d.year) || hi.is_some_and(|d| year > d.year) {
+            continue;
+        }
+        for m in objects.list_dirs(bucket, &y).await? {
+            let Some(month) = num(&m, "month") else {
+                continue;
+            };
+            for d in objects.list_dirs(bucket, &m).await? {
+                let Some(day) = num(&d, "day") else { continue };
+                let Some(date) = Date::new(year, month as u8, day as u8) else {
+                    continue;
+                };
+                if lo.is_some_and(|x| date < x) || hi.is_some_and(|x| date > x) {
+                    continue;
+                }
+                days.push(date);
+            }
+        }
+    }
+    Ok(days)
+}
+
+fn partition_path(metric: Metric, d: Date) -> String {
+    format!(
+        "metric={}/year={:04}/month={:02}/day={:02}",
+        metric.name(),
+        d.year,
+        d.month,
+        d.day
+    )
+}
+
+/// Starts an export: `Ok(Err(response))` when the partner may not start one now.
+pub async fn start<P, C, J, S, A, Q, O, K>(
+    api: &Api<P, C, J, S, A, Q, O, K>,
+    partner: &Partner,
+    grant: Grant,
+    request: String,
+    now_ms: i64,
+) -> Result<Result<Job, Response>, AwsError>
+where
+    P: Partners,
+    C: OnceClaims,
+    J: ExportJobs,
+    S: TokenSigner,
+    A: AuditLog,
+    Q: WorkQueue,
+    O: ObjectReader + ObjectWriter + Presigner,
+    K: Secrets,
+{
+    let day = format_rfc3339_ms(now_ms)[..10].to_owned();
+    if !api
+        .jobs
+        .count_kickoff(&partner.client_id, &day, partner.policy.daily_exports)
+        .await?
+    {
+        return Ok(Err(Response::outcome(
+            429,
+            "throttled",
+            "the partner's daily export quota is used up",
+        )
+        .with_header("retry-after", "3600")));
+    }
+    let scope = grant.scope;
+    let settings = &api.settings;
+    let mut units: Vec<WorkUnit> = Vec::new();
+    let id = format!("{:032x}", fastrand::u128(..));
+    let mut bp: BTreeMap<Date, Vec<String>> = BTreeMap::new();
+    let pair =
+        scope.metrics.contains(&Metric::BpSystolic) && scope.metrics.contains(&Metric::BpDiastolic);
+    for &m in &scope.metrics {
+        for d in partitions(
+            &api.objects,
+            &settings.lake_bucket,
+            m,
+            scope.measured_from,
+            scope.measured_to,
+        )
+        .await?
+        {
+            if pair && matches!(m, Metric::BpSystolic | Metric::BpDiastolic) {
+                bp.entry(d).or_default().push(partition_path(m, d));
+            } else {
+                let path = partition_path(m, d);
+                units.push(WorkUnit {
+                    job: id.clone(),
+                    unit: path.clone(),
+                    partitions: vec![path],
+                });
+            }
+        }
+    }
+    for (d, partitions) in bp {
+        let unit = format!(
+            "bp/year={:04}/month={:02}/day={:02}",
+            d.year, d.month, d.day
+        );
+        units.push(WorkUnit {
+            job: id.clone(),
+            unit,
+            partitions,
+        });
+    }
+    let (key_version, _) = api.secrets.current(&partner.key_secret).await?;
+    let job = Job {
+        id: id.clone(),
+        client_id: partner.client_id.clone(),
+        status: JobStatus::InProgress,
+        request,
+        transaction_time: now_ms,
+        scope,
+        withheld: grant.withheld,
+        key_version,
+        total: units.len() as u32,
+        done: 0,
+        updated_at: now_ms,
+        error: None,
+    };
+    if let Some(running) = api.jobs.start(&job, (now_ms + KEEP_MS) / 1000).await? {
+        let _ = running;
+        return Ok(Err(Response::outcome(
+            429,
+            "throttled",
+            "an export of this partner is running; poll it or cancel it first",
+        )
+        .with_header("retry-after", "60")));
+    }
+    // What the policy withheld is part of the result: written now, listed at the end.
+    let errors: String = job
+        .withheld
+        .iter()
+        .map(|w| format!("{}\n", operation_outcome("informational", w)))
+        .collect();
+    let prefix = job_prefix(&job.client_id, &job.id);
+    api.objects
+        .put(
+            &settings.exports_bucket,
+            &format!("{prefix}{ERRORS_FILE}"),
+            errors.into_bytes(),
+            "application/fhir+ndjson",
+        )
+        .await?;
+    if units.is_empty() {
+        api.jobs
+            .end(&job, &[JobStatus::InProgress], JobStatus::Completed, None)
+            .await?;
+    } else {
+        let bodies: Vec<String> = units
+            .iter()
+            .filter_map(|u| serde_json::to_string(u).ok())
+            .collect();
+        if let Err(e) = api.queue.send(&bodies).await {
+            api.jobs
+                .end(
+                    &job,
+                    &[JobStatus::InProgress],
+                    JobStatus::Failed,
+                    Some("the export could not be queued".into()),
+                )
+                .await?;
+            return Err(e);
+        }
+    }
+    tracing::info!(job = %job.id, partitions = job.total, "export started");
+    Ok(Ok(job))
+}
+
+/// `GET /fhir/export-status/{id}`.
+pub async fn status<P, C, J, S, A, Q, O, K>(
+    api: &Api<P, C, J, S, A, Q, O, K>,
+    partner: &Partner,
+    id: &str,
+    now_ms: i64,
+) -> Response
+where
+    P: Partners,
+    C: OnceClaims,
+    J: ExportJobs,
+    S: TokenSigner,
+    A: AuditLog,
+    Q: WorkQueue,
+    O: ObjectReader + ObjectWriter + Presigner,
+    K: Secrets,
+{
+    let mut job = match owned_job(api, partner, id).await {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    if job.status == JobStatus::InProgress && now_ms - job.updated_at > STALL_MS {
+        // The watchdog: never left at 202 forever.
+        let why = "the export stopped making progress and was stopped; start it again".to_owned();
+        match api
+            .jobs
+            .end(
+                &job,
+                &[JobStatus::InProgress],
+                JobStatus::Failed,
+                Some(why.clone()),
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::warn!(job = %job.id, "a stalled export was failed");
+                job.status = JobStatus::Failed;
+                job.error = Some(why);
+            }
+            Err(e) => return crate::api_error(&e),
+        }
+    }
+    match job.status {
+        JobStatus::InProgress => Response::empty(202)
+            .with_header(
+                "x-progress",
+                format!("{} of {} lake partitions exported", job.done, job.total),
+            )
+            .with_header("retry-after", "5"),
+        JobStatus::Failed => Response::outcome(
+            500,
+            "incomplete",
+            job.error.as_deref().unwrap_or("the export failed"),
+        ),
+        JobStatus::Cancelled => Response::outcome(404, "not-found", "no such export"),
+        JobStatus::Completed => match manifest(api, &job).await {
+            Ok(m) => Response::json(200, &m)
+                .with_header("expires", format_http_date(job.transaction_time + KEEP_MS)),
+            Err(e) => crate::api_error(&e),
+        },
+    }
+}
+
+async fn manifest<P, C, J, S, A, Q, O, K>(
+    api: &Api<P, C, J, S, A, Q, O, K>,
+    job: &Job,
+) -> Result<serde_json::Value, AwsError>
+where
+    P: Partners,
+    C: OnceClaims,
+    J: ExportJobs,
+    S: TokenSigner,
+    A: AuditLog,
+    Q: WorkQueue,
+    O: ObjectReader + ObjectWriter + Presigner,
+    K: Secrets,
+{
+    let files_url = format!("{}/export-files/{}", api.settings.fhir_base(), job.id);
+    let output: Vec<serde_json::Value> = api
+        .jobs
+        .outputs(&job.id)
+        .await?
+        .values()
+        .flatten()
+        .map(|f| {
+            let name = f.key.rsplit('/').next().unwrap_or_default();
+            serde_json::json!({"type": "Observation", "url": format!("{files_url}/{name}"), "count": f.count,
+                               "extension": {"sha256": f.sha256}})
+        })
+        .collect();
+    let error: Vec<serde_json::Value> = if job.withheld.is_empty() {
+        Vec::new()
+    } else {
+        vec![
+            serde_json::json!({"type": "OperationOutcome", "url": format!("{files_url}/{ERRORS_FILE}"), "count": job.withheld.len()}),
+        ]
+    };
+    Ok(serde_json::json!({
+        "transactionTime": format_rfc3339_ms(job.transaction_time),
+        "request": job.request,
+        "requiresAccessToken": true,
+        "output": output,
+        "error": error,
+        "deleted": [],
+        "extension": {"pseudonymKeyVersion": job.key_version, "deIdentification": job.scope.mode}
+    }))
+}
+
+/// `DELETE /fhir/export-status/{id}`: stops the job and removes every file it wrote.
+pub async fn cancel<P, C, J, S, A, Q, O, K>(
+    api: &Api<P, C, J, S, A, Q, O, K>,
+    partner: &Partner,
+    id: &str,
+) -> Response
+where
+    P: Partners,
+    C: OnceClaims,
+    J: ExportJobs,
+    S: TokenSigner,
+    A: AuditLog,
+    Q: WorkQueue,
+    O: ObjectReader + ObjectWriter + Presigner,
+    K: Secrets,
+{
+    let job = match owned_job(api, partner, id).await {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    match api
+        .jobs
+        .end(
+            &job,
+            &[JobStatus::InProgress, JobStatus::Completed],
+            JobStatus::Cancelled,
+            None,
+        )
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Response::outcome(404, "not-found", "no such export"),
+        Err(e) => return crate::api_error(&e),
+    }
+    if let Err(e) = remove_files(&api.objects, &api.settings.exports_bucket, &job).await {
+        return crate::api_error(&e);
+    }
+    Response::empty(202)
+}
+
+/// Removes a job's files (workers still running check the job and remove what they write).
+pub async fn remove_files<O: ObjectReader + ObjectWriter>(
+    objects: &O,
+    bucket: &str,
+    job: &Job,
+) -> Result<(), AwsError> {
+    for key in objects
+        .list(bucket, &job_prefix(&job.client_id, &job.id))
+        .await?
+    {
+        objects.delete(bucket, &key, None).await?;
+    }
+    Ok(())
+}
+
+/// `GET /fhir/export-files/{id}/{file}`: audited, then a one-minute link to the file.
+pub async fn download<P, C, J, S, A, Q, O, K>(
+    api: &Api<P, C, J, S, A, Q, O, K>,
+    partner: &Partner,
+    id: &str,
+    file: &str,
+) -> Response
+where
+    P: Partners,
+    C: OnceClaims,
+    J: ExportJobs,
+    S: TokenSigner,
+    A: AuditLog,
+    Q: WorkQueue,
+    O: ObjectReader + ObjectWriter + Presigner,
+    K: Secrets,
+{
+    let job = match owned_job(api, partner, id).await {
+        Ok(j) if j.status == JobStatus::Completed => j,
+        Ok(_) => return Response::outcome(404, "not-found", "no such file"),
+        Err(r) => return r,
+    };
+    let known: BTreeSet<String> = match api.jobs.outputs(&job.id).await {
+        Ok(o) => o
+            .values()
+            .flatten()
+            .filter_map(|f| f.key.rsplit('/').next().map(str::to_owned))
+            .chain([ERRORS_FILE.to_owned()])
+            .collect(),
+        Err(e) => return crate::api_error(&e),
+    };
+    if !known.contains(file) {
+        return Response::outcome(404, "not-found", "no such file");
+    }
+    let key = format!("{}{file}", job_prefix(&job.client_id, &job.id));
+    match api
+        .objects
+        .presign_get(&api.settings.exports_bucket, &key, LINK)
+        .await
+    {
+        Ok(url) => Response::empty(307).with_header("location", url),
+        Err(e) => crate::api_error(&e),
+    }
+}
+
+/// The job, if it exists and is this partner's: every other case is `404`, so one
+/// partner learns nothing of another's jobs.
+async fn owned_job<P, C, J, S, A, Q, O, K>(
+    api: &Api<P, C, J, S, A, Q, O, K>,
+    partner: &Partner,
+    id: &str,
+) -> Result<Job, Response>
+where
+    J: ExportJobs,
+{
+    let well_formed = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if !well_formed {
+        return Err(Response::outcome(404, "not-found", "no such export"));
+    }
+    match api.jobs.get(id).await {
+        Ok(Some(job)) if job_belongs(&job, partner) => Ok(job),
+        Ok(_) => Err(Response::outcome(404, "not-found", "no such export")),
+        Err(e) => Err(crate::api_error(&e)),
+    }
+}
