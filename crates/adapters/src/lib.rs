@@ -24,6 +24,7 @@ pub mod registry;
 pub mod retry;
 pub mod s3_events;
 pub mod secrets;
+pub mod shared;
 pub mod signing;
 
 pub use alerts::{

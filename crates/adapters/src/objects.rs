@@ -115,6 +115,18 @@ pub enum ObjectBody {
 }
 
 impl ObjectBody {
+    /// The whole body in memory (a lake file to read with its footer).
+    pub async fn bytes(self) -> Result<bytes::Bytes, AwsError> {
+        match self {
+            ObjectBody::Memory(b) => Ok(b),
+            ObjectBody::S3(stream) => stream
+                .collect()
+                .await
+                .map(|a| a.into_bytes())
+                .map_err(|e| AwsError::transient("s3:GetObject", e.to_string())),
+        }
+    }
+
     /// The body as an `AsyncRead` (S3's stream, or the bytes in memory). Synchronous
     /// parsers read it through `tokio_util::io::SyncIoBridge` on a blocking thread.
     pub fn into_async_read(self) -> Box<dyn tokio::io::AsyncRead + Send + Unpin> {

@@ -102,12 +102,12 @@ pub(crate) fn check(
         if let Some(len) = v.len().filter(|&len| len != rows) {
             return Err(bad(c.name, format!("{len} values for {rows} rows")));
         }
-        let kind_ok = match (c.glue_type, v) {
-            ("string", Values::Ids(_) | Values::Text(_)) => true,
-            ("double", Values::Double(_)) => true,
-            ("timestamp", Values::Millis(_)) => true,
-            _ => false,
-        };
+        let kind_ok = matches!(
+            (c.glue_type, v),
+            ("string", Values::Ids(_) | Values::Text(_))
+                | ("double", Values::Double(_))
+                | ("timestamp", Values::Millis(_))
+        );
         if !kind_ok {
             return Err(bad(
                 c.name,

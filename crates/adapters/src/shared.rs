@@ -1,0 +1,187 @@
+//! Ports implemented for references, so one adapter serves two components: the
+//! partner API and the export worker over the same in-memory jobs and objects in a
+//! test, or the same clients in the local harness.
+
+use std::future::Future;
+
+use crate::{
+    AuditLog, AwsError, ExportJobs, Job, JobStatus, ObjectBody, ObjectReader, ObjectWriter,
+    OnceClaims, OutputFile, Partner, Partners, Presigner, Secrets, WorkQueue,
+};
+
+impl<T: ExportJobs> ExportJobs for &T {
+    fn start(
+        &self,
+        job: &Job,
+        expires_at: i64,
+    ) -> impl Future<Output = Result<Option<String>, AwsError>> + Send {
+        (**self).start(job, expires_at)
+    }
+    fn get(&self, id: &str) -> impl Future<Output = Result<Option<Job>, AwsError>> + Send {
+        (**self).get(id)
+    }
+    fn finish_partition(
+        &self,
+        id: &str,
+        partition: &str,
+        files: &[OutputFile],
+        now: i64,
+    ) -> impl Future<Output = Result<Option<Job>, AwsError>> + Send {
+        (**self).finish_partition(id, partition, files, now)
+    }
+    fn end(
+        &self,
+        job: &Job,
+        from: &[JobStatus],
+        to: JobStatus,
+        error: Option<String>,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send {
+        (**self).end(job, from, to, error)
+    }
+    fn count_kickoff(
+        &self,
+        client: &str,
+        day: &str,
+        limit: u32,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send {
+        (**self).count_kickoff(client, day, limit)
+    }
+    fn outputs(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<std::collections::BTreeMap<String, Vec<OutputFile>>, AwsError>> + Send
+    {
+        (**self).outputs(id)
+    }
+}
+
+impl<T: Partners> Partners for &T {
+    fn get(
+        &self,
+        client_id: &str,
+    ) -> impl Future<Output = Result<Option<Partner>, AwsError>> + Send {
+        (**self).get(client_id)
+    }
+    fn put(&self, partner: &Partner) -> impl Future<Output = Result<(), AwsError>> + Send {
+        (**self).put(partner)
+    }
+    fn all(&self) -> impl Future<Output = Result<Vec<Partner>, AwsError>> + Send {
+        (**self).all()
+    }
+}
+
+impl<T: Secrets> Secrets for &T {
+    fn current(
+        &self,
+        secret_id: &str,
+    ) -> impl Future<Output = Result<(String, String), AwsError>> + Send {
+        (**self).current(secret_id)
+    }
+    fn version(
+        &self,
+        secret_id: &str,
+        version_id: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send {
+        (**self).version(secret_id, version_id)
+    }
+}
+
+impl<T: ObjectReader> ObjectReader for &T {
+    fn open(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> impl Future<Output = Result<ObjectBody, AwsError>> + Send {
+        (**self).open(bucket, key, version)
+    }
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send {
+        (**self).list(bucket, prefix)
+    }
+    fn any_under(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send {
+        (**self).any_under(bucket, prefix)
+    }
+    fn list_dirs(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send {
+        (**self).list_dirs(bucket, prefix)
+    }
+}
+
+impl<T: ObjectWriter> ObjectWriter for &T {
+    fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send {
+        (**self).put(bucket, key, body, content_type)
+    }
+    fn copy(
+        &self,
+        from_bucket: &str,
+        from_key: &str,
+        from_version: Option<&str>,
+        to_bucket: &str,
+        to_key: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send {
+        (**self).copy(from_bucket, from_key, from_version, to_bucket, to_key)
+    }
+    fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send {
+        (**self).delete(bucket, key, version)
+    }
+}
+
+impl<T: AuditLog> AuditLog for &T {
+    fn append(
+        &self,
+        kind: &str,
+        at: i64,
+        record: &serde_json::Value,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send {
+        (**self).append(kind, at, record)
+    }
+}
+
+impl<T: Presigner> Presigner for &T {
+    fn presign_get(
+        &self,
+        bucket: &str,
+        key: &str,
+        valid_for: std::time::Duration,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send {
+        (**self).presign_get(bucket, key, valid_for)
+    }
+}
+
+impl<T: WorkQueue> WorkQueue for &T {
+    fn send(&self, bodies: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send {
+        (**self).send(bodies)
+    }
+}
+
+impl<T: OnceClaims> OnceClaims for &T {
+    fn claim(
+        &self,
+        key: &str,
+        expires_at: i64,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send {
+        (**self).claim(key, expires_at)
+    }
+}

@@ -1,0 +1,284 @@
+//! One unit of an export job (a lake partition, or a day's blood pressure pair): the
+//! partition's files read a row group at a time, the partner's scope and pseudonyms
+//! applied, FHIR Observations written as NDJSON files of at most `FILE_RESOURCES`
+//! resources under the partner's prefix. File names follow from the unit and the
+//! order of the lake's files, so a retried unit overwrites its own files and a
+//! resource is never exported twice; the unit counts once in the job's progress.
+
+use bytes::Bytes;
+use partner_api::jobs::{WorkUnit, job_prefix, remove_files};
+use pulselake_adapters::{
+    AuditLog, AwsError, CachedRegistry, ExportJobs, Job, JobStatus, ObjectReader, ObjectWriter,
+    OutputFile, Partners, RegistryLookup, Secrets,
+};
+use pulselake_domain::partition::READINGS_PREFIX;
+use pulselake_domain::time::format_rfc3339_ms;
+use pulselake_domain::{Metric, NamingKey, Partition, Reading};
+use pulselake_lake::LakeFile;
+use sha2::{Digest, Sha256};
+
+use crate::convert::Converter;
+
+/// Resources per NDJSON file (the spec allows any; 100,000 keeps a file ~50 MB, which
+/// the worker holds in memory once).
+pub const FILE_RESOURCES: u64 = 100_000;
+
+/// Everything the worker needs, built once per cold start.
+pub struct ExportWorker<J, P, K, O, R, A> {
+    pub jobs: J,
+    pub partners: P,
+    pub secrets: K,
+    pub objects: O,
+    pub registry: CachedRegistry<R>,
+    /// Job transitions (completed, cleaned up after a cancel) go to the audit trail.
+    pub audit: A,
+    pub lake_bucket: String,
+    pub exports_bucket: String,
+}
+
+/// What a unit came to.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct UnitReport {
+    pub rows_read: u64,
+    pub resources: u64,
+    pub files: usize,
+    /// The job was not (or no longer) in progress: nothing was kept.
+    pub skipped: bool,
+    /// This unit finished the job.
+    pub completed_job: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnitError {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error("a lake file cannot be read: {0}")]
+    Lake(String),
+}
+
+impl<J, P, K, O, R, A> ExportWorker<J, P, K, O, R, A>
+where
+    J: ExportJobs,
+    P: Partners,
+    K: Secrets,
+    O: ObjectReader + ObjectWriter,
+    R: RegistryLookup,
+    A: AuditLog,
+{
+    pub async fn run(&self, unit: &WorkUnit, now_ms: i64) -> Result<UnitReport, UnitError> {
+        let mut report = UnitReport::default();
+        let Some(job) = self
+            .jobs
+            .get(&unit.job)
+            .await?
+            .filter(|j| j.status == JobStatus::InProgress)
+        else {
+            report.skipped = true;
+            return Ok(report);
+        };
+        let Some(partner) = self.partners.get(&job.client_id).await? else {
+            report.skipped = true;
+            return Ok(report);
+        };
+        let key = NamingKey::new(
+            self.secrets
+                .version(&partner.key_secret, &job.key_version)
+                .await?
+                .into_bytes(),
+        );
+        let mut conv = Converter::new(&job.scope, &job.client_id, &key);
+        let mut rows: Vec<Reading<'static>> = Vec::new();
+        let mut writer = Parts::new(self, &job, unit);
+        let bp = unit.partitions.len() > 1;
+        for partition in &unit.partitions {
+            let Some(p) = Partition::from_object_key(&format!("{READINGS_PREFIX}{partition}/x"))
+            else {
+                continue;
+            };
+            let mut keys = self
+                .objects
+                .list(&self.lake_bucket, &format!("{READINGS_PREFIX}{partition}/"))
+                .await?;
+            keys.sort();
+            for k in keys.iter().filter(|k| k.ends_with(".parquet")) {
+                let body: Bytes = self
+                    .objects
+                    .open(&self.lake_bucket, k, None)
+                    .await?
+                    .bytes()
+                    .await?;
+                let file =
+                    LakeFile::open(body, p.metric).map_err(|e| UnitError::Lake(e.to_string()))?;
+                for g in 0..file.row_groups() {
+                    let group = file
+                        .row_group(g)
+                        .map_err(|e| UnitError::Lake(e.to_string()))?;
+                    report.rows_read += group.len() as u64;
+                    let admitted = self.admitted(&conv, group).await?;
+                    if bp {
+                        rows.extend(admitted);
+                    } else {
+                        for r in &admitted {
+                            conv.single(r, &mut writer.buf);
+                            writer.count += 1;
+                            if writer.count == FILE_RESOURCES {
+                                writer.flush().await?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if bp {
+            // A day's pairs need both partitions' rows (one day of the fleet's blood
+            // pressure: a few MB); the NDJSON is then cut into files.
+            let refs: Vec<&Reading<'_>> = rows.iter().collect();
+            writer.count += conv.blood_pressure(&refs, &mut writer.buf);
+        }
+        writer.flush().await?;
+        report.resources = writer.files.iter().map(|f| f.count).sum();
+        report.files = writer.files.len();
+        let files = writer.files;
+        let Some(after) = self
+            .jobs
+            .finish_partition(&job.id, &unit.unit, &files, now_ms)
+            .await?
+        else {
+            return Ok(report);
+        };
+        let event = match after.status {
+            JobStatus::InProgress if after.done >= after.total => {
+                report.completed_job = self
+                    .jobs
+                    .end(&after, &[JobStatus::InProgress], JobStatus::Completed, None)
+                    .await?;
+                report.completed_job.then_some("export_completed")
+            }
+            // Cancelled while this unit ran: what it wrote goes too.
+            JobStatus::Cancelled => {
+                remove_files(&self.objects, &self.exports_bucket, &after).await?;
+                Some("export_cancelled_files_removed")
+            }
+            _ => None,
+        };
+        if let Some(event) = event {
+            let record = serde_json::json!({
+                "at": format_rfc3339_ms(now_ms),
+                "event": event,
+                "partner": after.client_id,
+                "job": after.id,
+                "units": after.total,
+            });
+            self.audit.append("export-worker", now_ms, &record).await?;
+        }
+        Ok(report)
+    }
+
+    /// The rows of a row group that the scope admits (cohorts from the registry).
+    async fn admitted(
+        &self,
+        conv: &Converter<'_>,
+        group: Vec<Reading<'static>>,
+    ) -> Result<Vec<Reading<'static>>, AwsError> {
+        let needs_cohort =
+            conv.scope.group.is_some() || !conv.scope.cohorts.iter().any(|c| c == "*");
+        if !needs_cohort {
+            return Ok(group.into_iter().filter(|r| conv.admits(r, None)).collect());
+        }
+        let devices = self
+            .registry
+            .resolve(group.iter().map(|r| r.device_id.as_ref()))
+            .await?;
+        Ok(group
+            .into_iter()
+            .filter(|r| {
+                let cohort = devices
+                    .get(r.device_id.as_ref())
+                    .and_then(|d| d.as_ref())
+                    .and_then(|d| d.assignment_at(r.measured_at))
+                    .filter(|a| a.subject_id == r.subject_id)
+                    .and_then(|a| a.cohort.as_deref());
+                conv.admits(r, cohort)
+            })
+            .collect())
+    }
+}
+
+/// The unit's NDJSON files, written as they fill.
+struct Parts<'w, J, P, K, O, R, A> {
+    worker: &'w ExportWorker<J, P, K, O, R, A>,
+    prefix: String,
+    name: String,
+    buf: Vec<u8>,
+    count: u64,
+    files: Vec<OutputFile>,
+}
+
+impl<'w, J: ExportJobs, P, K, O: ObjectReader + ObjectWriter, R, A> Parts<'w, J, P, K, O, R, A> {
+    fn new(worker: &'w ExportWorker<J, P, K, O, R, A>, job: &Job, unit: &WorkUnit) -> Self {
+        // `metric=spo2/year=2026/month=11/day=20` -> `spo2-2026-11-20`
+        let name = unit
+            .unit
+            .split('/')
+            .map(|s| s.split_once('=').map_or(s, |(_, v)| v))
+            .collect::<Vec<_>>()
+            .join("-");
+        Parts {
+            worker,
+            prefix: job_prefix(&job.client_id, &job.id),
+            name,
+            buf: Vec::new(),
+            count: 0,
+            files: Vec::new(),
+        }
+    }
+
+    /// Writes what is buffered as files of at most `FILE_RESOURCES` lines.
+    async fn flush(&mut self) -> Result<(), AwsError> {
+        let buf = std::mem::take(&mut self.buf);
+        let mut rest = &buf[..];
+        while self.count > 0 {
+            let lines = self.count.min(FILE_RESOURCES);
+            let end = memchr::memchr_iter(b'\n', rest)
+                .nth(lines as usize - 1)
+                .map_or(rest.len(), |i| i + 1);
+            let (body, tail) = rest.split_at(end);
+            rest = tail;
+            let key = format!(
+                "{}{}-{:04}.ndjson",
+                self.prefix,
+                self.name,
+                self.files.len()
+            );
+            let sha256 = hex::encode(Sha256::digest(body));
+            self.worker
+                .objects
+                .put(
+                    &self.worker.exports_bucket,
+                    &key,
+                    body.to_vec(),
+                    "application/fhir+ndjson",
+                )
+                .await?;
+            self.files.push(OutputFile {
+                key,
+                count: lines,
+                sha256,
+            });
+            self.count -= lines;
+        }
+        self.buf = buf;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Metrics a unit exports (for the log line).
+pub fn unit_metrics(unit: &WorkUnit) -> Vec<Metric> {
+    unit.partitions
+        .iter()
+        .filter_map(|p| {
+            Partition::from_object_key(&format!("{READINGS_PREFIX}{p}/x")).map(|p| p.metric)
+        })
+        .collect()
+}

@@ -1,0 +1,109 @@
+//! export-worker: the export queue -> this function, one unit of an export job per
+//! message (a lake partition, or a day's blood pressure pair). A unit that fails is
+//! reported for retry; its files are named by the unit, so a retry overwrites them.
+
+pub mod config;
+pub mod convert;
+pub mod export;
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::LambdaEvent;
+use partner_api::jobs::WorkUnit;
+use pulselake_adapters::lambda_batch::{sqs_messages, sqs_response};
+use pulselake_adapters::{
+    AuditLog, BucketAuditLog, CachedRegistry, DynamoExportJobs, DynamoPartners, DynamoRegistry,
+    ExportJobs, Metrics, ObjectReader, ObjectWriter, Partners, RegistryLookup, S3Objects,
+    SdkConfig, Secrets, SecretsManager,
+};
+
+pub use config::Config;
+pub use convert::Converter;
+pub use export::{ExportWorker, FILE_RESOURCES, UnitError, UnitReport};
+
+pub type AwsExportWorker = ExportWorker<
+    DynamoExportJobs,
+    DynamoPartners,
+    SecretsManager,
+    S3Objects,
+    DynamoRegistry,
+    BucketAuditLog<S3Objects>,
+>;
+
+/// Builds the worker's clients once per cold start.
+pub fn build(config: &Config, sdk: &SdkConfig) -> AwsExportWorker {
+    ExportWorker {
+        jobs: DynamoExportJobs::from_config(sdk, &config.jobs_table),
+        partners: DynamoPartners::from_config(sdk, &config.partners_table),
+        secrets: SecretsManager::from_config(sdk),
+        objects: S3Objects::from_config(sdk),
+        registry: CachedRegistry::new(
+            DynamoRegistry::from_config(sdk, &config.registry_table),
+            Duration::from_secs(300),
+            Duration::from_secs(60),
+        ),
+        audit: BucketAuditLog {
+            writer: S3Objects::from_config(sdk),
+            bucket: config.audit_bucket.clone(),
+        },
+        lake_bucket: config.lake_bucket.clone(),
+        exports_bucket: config.exports_bucket.clone(),
+    }
+}
+
+/// One invocation: units in, a partial batch response out (failed units retried, then
+/// dead-lettered; the job's watchdog fails the job if a unit never finishes).
+pub async fn function_handler<J, P, K, O, R, A>(
+    event: LambdaEvent<SqsEvent>,
+    worker: &ExportWorker<J, P, K, O, R, A>,
+) -> Result<SqsBatchResponse, std::convert::Infallible>
+where
+    J: ExportJobs,
+    P: Partners,
+    K: Secrets,
+    O: ObjectReader + ObjectWriter,
+    R: RegistryLookup,
+    A: AuditLog,
+{
+    let mut failed = Vec::new();
+    let mut total = UnitReport::default();
+    for m in sqs_messages(&event.payload) {
+        let id = m.id.unwrap_or_default().to_owned();
+        let Some(unit) = m
+            .body
+            .and_then(|b| serde_json::from_str::<WorkUnit>(b).ok())
+        else {
+            // Not a unit: retried, then kept in the DLQ for a person to look at.
+            tracing::error!("a message is not an export unit");
+            failed.push(id);
+            continue;
+        };
+        match worker.run(&unit, partner_api::now_ms()).await {
+            Ok(r) => {
+                tracing::info!(
+                    job = %unit.job,
+                    rows_read = r.rows_read,
+                    resources = r.resources,
+                    files = r.files,
+                    skipped = r.skipped,
+                    completed_job = r.completed_job,
+                    "unit exported"
+                );
+                total.rows_read += r.rows_read;
+                total.resources += r.resources;
+                total.files += r.files;
+            }
+            Err(e) => {
+                tracing::error!(job = %unit.job, error = %e, "unit failed; it will be retried");
+                failed.push(id);
+            }
+        }
+    }
+    Metrics::new("export-worker")
+        .count("RowsRead", total.rows_read)
+        .count("ResourcesExported", total.resources)
+        .count("UnitsFailed", failed.len() as u64)
+        .flush();
+    Ok(sqs_response(failed))
+}
