@@ -4,15 +4,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pulselake_adapters::{DynamoAliases, DynamoRegistry, IotIdentities};
+use pulselake_adapters::{
+    DynamoAliases, DynamoPartners, DynamoRegistry, IotIdentities, SecretsManager,
+};
 use pulselake_cli::devices::Devices;
+use pulselake_cli::partners::PartnerAdmin;
 use pulselake_cli::{AdminError, StackNames};
 use pulselake_domain::time::parse_rfc3339_ms;
 
 #[derive(Parser)]
 #[command(
     name = "pulselake",
-    about = "Operate a pulselake stack: devices (and, as it grows, partners, erasure, retention)."
+    about = "Operate a pulselake stack: devices and partners."
 )]
 struct Cli {
     /// The CloudFormation stack (its outputs name the resources).
@@ -30,6 +33,105 @@ enum Command {
     /// Device onboarding and life cycle.
     #[command(subcommand)]
     Devices(DeviceCommand),
+    /// Partners of the export API: policies, keys, status, pseudonym keys.
+    #[command(subcommand)]
+    Partners(PartnerCommand),
+}
+
+#[derive(Subcommand)]
+enum PartnerCommand {
+    /// Add a partner: its policy (JSON) and the public keys it signs with (a JWK Set).
+    Add {
+        client_id: String,
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long)]
+        jwks: PathBuf,
+    },
+    /// Replace a partner's policy.
+    UpdatePolicy {
+        client_id: String,
+        #[arg(long)]
+        policy: PathBuf,
+    },
+    /// Replace the public keys a partner signs with.
+    SetKeys {
+        client_id: String,
+        #[arg(long)]
+        jwks: PathBuf,
+    },
+    /// Stop a partner at once: no new tokens, and its tokens stop working.
+    Suspend { client_id: String },
+    /// Let a suspended partner back in.
+    Reactivate { client_id: String },
+    /// A new pseudonym key version for a partner's later exports.
+    RotateKey { client_id: String },
+    /// Partners, their status, policy and pseudonym key version.
+    List,
+}
+
+fn read(path: &PathBuf) -> Result<String, AdminError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| AdminError::Setup(format!("cannot read {}: {e}", path.display())))
+}
+
+async fn partners(
+    sdk: &aws_config::SdkConfig,
+    names: &StackNames,
+    command: PartnerCommand,
+) -> Result<(), AdminError> {
+    use pulselake_domain::partner::PartnerStatus;
+    let table = DynamoPartners::from_config(sdk, &names.partners_table);
+    let secrets = SecretsManager::from_config(sdk);
+    let admin = PartnerAdmin {
+        partners: &table,
+        secrets: &secrets,
+        secret_prefix: &names.partner_secret_prefix,
+        kms_key: names.kms_key.as_deref(),
+    };
+    match command {
+        PartnerCommand::Add {
+            client_id,
+            policy,
+            jwks,
+        } => {
+            let p = admin
+                .add(&client_id, &read(&policy)?, &read(&jwks)?)
+                .await?;
+            println!(
+                "added partner {} (pseudonym key in {})",
+                p.client_id, p.key_secret
+            );
+        }
+        PartnerCommand::UpdatePolicy { client_id, policy } => {
+            admin.update_policy(&client_id, &read(&policy)?).await?;
+            println!("{client_id}: policy replaced");
+        }
+        PartnerCommand::SetKeys { client_id, jwks } => {
+            admin.set_keys(&client_id, &read(&jwks)?).await?;
+            println!("{client_id}: public keys replaced");
+        }
+        PartnerCommand::Suspend { client_id } => {
+            admin
+                .set_status(&client_id, PartnerStatus::Suspended)
+                .await?;
+            println!("{client_id} suspended");
+        }
+        PartnerCommand::Reactivate { client_id } => {
+            admin.set_status(&client_id, PartnerStatus::Active).await?;
+            println!("{client_id} active again");
+        }
+        PartnerCommand::RotateKey { client_id } => {
+            let v = admin.rotate_key(&client_id).await?;
+            println!("{client_id}: pseudonym key version {v} is current");
+        }
+        PartnerCommand::List => {
+            for line in admin.list().await? {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -96,10 +198,13 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
     } else {
         StackNames::deployed(&sdk, &cli.stack).await?
     };
+    let command = match cli.command {
+        Command::Devices(c) => c,
+        Command::Partners(c) => return partners(&sdk, &names, c).await,
+    };
     let registry = DynamoRegistry::from_config(&sdk, &names.registry_table);
     let identities = IotIdentities::from_config(&sdk, &names.device_policy);
     let aliases = DynamoAliases::from_config(&sdk, &names.alias_table);
-    let Command::Devices(command) = cli.command;
     let credentials = match &command {
         DeviceCommand::Register { credentials, .. } | DeviceCommand::Import { credentials, .. } => {
             Some(credentials.clone())

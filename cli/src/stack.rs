@@ -11,6 +11,11 @@ pub struct StackNames {
     pub registry_table: String,
     pub alias_table: String,
     pub device_policy: String,
+    pub partners_table: String,
+    /// Partners' pseudonym keys are the secrets named `<prefix><client id>`.
+    pub partner_secret_prefix: String,
+    /// The stack's KMS key (none locally).
+    pub kms_key: Option<String>,
 }
 
 impl StackNames {
@@ -21,6 +26,9 @@ impl StackNames {
             registry_table: format!("{stack}-device-registry"),
             alias_table: format!("{stack}-subject-aliases"),
             device_policy: format!("{stack}-device"),
+            partners_table: format!("{stack}-partners"),
+            partner_secret_prefix: format!("{stack}/partners/"),
+            kms_key: None,
         }
     }
 
@@ -50,6 +58,9 @@ impl StackNames {
             registry_table: output("DeviceRegistryTableName")?,
             alias_table: output("SubjectAliasTableName")?,
             device_policy: output("DevicePolicyName")?,
+            partners_table: output("PartnersTableName")?,
+            partner_secret_prefix: format!("{stack}/partners/"),
+            kms_key: Some(output("DataKeyArn")?),
         })
     }
 }

@@ -175,3 +175,37 @@ impl Invoker for RuntimeApiFn {
         Ok(value)
     }
 }
+
+/// partner-api, in process (behind [`crate::api_gateway`]).
+pub struct PartnerApiFn {
+    pub api: partner_api::AwsPartnerApi,
+    pub timeout: Duration,
+    /// Where its metrics are counted (see [`crate::metrics`]).
+    pub metrics_scope: u64,
+}
+
+impl Invoker for PartnerApiFn {
+    async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
+        in_process(event, self.timeout, self.metrics_scope, |e| {
+            partner_api::function_handler(e, &self.api)
+        })
+        .await
+    }
+}
+
+/// export-worker, in process (behind the export queue's [`crate::sqs_esm`] mapping).
+pub struct ExportWorkerFn {
+    pub worker: export_worker::AwsExportWorker,
+    pub timeout: Duration,
+    /// Where its metrics are counted (see [`crate::metrics`]).
+    pub metrics_scope: u64,
+}
+
+impl Invoker for ExportWorkerFn {
+    async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
+        in_process(event, self.timeout, self.metrics_scope, |e| {
+            export_worker::function_handler(e, &self.worker)
+        })
+        .await
+    }
+}

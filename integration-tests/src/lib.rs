@@ -2,6 +2,7 @@
 //! does between services (IoT rule routing, the Kinesis event source mapping,
 //! Firehose delivery), so the functions' code paths are exactly those that run in AWS.
 
+pub mod api_gateway;
 pub mod duckdb;
 pub mod esm;
 pub mod firehose;
@@ -14,6 +15,8 @@ pub mod metrics;
 pub mod moto;
 pub mod names;
 pub mod onboard;
+pub mod partner_client;
+pub mod partner_stack;
 pub mod provision;
 pub mod proxy;
 pub mod pyarrow;
@@ -135,6 +138,47 @@ impl LocalPlatform {
             timeout: Duration::from_secs(60),
             metrics_scope: self.metrics_scope,
         })
+    }
+}
+
+impl LocalPlatform {
+    /// The partner API, served over HTTP on loopback as API Gateway would serve it.
+    pub async fn partner_api(&self) -> Result<api_gateway::LocalApi> {
+        let (listener, base_url) = api_gateway::bind().await?;
+        let sdk = moto::sdk_config_for(self.function_endpoint()).await;
+        let config = partner_stack::partner_api_config(
+            &self.stack.names,
+            &base_url,
+            &self.stack.export_queue_url,
+        );
+        let api = partner_api::build(&config, &sdk)
+            .await
+            .map_err(|e| e.to_string())?;
+        let function = invoke::PartnerApiFn {
+            api,
+            timeout: Duration::from_secs(29),
+            metrics_scope: self.metrics_scope,
+        };
+        Ok(api_gateway::LocalApi::serve(listener, base_url, function))
+    }
+
+    /// export-worker behind the export queue, as the template maps it.
+    pub async fn export_worker(&self) -> Result<sqs_esm::SqsMapping<invoke::ExportWorkerFn>> {
+        let sdk = moto::sdk_config_for(self.function_endpoint()).await;
+        let worker = export_worker::build(
+            &partner_stack::export_worker_config(&self.stack.names),
+            &sdk,
+        );
+        let function = invoke::ExportWorkerFn {
+            worker,
+            timeout: Duration::from_secs(900),
+            metrics_scope: self.metrics_scope,
+        };
+        Ok(sqs_esm::SqsMapping::new(
+            self.stack.sqs.clone(),
+            &self.stack.export_queue_url,
+            function,
+        ))
     }
 }
 

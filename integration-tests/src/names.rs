@@ -33,6 +33,16 @@ pub struct Names {
     /// The IoT policy device certificates carry.
     pub device_policy: String,
     pub naming_key_secret: String,
+    pub partners_table: String,
+    pub export_jobs_table: String,
+    /// Client assertions' `jti`s, until they expire.
+    pub token_claims_table: String,
+    pub exports_bucket: String,
+    pub audit_bucket: String,
+    pub export_queue: String,
+    pub export_dlq: String,
+    /// The KMS key that signs access tokens (an alias).
+    pub token_signing_key: String,
 }
 
 impl Default for Names {
@@ -65,6 +75,14 @@ impl Default for Names {
             heartbeat_table: "pulselake-device-heartbeats".into(),
             device_policy: "pulselake-device".into(),
             naming_key_secret: "pulselake/naming-key".into(),
+            partners_table: "pulselake-partners".into(),
+            export_jobs_table: "pulselake-export-jobs".into(),
+            token_claims_table: "pulselake-token-claims".into(),
+            exports_bucket: "pulselake-exports-123456789012".into(),
+            audit_bucket: "pulselake-audit-123456789012".into(),
+            export_queue: "pulselake-exports".into(),
+            export_dlq: "pulselake-exports-dlq".into(),
+            token_signing_key: "alias/pulselake-token-signing".into(),
         }
     }
 }

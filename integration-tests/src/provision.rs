@@ -40,6 +40,8 @@ pub struct Stack {
     pub sns: aws_sdk_sns::Client,
     pub alerts_topic_arn: String,
     pub alerts_inbox_url: String,
+    pub export_queue_url: String,
+    pub export_dlq_url: String,
 }
 
 async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
@@ -58,7 +60,11 @@ impl Stack {
         let catalog_queue_url = queue_url(&sqs, &names.catalog_queue).await?;
         let catalog_dlq_url = queue_url(&sqs, &names.catalog_dlq).await?;
         let alerts_inbox_url = queue_url(&sqs, &names.alerts_inbox).await?;
+        let export_queue_url = queue_url(&sqs, &names.export_queue).await?;
+        let export_dlq_url = queue_url(&sqs, &names.export_dlq).await?;
         Ok(Stack {
+            export_queue_url,
+            export_dlq_url,
             sns: aws_sdk_sns::Client::new(&sdk),
             alerts_topic_arn: format!("arn:aws:sns:{REGION}:{ACCOUNT}:{}", names.alerts_topic),
             alerts_inbox_url,
@@ -348,6 +354,7 @@ impl Stack {
             .r#type(aws_sdk_ssm::types::ParameterType::String)
             .send()
             .await?;
+        crate::partner_stack::provision(&sdk, &names).await?;
         Stack::connect(sdk, names).await
     }
 

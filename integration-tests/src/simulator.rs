@@ -182,17 +182,20 @@ impl Fleet {
         }
     }
 
-    /// Registry entries: every device assigned to its subject since 90 days before `now_ms`.
+    /// Registry entries: every device assigned to its subject since 90 days before `now_ms`;
+    /// every fourth subject in the `cardiology` cohort, the others `adult` (partners'
+    /// policies grant cohorts).
     pub fn registry(&self, now_ms: i64) -> Vec<DeviceRecord> {
         self.devices
             .iter()
-            .map(|d| DeviceRecord {
+            .enumerate()
+            .map(|(i, d)| DeviceRecord {
                 device_id: d.id.clone(),
                 assignments: vec![Assignment {
                     subject_id: d.subject.clone(),
                     valid_from: now_ms - 90 * DAY_MS,
                     valid_to: None,
-                    cohort: None,
+                    cohort: Some(if i % 4 == 0 { "cardiology" } else { "adult" }.to_owned()),
                 }],
             })
             .collect()

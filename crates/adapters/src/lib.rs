@@ -54,7 +54,7 @@ pub use registry::{
     CachedRegistry, DynamoRegistry, MemoryRegistry, RegistryAdmin, RegistryLookup, Resolved,
 };
 pub use retry::{Backoff, RetryPolicy, with_retries};
-pub use secrets::{MemorySecrets, Secrets, SecretsManager};
+pub use secrets::{MemorySecrets, Secrets, SecretsAdmin, SecretsManager};
 pub use signing::{KmsSigner, TokenSigner};
 
 /// Now, in epoch seconds (DynamoDB TTL attributes and expiry conditions).

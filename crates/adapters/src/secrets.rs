@@ -40,6 +40,25 @@ pub trait Secrets: Send + Sync {
     ) -> impl std::future::Future<Output = Result<String, AwsError>> + Send;
 }
 
+/// Port: creating secrets and new versions of them (the admin CLI: a partner's
+/// pseudonym key, and its rotation).
+pub trait SecretsAdmin: Secrets {
+    /// Creates `name` holding `value` (encrypted with `kms_key`, when given); returns the
+    /// version id. `Ok(None)`: it exists already.
+    fn create(
+        &self,
+        name: &str,
+        value: &str,
+        kms_key: Option<&str>,
+    ) -> impl std::future::Future<Output = Result<Option<String>, AwsError>> + Send;
+    /// Makes `value` the current version; returns its id.
+    fn put_version(
+        &self,
+        name: &str,
+        value: &str,
+    ) -> impl std::future::Future<Output = Result<String, AwsError>> + Send;
+}
+
 pub struct SecretsManager {
     client: aws_sdk_secretsmanager::Client,
 }
@@ -87,6 +106,46 @@ impl Secrets for SecretsManager {
     }
 }
 
+impl SecretsAdmin for SecretsManager {
+    async fn create(
+        &self,
+        name: &str,
+        value: &str,
+        kms_key: Option<&str>,
+    ) -> Result<Option<String>, AwsError> {
+        let out = self
+            .client
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .set_kms_key_id(kms_key.map(str::to_owned))
+            .send()
+            .await;
+        match out {
+            Ok(o) => Ok(Some(o.version_id().unwrap_or_default().to_owned())),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_exists_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(AwsError::from_sdk("secretsmanager:CreateSecret", e)),
+        }
+    }
+
+    async fn put_version(&self, name: &str, value: &str) -> Result<String, AwsError> {
+        let out = self
+            .client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("secretsmanager:PutSecretValue", e))?;
+        Ok(out.version_id().unwrap_or_default().to_owned())
+    }
+}
+
 /// In-memory secrets: secret id -> versions, the last one current.
 #[derive(Default)]
 pub struct MemorySecrets(
@@ -116,5 +175,29 @@ impl Secrets for MemorySecrets {
             .ok_or_else(|| {
                 AwsError::permanent("secretsmanager:GetSecretValue", "no such secret version")
             })
+    }
+}
+
+impl SecretsAdmin for MemorySecrets {
+    async fn create(
+        &self,
+        name: &str,
+        value: &str,
+        _kms_key: Option<&str>,
+    ) -> Result<Option<String>, AwsError> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.contains_key(name) {
+            return Ok(None);
+        }
+        m.insert(name.to_owned(), vec![("v1".to_owned(), value.to_owned())]);
+        Ok(Some("v1".to_owned()))
+    }
+
+    async fn put_version(&self, name: &str, value: &str) -> Result<String, AwsError> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let versions = m.entry(name.to_owned()).or_default();
+        let id = format!("v{}", versions.len() + 1);
+        versions.push((id.clone(), value.to_owned()));
+        Ok(id)
     }
 }

@@ -230,6 +230,12 @@ where
             }
             Err(e) => return Outcome::anonymous(server_error(&e)),
         }
+        let Some(token_id) = crate::unguessable_id() else {
+            return Outcome::anonymous(server_error(&AwsError::transient(
+                "getrandom",
+                "the OS gave no randomness",
+            )));
+        };
         let scope = granted.join(" ");
         let claims = AccessClaims {
             iss: self.settings.base_url.clone(),
@@ -237,7 +243,7 @@ where
             aud: self.settings.fhir_base(),
             iat: now_s,
             exp: now_s + auth::TOKEN_SECONDS,
-            jti: format!("{:032x}", fastrand::u128(..)),
+            jti: token_id,
             scope: scope.clone(),
         };
         let input = auth::signing_input(self.signer.key_id(), &claims);

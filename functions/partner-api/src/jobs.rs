@@ -140,7 +140,12 @@ where
     let scope = grant.scope;
     let settings = &api.settings;
     let mut units: Vec<WorkUnit> = Vec::new();
-    let id = format!("{:032x}", fastrand::u128(..));
+    let Some(id) = crate::unguessable_id() else {
+        return Err(AwsError::transient(
+            "getrandom",
+            "the OS gave no randomness",
+        ));
+    };
     let mut bp: BTreeMap<Date, Vec<String>> = BTreeMap::new();
     let pair =
         scope.metrics.contains(&Metric::BpSystolic) && scope.metrics.contains(&Metric::BpDiastolic);

@@ -182,6 +182,14 @@ fn route_name(path: &str) -> String {
         .join("/")
 }
 
+/// 128 bits from the operating system's CSPRNG, as hex: export ids and token ids
+/// must be unguessable (`None` only if the OS cannot give randomness).
+pub fn unguessable_id() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
