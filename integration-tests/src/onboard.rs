@@ -1,10 +1,14 @@
 //! The fleet onboarded as ops onboard one: through the admin CLI's code (`pulselake
 //! devices import` / `deactivate`), against the local stack's IoT, registry and aliases.
 
-use pulselake_adapters::{DynamoAliases, DynamoRegistry, IotIdentities};
+use pulselake_adapters::{
+    DynamoAliases, DynamoPartners, DynamoRegistry, IotIdentities, SecretsManager,
+};
 use pulselake_cli::StackNames;
 use pulselake_cli::devices::Devices;
+use pulselake_cli::partners::PartnerAdmin;
 use pulselake_domain::DeviceRecord;
+use pulselake_domain::partner::PartnerStatus;
 use pulselake_domain::time::format_rfc3339_ms;
 
 use crate::Result;
@@ -55,4 +59,40 @@ pub async fn deactivate(stack: &Stack, device_id: &str, at: i64) -> Result<usize
         credentials_dir: None,
     };
     Ok(devices.deactivate(device_id, at).await?)
+}
+
+/// Adds a partner as ops add one (`pulselake partners add`): its policy, the JWK Set
+/// of a fixture key, and a new pseudonym key in Secrets Manager.
+pub async fn add_partner(stack: &Stack, client_id: &str, policy: &str, jwks: &str) -> Result<()> {
+    let n = names();
+    let partners = DynamoPartners::from_config(&stack.sdk, &n.partners_table);
+    let secrets = SecretsManager::from_config(&stack.sdk);
+    let admin = PartnerAdmin {
+        partners: &partners,
+        secrets: &secrets,
+        secret_prefix: &n.partner_secret_prefix,
+        kms_key: n.kms_key.as_deref(),
+    };
+    admin.add(client_id, policy, jwks).await?;
+    Ok(())
+}
+
+/// Suspends or reactivates a partner (`pulselake partners suspend` / `reactivate`).
+pub async fn set_partner_status(stack: &Stack, client_id: &str, active: bool) -> Result<()> {
+    let n = names();
+    let partners = DynamoPartners::from_config(&stack.sdk, &n.partners_table);
+    let secrets = SecretsManager::from_config(&stack.sdk);
+    let admin = PartnerAdmin {
+        partners: &partners,
+        secrets: &secrets,
+        secret_prefix: &n.partner_secret_prefix,
+        kms_key: None,
+    };
+    let status = if active {
+        PartnerStatus::Active
+    } else {
+        PartnerStatus::Suspended
+    };
+    admin.set_status(client_id, status).await?;
+    Ok(())
 }

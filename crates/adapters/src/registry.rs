@@ -160,7 +160,7 @@ fn parse_assignment(a: &AttributeValue) -> Option<Assignment> {
         subject_id: text("subject_id")?.clone(),
         valid_from: parse_rfc3339_ms(text("valid_from")?)?,
         valid_to,
-        cohort: None,
+        cohort: text("cohort").cloned(),
     })
 }
 
@@ -371,6 +371,13 @@ mod tests {
     fn items_round_trip_through_the_storage_format() {
         let r = rec("dev-1");
         assert_eq!(device_from_item(&device_item(&r)), Some(r));
+        let mut with_cohort = rec("dev-2");
+        with_cohort.assignments[0].cohort = Some("cardiology".into());
+        with_cohort.assignments[0].valid_to = None;
+        assert_eq!(
+            device_from_item(&device_item(&with_cohort)),
+            Some(with_cohort)
+        );
     }
 
     #[test]
