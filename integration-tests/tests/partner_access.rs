@@ -144,7 +144,7 @@ async fn partners_get_exactly_what_their_policies_allow_under_their_own_pseudony
     let manifest = &all.manifest;
     assert_eq!(manifest["requiresAccessToken"], true);
     assert!(manifest["transactionTime"].is_string());
-    assert!(manifest["output"].as_array().unwrap().len() >= 1);
+    assert!(!manifest["output"].as_array().unwrap().is_empty());
     let research_pseudonyms = pseudonyms(&all);
     assert_eq!(research_pseudonyms.len(), registry.len(), "one per subject");
 
