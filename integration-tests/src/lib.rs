@@ -3,6 +3,7 @@
 //! Firehose delivery), so the functions' code paths are exactly those that run in AWS.
 
 pub mod api_gateway;
+pub mod cfn;
 pub mod duckdb;
 pub mod esm;
 pub mod firehose;

@@ -267,3 +267,37 @@ async fn partners_get_exactly_what_their_policies_allow_under_their_own_pseudony
     assert!(leaks.is_empty(), "identifiers left the lake: {leaks:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every operation `api/openapi.yaml` declares is one the function serves: discovery
+/// answers, the token endpoint wants a form, everything else wants a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_of_the_openapi_document_is_served_and_guarded() {
+    let p = LocalPlatform::start(None).await.unwrap();
+    let api = p.partner_api().await.unwrap();
+    let doc = pulselake_local::cfn::yaml("api/openapi.yaml");
+    let mut seen = 0;
+    for (path, item) in doc["paths"].as_mapping().unwrap() {
+        let path = path
+            .as_str()
+            .unwrap()
+            .replace("{cohort}", "adult")
+            .replace("{job}", "0123456789abcdef0123456789abcdef")
+            .replace("{file}", "Observation-1.ndjson");
+        for (method, op) in item.as_mapping().unwrap() {
+            let method = method.as_str().unwrap().to_uppercase();
+            let url = format!("{}{path}", api.base_url);
+            let reply = pulselake_local::http::request(&method, &url, &[], Vec::new())
+                .await
+                .unwrap();
+            let public = op["security"].as_sequence().is_some_and(|s| s.is_empty());
+            let expected = match (public, path.as_str()) {
+                (true, "/auth/token") => 400,
+                (true, _) => 200,
+                (false, _) => 401,
+            };
+            assert_eq!(reply.status, expected, "{method} {path}: {}", reply.text());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 11);
+}

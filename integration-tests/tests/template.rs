@@ -2,43 +2,10 @@
 //! the device mappings and the event source mapping, and the security baseline holds
 //! for every resource of its kind.
 
+use pulselake_local::cfn::{of_type, resources, template, text};
 use pulselake_local::esm::MappingConfig;
 use pulselake_local::moto::workspace_root;
 use serde_norway::Value;
-
-fn template() -> Value {
-    let text = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
-    serde_norway::from_str(&text).unwrap()
-}
-
-fn resources(t: &Value) -> Vec<(String, &Value)> {
-    t["Resources"]
-        .as_mapping()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.as_str().unwrap().to_owned(), v))
-        .collect()
-}
-
-fn of_type<'t>(t: &'t Value, ty: &str) -> Vec<(String, &'t Value)> {
-    resources(t)
-        .into_iter()
-        .filter(|(_, r)| r["Type"].as_str() == Some(ty))
-        .collect()
-}
-
-/// The text of a YAML value, looking through short-form intrinsics like `!Ref X`.
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Tagged(t) => format!("{} {}", t.tag, text(&t.value)),
-        Value::Sequence(s) => s.iter().map(text).collect::<Vec<_>>().join(","),
-        other => serde_norway::to_string(other)
-            .unwrap_or_default()
-            .trim()
-            .to_owned(),
-    }
-}
 
 #[test]
 fn the_glue_readings_table_matches_the_parquet_writer_column_for_column() {
