@@ -21,10 +21,12 @@ help:
 	@echo "make lambda   build every function for AWS Lambda (arm64, release)"
 	@echo "make deploy   sam build + sam deploy --guided"
 
-# The project-local Python environment: moto, cargo-lambda, cfn-lint, duckdb (all pinned).
-$(STAMP): tools/requirements.txt
+# The project-local Python environment: moto, cargo-lambda, cfn-lint, duckdb, jsonschema (all pinned).
+# HL7's FHIR R4 JSON Schema comes with it (pinned tarball, checked by SHA-256).
+$(STAMP): tools/requirements.txt tools/fetch_fhir_schema.py
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/requirements.txt
+	$(VENV)/bin/python tools/fetch_fhir_schema.py $(VENV)/fhir.schema.json
 	@touch $(STAMP)
 
 $(CHECKOV_STAMP): tools/requirements-checkov.txt

@@ -6,6 +6,7 @@ pub mod api_gateway;
 pub mod cfn;
 pub mod duckdb;
 pub mod esm;
+pub mod fhir_schema;
 pub mod firehose;
 pub mod http;
 pub mod inspect;

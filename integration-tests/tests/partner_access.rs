@@ -12,7 +12,7 @@ use std::time::Duration;
 use pulselake_local::partner_client::{Export, PartnerClient, fixture};
 use pulselake_local::simulator::{Fleet, FleetConfig};
 use pulselake_local::sqs_esm::SqsMapping;
-use pulselake_local::{LocalPlatform, duckdb, inspect, invoke, onboard, scenario};
+use pulselake_local::{LocalPlatform, duckdb, fhir_schema, inspect, invoke, onboard, scenario};
 
 const RESEARCH: &str = r#"{"metrics":["heart_rate","respiratory_rate","spo2","body_temp","bp_systolic","bp_diastolic","glucose"],
   "cohorts":["*"],"mode":"limited","dua":"DUA-2026-001"}"#;
@@ -179,6 +179,51 @@ async fn partners_get_exactly_what_their_policies_allow_under_their_own_pseudony
         "pseudonyms are unlinkable across partners"
     );
 
+    // HL7's R4 schema accepts every resource served (and is not a rubber stamp).
+    let mut served: Vec<serde_json::Value> = all.resources.clone();
+    served.extend(insured.resources.iter().take(50).cloned());
+    let metadata = research
+        .call(&rt, "GET", "/fhir/metadata", &[])
+        .await
+        .unwrap();
+    served.push(metadata.json().unwrap());
+    let broken = served.len();
+    let mut bad = all.resources[0].clone();
+    bad["status"] = "finished".into();
+    served.push(bad);
+    let problems = fhir_schema::problems(&served).unwrap();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].starts_with(&format!("{broken}: status")),
+        "{problems:?}"
+    );
+    // The vital-signs profile (glucose is a laboratory result): category, LOINC code,
+    // UCUM quantities, a subject.
+    let glucose = pulselake_domain::Metric::Glucose.loinc();
+    for o in &all.resources {
+        let category = if o["code"]["coding"][0]["code"] == glucose {
+            "laboratory"
+        } else {
+            "vital-signs"
+        };
+        assert_eq!(o["category"][0]["coding"][0]["code"], category, "{o}");
+        assert_eq!(o["code"]["coding"][0]["system"], "http://loinc.org");
+        let quantities: Vec<&serde_json::Value> = match o["component"].as_array() {
+            Some(c) => c.iter().map(|c| &c["valueQuantity"]).collect(),
+            None => vec![&o["valueQuantity"]],
+        };
+        for q in quantities {
+            assert_eq!(q["system"], "http://unitsofmeasure.org", "{o}");
+            assert!(q["value"].is_number() && q["code"].is_string(), "{o}");
+        }
+        assert!(
+            o["subject"]["reference"]
+                .as_str()
+                .unwrap()
+                .starts_with("Patient/")
+        );
+    }
+
     // Isolation and denials: nothing of research's reaches the insurer.
     let theirs = insurer
         .call(&it, "GET", &all.status_url, &[])
@@ -194,6 +239,10 @@ async fn partners_get_exactly_what_their_policies_allow_under_their_own_pseudony
         .unwrap();
     assert_eq!(wider.status, 403, "{}", wider.text());
     assert_eq!(wider.json().unwrap()["resourceType"], "OperationOutcome");
+    assert_eq!(
+        fhir_schema::problems(&[wider.json().unwrap()]).unwrap(),
+        Vec::<String>::new()
+    );
     let anonymous = research
         .call("", "GET", "/fhir/$export", &[("prefer", "respond-async")])
         .await
