@@ -18,6 +18,7 @@ pub mod moto;
 pub mod names;
 pub mod onboard;
 pub mod partner_client;
+pub mod partner_scenario;
 pub mod partner_stack;
 pub mod provision;
 pub mod proxy;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use pulselake_domain::Reason;
+use pulselake_local::partner_scenario::{PartnerReport, run_partners};
 use pulselake_local::proxy::FaultPlan;
 use pulselake_local::scenario::{
     AlertReport, CatalogReport, FileScenarioReport, StreamReport, run_alerts, run_catalog,
@@ -109,8 +110,20 @@ async fn run() -> Result<()> {
     print_alerts(&alerts);
 
     println!();
+    println!(
+        "Partners: SMART Backend Services tokens, FHIR Bulk Data export, deny-by-default policies"
+    );
+    let partners = run_partners(&platform, &mut |line| println!("  {line}")).await?;
+    print_partners(&partners);
+
+    println!();
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
-    if !report.adds_up() || !files.adds_up() || !catalog.adds_up() || !alerts.adds_up() {
+    if !report.adds_up()
+        || !files.adds_up()
+        || !catalog.adds_up()
+        || !alerts.adds_up()
+        || !partners.adds_up()
+    {
         return Err("the counts do not add up: see above".into());
     }
     Ok(())
@@ -321,5 +334,41 @@ fn print_alerts(r: &AlertReport) {
         ok(r.backfill_pages == 0 && r.redelivery_pages == 0),
         ok(r.duplicate_ids == 0 && r.malformed == 0),
         ok(r.percentile(99.0) <= 500.0)
+    );
+}
+
+fn print_partners(r: &PartnerReport) {
+    let ok = |b: bool| if b { "ok" } else { "MISMATCH" };
+    println!();
+    println!("Partner access");
+    for (name, e) in [("research", &r.research), ("insurer", &r.insurer)] {
+        println!(
+            "  {name:<9} {:>9} readings exported as {} FHIR Observations in {} file(s), {} pseudonyms, {} withheld-notice(s); the lake holds {} it may see",
+            n(e.readings),
+            n(e.resources),
+            e.files,
+            n(e.pseudonyms.len()),
+            e.withheld_notices,
+            n(e.expected)
+        );
+    }
+    for (what, got, want) in &r.refusals {
+        println!(
+            "  refused   {got:>9}  {what}{}",
+            if got == want { "" } else { "  (MISMATCH)" }
+        );
+    }
+    println!(
+        "  audit     {:>9}  records in the audit bucket (every token, kick-off, download, cancel)",
+        n(r.audit_records)
+    );
+    println!(
+        "  check: every granted reading exported once: {}; Safe Harbor years only: {}; pseudonyms unlinkable across partners: {}; every refusal as the standard says: {}; a cancel leaves no file: {}; no subject or device id in files or audit: {}",
+        ok(r.research.readings == r.research.expected && r.insurer.readings == r.insurer.expected),
+        ok(r.insurer.years_only),
+        ok(r.research.pseudonyms.is_disjoint(&r.insurer.pseudonyms)),
+        ok(r.refusals.iter().all(|(_, got, want)| got == want)),
+        ok(r.cancelled_files_left == 0),
+        ok(r.identifiers_leaked.is_empty())
     );
 }
