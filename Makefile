@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 # checkov gets a venv of its own: its pins clash with aws-sam-cli's boto3.
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+# schemathesis and fhir.resources (the partner API's independent checkers) likewise.
+PARTNERS_VENV := .venv-partners
+PARTNERS_STAMP := $(PARTNERS_VENV)/.installed
 CARGO ?= cargo
 FUNCTIONS := $(notdir $(wildcard functions/*))
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -34,21 +37,26 @@ $(CHECKOV_STAMP): tools/requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/requirements-checkov.txt
 	@touch $(CHECKOV_STAMP)
 
-venv: $(STAMP) $(CHECKOV_STAMP)
+$(PARTNERS_STAMP): tools/requirements-partners.txt
+	@test -x $(PARTNERS_VENV)/bin/python || $(PYTHON) -m venv $(PARTNERS_VENV)
+	$(PARTNERS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/requirements-partners.txt
+	@touch $(PARTNERS_STAMP)
+
+venv: $(STAMP) $(CHECKOV_STAMP) $(PARTNERS_STAMP)
 
 build:
 	$(CARGO) build --workspace --all-targets
 
 # One cargo invocation builds and runs everything: unit tests of every crate, and the
 # integration tests (integration-tests/tests) that start their own moto servers.
-test: $(STAMP) lint
+test: $(STAMP) $(PARTNERS_STAMP) lint
 	$(CARGO) test --workspace --all-targets
 	@echo "make test: all tests passed"
 
 unit:
 	$(CARGO) test --workspace --lib --bins --exclude pulselake-local
 
-integration: $(STAMP)
+integration: $(STAMP) $(PARTNERS_STAMP)
 	$(CARGO) test -p pulselake-local
 
 # cfn-lint, and checkov with zero failed checks: a check may only be skipped in the
@@ -64,7 +72,7 @@ demo: $(STAMP)
 # The functions run with these glibc settings (template.yaml Globals), so the bench does too.
 GLIBC_TUNABLES := glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432
 bench:
-	GLIBC_TUNABLES=$(GLIBC_TUNABLES) $(CARGO) bench -p stream-ingest -p file-ingest -p vitals-alert
+	GLIBC_TUNABLES=$(GLIBC_TUNABLES) $(CARGO) bench -p stream-ingest -p file-ingest -p vitals-alert -p export-worker
 
 # Release arm64 binaries, as SAM deploys them (cargo-lambda cross-compiles with Zig).
 lambda: $(STAMP)

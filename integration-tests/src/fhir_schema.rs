@@ -1,15 +1,16 @@
-//! HL7's FHIR R4 JSON Schema (fetched into the venv by `make venv`) applied with the
-//! venv's pinned `jsonschema`: every resource is validated against the schema of its
-//! `resourceType`. A validator nobody here wrote, for what partners receive.
+//! Two FHIR validators nobody here wrote, for what partners receive: HL7's FHIR R4 JSON
+//! Schema (fetched into the venv by `make venv`) applied with the venv's pinned
+//! `jsonschema`, and the `fhir.resources` R4B models (pydantic; `.venv-partners`).
+//! Every resource is validated as its `resourceType`.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use crate::Result;
-use crate::moto::venv_bin;
+use crate::moto::{partners_venv_bin, venv_bin};
 
-/// The problems found, one line each (`<index>: <path>: <message>`); empty when every
-/// resource is valid.
+/// The problems HL7's schema finds, one line each (`<index>: <path>: <message>`);
+/// empty when every resource is valid.
 pub fn problems(resources: &[serde_json::Value]) -> Result<Vec<String>> {
     const SCRIPT: &str = r##"
 import json, sys
@@ -41,10 +42,42 @@ print(json.dumps(out))
     if !schema.exists() {
         return Err(format!("{} is missing (run `make venv`)", schema.display()).into());
     }
-    let mut child = Command::new(venv_bin("python"))
+    run(
+        &venv_bin("python"),
+        SCRIPT,
+        &[schema.as_os_str()],
+        resources,
+    )
+}
+
+/// The problems the `fhir.resources` R4B models find, one line each
+/// (`<index>: <message>`); empty when every resource is valid.
+pub fn model_problems(resources: &[serde_json::Value]) -> Result<Vec<String>> {
+    const SCRIPT: &str = r#"
+import json, sys
+from fhir.resources.R4B import get_fhir_model_class
+out = []
+for i, line in enumerate(sys.stdin):
+    r = json.loads(line)
+    try:
+        get_fhir_model_class(r.get("resourceType", "")).model_validate(r)
+    except Exception as e:
+        out.append(f"{i}: {' '.join(str(e).split())[:300]}")
+print(json.dumps(out))
+"#;
+    run(&partners_venv_bin("python"), SCRIPT, &[], resources)
+}
+
+fn run(
+    python: &std::path::Path,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    resources: &[serde_json::Value],
+) -> Result<Vec<String>> {
+    let mut child = Command::new(python)
         .arg("-c")
-        .arg(SCRIPT)
-        .arg(&schema)
+        .arg(script)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -37,6 +37,14 @@ pub fn venv_bin(tool: &str) -> PathBuf {
     venv.join("bin").join(tool)
 }
 
+/// A tool of the partner checkers' venv (`.venv-partners`: schemathesis, fhir.resources).
+pub fn partners_venv_bin(tool: &str) -> PathBuf {
+    let venv = std::env::var_os("PULSELAKE_PARTNERS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv-partners"));
+    venv.join("bin").join(tool)
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -77,13 +77,24 @@ impl PartnerClient {
 
     /// A fresh client assertion (`jti` unique), for the token endpoint.
     pub fn assertion(&self) -> Result<String> {
+        self.assertion_with(|_| {})
+    }
+
+    /// The claims of a fresh, valid assertion (epoch seconds).
+    pub fn claims(&self) -> serde_json::Value {
         let now = crate::invoke_now_ms() / 1000;
-        let claims = serde_json::json!({
+        serde_json::json!({
             "iss": self.client_id, "sub": self.client_id,
             "aud": format!("{}/auth/token", self.base_url),
             "exp": now + 240, "iat": now,
             "jti": format!("{:032x}", fastrand::u128(..)),
-        });
+        })
+    }
+
+    /// An assertion whose claims `edit` changed first (for the refusals tests).
+    pub fn assertion_with(&self, edit: impl FnOnce(&mut serde_json::Value)) -> Result<String> {
+        let mut claims = self.claims();
+        edit(&mut claims);
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
         Ok(jsonwebtoken::encode(&header, &claims, &self.key)?)
@@ -91,15 +102,28 @@ impl PartnerClient {
 
     /// `POST /auth/token` with `assertion`; the raw reply.
     pub async fn token_reply(&self, assertion: &str, scope: &str) -> Result<Reply> {
+        self.token_form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion),
+            ("scope", scope),
+        ])
+        .await
+    }
+
+    /// `POST /auth/token` with any form fields; the raw reply.
+    pub async fn token_form(&self, fields: &[(&str, &str)]) -> Result<Reply> {
         let enc = |s: &str| {
             percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
         };
-        let form = format!(
-            "grant_type=client_credentials&client_assertion_type={}&client_assertion={}&scope={}",
-            enc("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-            enc(assertion),
-            enc(scope)
-        );
+        let form = fields
+            .iter()
+            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+            .collect::<Vec<_>>()
+            .join("&");
         request(
             "POST",
             &format!("{}/auth/token", self.base_url),

@@ -350,3 +350,198 @@ async fn every_operation_of_the_openapi_document_is_served_and_guarded() {
     }
     assert!(seen >= 11);
 }
+
+/// Bad input at every edge gets the right 4xx (an OAuth error at the token endpoint,
+/// an OperationOutcome elsewhere), never a 500 and never data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_request_is_refused_with_the_standard_error_never_data() {
+    use base64::Engine;
+    let p = LocalPlatform::start(None).await.unwrap();
+    let s = &p.stack;
+    onboard::add_partner(
+        s,
+        "research",
+        RESEARCH,
+        &std::fs::read_to_string(fixture("research-rs384.jwks.json")).unwrap(),
+    )
+    .await
+    .unwrap();
+    let api = p.partner_api().await.unwrap();
+    let research = PartnerClient::fixture(&api.base_url, "research").unwrap();
+    let now = pulselake_local::invoke_now_ms() / 1000;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let unsigned = format!(
+        "{}.{}.",
+        b64(serde_json::json!({"alg": "none", "typ": "JWT"})),
+        b64(research.claims())
+    );
+    let edited = |f: &dyn Fn(&mut serde_json::Value)| research.assertion_with(|c| f(c)).unwrap();
+    let token_cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "alg none",
+            unsigned,
+            "system/Observation.rs",
+            "invalid_client",
+        ),
+        (
+            "wrong aud",
+            edited(&|c| c["aud"] = "https://elsewhere.example/token".into()),
+            "system/Observation.rs",
+            "invalid_client",
+        ),
+        (
+            "expired",
+            edited(&|c| c["exp"] = (now - 60).into()),
+            "system/Observation.rs",
+            "invalid_client",
+        ),
+        (
+            "exp beyond 5 minutes",
+            edited(&|c| c["exp"] = (now + 3600).into()),
+            "system/Observation.rs",
+            "invalid_client",
+        ),
+        (
+            "iss is not sub",
+            edited(&|c| c["sub"] = "insurer".into()),
+            "system/Observation.rs",
+            "invalid_client",
+        ),
+        (
+            "unknown client",
+            edited(&|c| {
+                c["iss"] = "nobody".into();
+                c["sub"] = "nobody".into();
+            }),
+            "system/Observation.rs",
+            "invalid_client",
+        ),
+        (
+            "no jti",
+            edited(&|c| {
+                c.as_object_mut().unwrap().remove("jti");
+            }),
+            "system/Observation.rs",
+            "invalid_client",
+        ),
+        (
+            "not a JWT",
+            "not-a-jwt".into(),
+            "system/Observation.rs",
+            "invalid_client",
+        ),
+        (
+            "a Patient scope",
+            research.assertion().unwrap(),
+            "system/Patient.rs",
+            "invalid_scope",
+        ),
+        (
+            "a user scope",
+            research.assertion().unwrap(),
+            "user/Observation.rs",
+            "invalid_scope",
+        ),
+    ];
+    for (case, assertion, scope, error) in token_cases {
+        let r = research.token_reply(&assertion, scope).await.unwrap();
+        assert_eq!(r.status, 400, "{case}: {}", r.text());
+        assert_eq!(r.json().unwrap()["error"], error, "{case}: {}", r.text());
+        assert!(r.json().unwrap().get("access_token").is_none(), "{case}");
+    }
+    let wrong_grant = research
+        .token_form(&[("grant_type", "password"), ("username", "x")])
+        .await
+        .unwrap();
+    assert_eq!(wrong_grant.status, 400);
+    assert_eq!(
+        wrong_grant.json().unwrap()["error"],
+        "unsupported_grant_type"
+    );
+
+    let token = research.token().await.unwrap();
+    let mut tampered = token.clone();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    let forged = research
+        .call(
+            &tampered,
+            "GET",
+            "/fhir/$export",
+            &[("prefer", "respond-async")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(forged.status, 401, "{}", forged.text());
+    let kickoff_cases = [
+        ("no Prefer", "/fhir/$export", false, 400),
+        (
+            "malformed _since",
+            "/fhir/$export?_since=yesterday",
+            true,
+            400,
+        ),
+        (
+            "_since after _until",
+            "/fhir/$export?_since=2026-11-02T00:00:00Z&_until=2026-11-01T00:00:00Z",
+            true,
+            400,
+        ),
+        ("unknown _type", "/fhir/$export?_type=Patient", true, 400),
+        (
+            "unknown code",
+            "/fhir/$export?_typeFilter=Observation%3Fcode%3Dhttp%3A%2F%2Floinc.org%7C1234-5",
+            true,
+            400,
+        ),
+        (
+            "injection",
+            "/fhir/$export?_since=2026-11-01T00:00:00Z%27%20OR%201%3D1%20--",
+            true,
+            400,
+        ),
+        (
+            "unknown parameter",
+            "/fhir/$export?_elements=subject",
+            true,
+            400,
+        ),
+        (
+            "Parquet",
+            "/fhir/$export?_outputFormat=application%2Fvnd.apache.parquet",
+            true,
+            400,
+        ),
+        ("CSV", "/fhir/$export?_outputFormat=text%2Fcsv", true, 400),
+        (
+            "unknown job",
+            "/fhir/export-status/0123456789abcdef0123456789abcdef",
+            false,
+            404,
+        ),
+        ("another route", "/fhir/Observation", false, 404),
+    ];
+    for (case, path, prefer, status) in kickoff_cases {
+        let headers: &[(&str, &str)] = if prefer {
+            &[("prefer", "respond-async")]
+        } else {
+            &[]
+        };
+        let r = research.call(&token, "GET", path, headers).await.unwrap();
+        assert_eq!(r.status, status, "{case}: {}", r.text());
+        assert_eq!(
+            r.json().unwrap()["resourceType"],
+            "OperationOutcome",
+            "{case}"
+        );
+    }
+    assert!(
+        inspect::list_keys(s, &s.names.exports_bucket, "")
+            .await
+            .unwrap()
+            .is_empty(),
+        "no refused request left a file"
+    );
+}

@@ -146,14 +146,12 @@ pub struct Scope {
 #[serde(rename_all = "snake_case")]
 pub enum OutputFormat {
     Ndjson,
-    Parquet,
 }
 
 impl OutputFormat {
     pub fn media_type(self) -> &'static str {
         match self {
             OutputFormat::Ndjson => "application/fhir+ndjson",
-            OutputFormat::Parquet => PARQUET,
         }
     }
 }
@@ -335,10 +333,11 @@ pub fn authorize(
         None | Some("application/fhir+ndjson" | "application/ndjson" | "ndjson") => {
             OutputFormat::Ndjson
         }
-        Some(PARQUET) if policy.formats.iter().any(|f| f == PARQUET) => OutputFormat::Parquet,
+        // A policy may grant Parquet (the lake's own format) for when the worker writes
+        // it; until then the request is refused, never answered in another format.
         Some(PARQUET) => {
-            return Err(Refusal::Forbidden(
-                "the policy does not grant Parquet output".into(),
+            return Err(Refusal::BadRequest(
+                "_outputFormat application/vnd.apache.parquet is not offered yet; ask for application/fhir+ndjson".into(),
             ));
         }
         Some(other) => {
@@ -438,7 +437,6 @@ mod tests {
             None
         ));
         assert!(forbidden(&[], Some("neonatal")));
-        assert!(forbidden(&[("_outputFormat", PARQUET)], None));
         let req = parse_export(&[], None).unwrap();
         assert!(matches!(
             authorize(&policy(), PartnerStatus::Suspended, &req),
@@ -466,6 +464,14 @@ mod tests {
         }
         assert!(matches!(
             parse_export(&[], Some("a/../b")),
+            Err(Refusal::BadRequest(_))
+        ));
+        // Parquet is refused, even where a policy grants it, rather than answered as NDJSON.
+        let mut granted = policy();
+        granted.formats = vec![PARQUET.into()];
+        let req = parse_export(&params(&[("_outputFormat", PARQUET)]), None).unwrap();
+        assert!(matches!(
+            authorize(&granted, PartnerStatus::Active, &req),
             Err(Refusal::BadRequest(_))
         ));
     }

@@ -123,7 +123,10 @@ where
             }
             ("GET", ["fhir", "metadata"]) => Outcome::anonymous(self.capability_statement(now_ms)),
             ("POST", ["auth", "token"]) => self.token(req, now_ms).await,
-            (_, ["auth", "token"]) => Outcome::anonymous(method_not_allowed()),
+            (_, ["auth", "token"]) => Outcome::anonymous(method_not_allowed("POST")),
+            (_, [".well-known", "smart-configuration"] | ["fhir", "metadata"]) => {
+                Outcome::anonymous(method_not_allowed("GET"))
+            }
             (method, ["fhir", rest @ ..]) => {
                 let (partner, claims) = match self.authenticate(req, now_ms).await {
                     Ok(p) => p,
@@ -144,14 +147,11 @@ where
                     ("GET", ["export-files", id, file]) => {
                         jobs::download(self, &partner, id, file).await
                     }
-                    (
-                        _,
-                        ["$export"]
-                        | ["Patient", "$export"]
-                        | ["Group", _, "$export"]
-                        | ["export-status", _]
-                        | ["export-files", _, _],
-                    ) => method_not_allowed(),
+                    (_, ["$export"] | ["Patient", "$export"] | ["Group", _, "$export"]) => {
+                        method_not_allowed("GET, POST")
+                    }
+                    (_, ["export-status", _]) => method_not_allowed("GET, DELETE"),
+                    (_, ["export-files", _, _]) => method_not_allowed("GET"),
                     _ => Response::outcome(404, "not-found", "no such resource"),
                 };
                 Outcome::of(&partner.client_id, response)
@@ -399,8 +399,14 @@ where
     }
 }
 
-fn method_not_allowed() -> Response {
-    Response::outcome(405, "not-supported", "this method is not supported here")
+/// `405` with the `Allow` header RFC 9110 asks for.
+fn method_not_allowed(allow: &str) -> Response {
+    Response::outcome(
+        405,
+        "not-supported",
+        &format!("this method is not supported here; use {allow}"),
+    )
+    .with_header("allow", allow)
 }
 
 /// The kick-off's parameters: the query string (GET), or a FHIR `Parameters` body (POST).
@@ -413,8 +419,13 @@ fn kick_off_parameters(req: &Request) -> Result<Vec<(String, String)>, String> {
     if body["resourceType"] != "Parameters" {
         return Err("the body is not a FHIR Parameters resource".into());
     }
+    let parameters = match body.get("parameter") {
+        None => &[][..],
+        Some(serde_json::Value::Array(list)) => list.as_slice(),
+        Some(_) => return Err("Parameters.parameter must be a list".into()),
+    };
     let mut out = req.query.clone();
-    for p in body["parameter"].as_array().into_iter().flatten() {
+    for p in parameters {
         let name = p["name"].as_str().ok_or("a parameter has no name")?;
         let value = ["valueString", "valueInstant", "valueCode", "valueDateTime"]
             .iter()
