@@ -185,6 +185,25 @@ impl LocalPlatform {
     }
 }
 
+impl LocalPlatform {
+    /// The retention job, configured as `template.yaml` configures it; tests call its
+    /// `run` with the clock and the time budget they need.
+    pub async fn retention(&self) -> retention::AwsRetention {
+        let sdk = moto::sdk_config_for(self.function_endpoint()).await;
+        let names = &self.stack.names;
+        retention::build(
+            &retention::Config {
+                lake_bucket: names.lake_bucket.clone(),
+                glue_database: names.glue_database.clone(),
+                glue_table: names.glue_table.clone(),
+                audit_bucket: names.audit_bucket.clone(),
+                years: pulselake_domain::retention::MIN_RETENTION_YEARS,
+            },
+            &sdk,
+        )
+    }
+}
+
 /// Wall-clock now, in epoch ms.
 pub fn invoke_now_ms() -> i64 {
     std::time::SystemTime::now()

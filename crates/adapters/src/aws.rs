@@ -67,4 +67,6 @@ pub enum ConfigError {
     Missing(String),
     #[error("configuration: environment variable {name}={value:?} is not a valid number")]
     NotANumber { name: String, value: String },
+    #[error("configuration: environment variable {name}: {why}")]
+    Invalid { name: String, why: String },
 }

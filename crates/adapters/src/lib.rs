@@ -26,6 +26,7 @@ pub mod s3_events;
 pub mod secrets;
 pub mod shared;
 pub mod signing;
+pub mod versions;
 
 pub use alerts::{
     AlertPublisher, AlertStates, DynamoAlertStates, MemoryAlertStates, MemoryPublisher, SnsAlerts,
@@ -56,6 +57,7 @@ pub use registry::{
 pub use retry::{Backoff, RetryPolicy, with_retries};
 pub use secrets::{MemorySecrets, Secrets, SecretsAdmin, SecretsManager};
 pub use signing::{KmsSigner, TokenSigner};
+pub use versions::{DELETE_BATCH, ObjectVersion, VersionedObjects};
 
 /// Now, in epoch seconds (DynamoDB TTL attributes and expiry conditions).
 pub fn epoch_s() -> i64 {

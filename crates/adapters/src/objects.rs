@@ -160,6 +160,10 @@ impl S3Objects {
             client: crate::aws::s3_client(sdk),
         }
     }
+
+    pub(crate) fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
 }
 
 impl ObjectReader for S3Objects {

@@ -15,6 +15,7 @@ pub mod quarantine;
 pub mod reading;
 pub mod reason;
 pub mod registry;
+pub mod retention;
 pub mod silence;
 pub mod time;
 pub mod validate;

@@ -1,0 +1,165 @@
+//! Every version of the objects under a prefix, and their permanent removal: what the
+//! retention job needs of a versioned bucket (a plain delete would only add a delete
+//! marker and keep the data).
+
+use std::future::Future;
+
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+
+use crate::error::AwsError;
+use crate::objects::{MemoryObjects, ObjectReader, ObjectWriter, S3Objects};
+
+/// One version of an object, or a delete marker (`size` 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    pub key: String,
+    /// `None` in a bucket that was never versioned.
+    pub version_id: Option<String>,
+    pub size: u64,
+}
+
+/// S3 deletes at most this many versions per call.
+pub const DELETE_BATCH: usize = 1000;
+
+/// Port: listing and permanently deleting object versions.
+pub trait VersionedObjects: Send + Sync {
+    /// Every version and delete marker under `prefix`.
+    fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<ObjectVersion>, AwsError>> + Send;
+
+    /// Deletes the given versions (at most [`DELETE_BATCH`]); returns the keys S3 could
+    /// not delete, with its error code.
+    fn delete_versions(
+        &self,
+        bucket: &str,
+        versions: &[ObjectVersion],
+    ) -> impl Future<Output = Result<Vec<(String, String)>, AwsError>> + Send;
+}
+
+impl VersionedObjects for S3Objects {
+    async fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<ObjectVersion>, AwsError> {
+        const OP: &str = "s3:ListObjectVersions";
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client()
+                .list_object_versions()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk(OP, e))?;
+            let version = |key: Option<&str>, id: Option<&str>, size: u64| ObjectVersion {
+                key: key.unwrap_or_default().to_owned(),
+                version_id: id.filter(|v| *v != "null").map(str::to_owned),
+                size,
+            };
+            out.extend(
+                page.versions()
+                    .iter()
+                    .map(|v| version(v.key(), v.version_id(), v.size().unwrap_or(0).max(0) as u64)),
+            );
+            out.extend(
+                page.delete_markers()
+                    .iter()
+                    .map(|m| version(m.key(), m.version_id(), 0)),
+            );
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+        }
+    }
+
+    async fn delete_versions(
+        &self,
+        bucket: &str,
+        versions: &[ObjectVersion],
+    ) -> Result<Vec<(String, String)>, AwsError> {
+        const OP: &str = "s3:DeleteObjects";
+        if versions.is_empty() {
+            return Ok(Vec::new());
+        }
+        if versions.len() > DELETE_BATCH {
+            return Err(AwsError::permanent(
+                OP,
+                "more than 1,000 versions in one call",
+            ));
+        }
+        let objects = versions
+            .iter()
+            .map(|v| {
+                ObjectIdentifier::builder()
+                    .key(&v.key)
+                    .set_version_id(v.version_id.clone())
+                    .build()
+                    .map_err(|e| AwsError::permanent(OP, e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| AwsError::permanent(OP, e.to_string()))?;
+        let out = self
+            .client()
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(OP, e))?;
+        Ok(out
+            .errors()
+            .iter()
+            .map(|e| {
+                (
+                    e.key().unwrap_or_default().to_owned(),
+                    e.code().unwrap_or("Unknown").to_owned(),
+                )
+            })
+            .collect())
+    }
+}
+
+/// The in-memory bucket is unversioned: one version per key.
+impl VersionedObjects for MemoryObjects {
+    async fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<ObjectVersion>, AwsError> {
+        Ok(self
+            .list(bucket, prefix)
+            .await?
+            .into_iter()
+            .map(|key| ObjectVersion {
+                size: self.get(bucket, &key).map_or(0, |b| b.len() as u64),
+                key,
+                version_id: None,
+            })
+            .collect())
+    }
+
+    async fn delete_versions(
+        &self,
+        bucket: &str,
+        versions: &[ObjectVersion],
+    ) -> Result<Vec<(String, String)>, AwsError> {
+        for v in versions {
+            self.delete(bucket, &v.key, None).await?;
+        }
+        Ok(Vec::new())
+    }
+}

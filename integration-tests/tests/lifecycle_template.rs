@@ -1,0 +1,50 @@
+//! The lake's lifecycle in `template.yaml`: kept by measurement date by the retention
+//! function, never expired by upload age, and no parameter can shorten the 3 years.
+
+use pulselake_domain::retention::MIN_RETENTION_YEARS;
+use pulselake_local::cfn::{template, text};
+
+#[test]
+fn no_parameter_can_keep_less_than_three_years_and_the_lake_never_expires_by_upload_age() {
+    let t = template();
+    let days = &t["Parameters"]["RetentionDays"];
+    assert!(
+        days["MinValue"].as_u64().unwrap() >= 1096,
+        "3 years with a leap day"
+    );
+    assert!(days["Default"].as_u64().unwrap() >= 1096);
+    let years = &t["Parameters"]["LakeRetentionYears"];
+    assert_eq!(
+        years["MinValue"].as_u64(),
+        Some(u64::from(MIN_RETENTION_YEARS))
+    );
+    let rules = t["Resources"]["LakeBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+        .as_sequence()
+        .unwrap();
+    for rule in rules {
+        assert!(
+            rule["ExpirationInDays"].is_null() && rule["ExpirationDate"].is_null(),
+            "the lake must not expire current files by upload age: {rule:?}"
+        );
+    }
+}
+
+#[test]
+fn the_retention_function_runs_daily_alone_with_the_configured_years() {
+    let t = template();
+    let f = &t["Resources"]["RetentionFunction"]["Properties"];
+    assert_eq!(
+        text(&f["Environment"]["Variables"]["RETENTION_YEARS"]),
+        "!Ref LakeRetentionYears"
+    );
+    assert_eq!(
+        f["ReservedConcurrentExecutions"].as_u64(),
+        Some(1),
+        "one run at a time"
+    );
+    let schedule = text(&f["Events"]["Daily"]["Properties"]["ScheduleExpression"]);
+    assert!(
+        schedule.starts_with("cron(") && schedule.ends_with(" * * ? *)"),
+        "{schedule}"
+    );
+}
