@@ -34,6 +34,7 @@ pub struct ExportReport {
     pub seconds: f64,
     /// Safe Harbor: every time is the year alone.
     pub years_only: bool,
+    pub manifest: serde_json::Value,
 }
 
 /// What the scenario observed.
@@ -108,6 +109,7 @@ async fn export(
                 .is_some_and(|t| t.len() == 4)
         }),
         expected: 0,
+        manifest: e.manifest.clone(),
     };
     Ok((e, report))
 }

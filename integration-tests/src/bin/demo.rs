@@ -352,6 +352,11 @@ fn print_partners(r: &PartnerReport) {
             n(e.expected)
         );
     }
+    println!("  the insurer's manifest:");
+    let manifest = serde_json::to_string_pretty(&r.insurer.manifest).unwrap_or_default();
+    for line in manifest.lines() {
+        println!("    {line}");
+    }
     for (what, got, want) in &r.refusals {
         println!(
             "  refused   {got:>9}  {what}{}",
