@@ -72,7 +72,7 @@ demo: $(STAMP)
 # The functions run with these glibc settings (template.yaml Globals), so the bench does too.
 GLIBC_TUNABLES := glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432
 bench:
-	GLIBC_TUNABLES=$(GLIBC_TUNABLES) $(CARGO) bench -p stream-ingest -p file-ingest -p vitals-alert -p export-worker
+	GLIBC_TUNABLES=$(GLIBC_TUNABLES) $(CARGO) bench -p stream-ingest -p file-ingest -p vitals-alert -p export-worker -p pulselake-lake
 
 # Release arm64 binaries, as SAM deploys them (cargo-lambda cross-compiles with Zig).
 lambda: $(STAMP)

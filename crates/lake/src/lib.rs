@@ -7,6 +7,7 @@
 //! local Firehose's writer are tested against it.
 
 mod columns;
+pub mod erase;
 mod read;
 mod write;
 
@@ -17,7 +18,10 @@ use parquet::schema::types::Type;
 
 pub use columns::{Columns, Strings, Values};
 pub use read::{LakeFile, read_readings, row_count};
-pub use write::{DEFAULT_ROW_GROUP_ROWS, FileLayout, ParquetWriter, encode, encode_readings};
+pub use write::{
+    DEFAULT_ROW_GROUP_ROWS, FileLayout, GroupWriter, ParquetWriter, encode, encode_readings,
+    with_columns,
+};
 
 /// A column of the readings table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -108,20 +108,58 @@ pub(crate) fn encode_with(
     layout: FileLayout,
 ) -> Result<Vec<u8>, LakeError> {
     check(schema, values, rows)?;
-    let props = properties(schema, layout.sorted_by_subject);
     let mut out = Vec::with_capacity(rows * 40 + 4096);
-    {
-        let mut file = SerializedFileWriter::new(&mut out, parquet_schema_of(schema), props)?;
-        let group = layout.row_group_rows.max(1);
+    let mut file = GroupWriter::with_schema(&mut out, schema, layout)?;
+    file.write_values(values, rows)?;
+    file.finish()?;
+    Ok(out)
+}
+
+/// A lake file written a batch of rows at a time (each batch in row groups of the
+/// layout's size), so a rewrite holds one batch, never the whole file.
+pub struct GroupWriter<'s, W: Write + Send> {
+    file: SerializedFileWriter<W>,
+    schema: &'s [Column],
+    layout: FileLayout,
+    rows: u64,
+}
+
+impl<W: Write + Send> GroupWriter<'static, W> {
+    /// A file of the lake's schema.
+    pub fn new(sink: W, layout: FileLayout) -> Result<Self, LakeError> {
+        GroupWriter::with_schema(sink, &COLUMNS, layout)
+    }
+}
+
+impl<'s, W: Write + Send> GroupWriter<'s, W> {
+    fn with_schema(sink: W, schema: &'s [Column], layout: FileLayout) -> Result<Self, LakeError> {
+        let props = properties(schema, layout.sorted_by_subject);
+        Ok(GroupWriter {
+            file: SerializedFileWriter::new(sink, parquet_schema_of(schema), props)?,
+            schema,
+            layout,
+            rows: 0,
+        })
+    }
+
+    /// Appends `columns` (an empty batch adds nothing).
+    pub fn write(&mut self, columns: &Columns<'_>) -> Result<(), LakeError> {
+        let values = columns.values();
+        check(self.schema, &values, columns.rows())?;
+        self.write_values(&values, columns.rows())
+    }
+
+    fn write_values(&mut self, values: &[Values<'_, '_>], rows: usize) -> Result<(), LakeError> {
+        let group = self.layout.row_group_rows.max(1);
         let texts: Vec<Option<TextColumn>> = values.iter().map(TextColumn::of).collect();
         let mut start = 0;
-        while start < rows || (rows == 0 && start == 0) {
+        while start < rows {
             let end = (start + group).min(rows);
-            let mut rg = file.next_row_group()?;
+            let mut rg = self.file.next_row_group()?;
             for (i, v) in values.iter().enumerate() {
                 let Some(mut col) = rg.next_column()? else {
                     return Err(LakeError::Column {
-                        column: schema[i].name,
+                        column: self.schema[i].name,
                         problem: "the writer has fewer columns than the schema".into(),
                     });
                 };
@@ -129,14 +167,21 @@ pub(crate) fn encode_with(
                 col.close()?;
             }
             rg.close()?;
-            if rows == 0 {
-                break;
-            }
             start = end;
         }
-        file.close()?;
+        self.rows += rows as u64;
+        Ok(())
     }
-    Ok(out)
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Writes the footer; returns the sink.
+    pub fn finish(self) -> Result<W, LakeError> {
+        Ok(self.file.into_inner()?)
+    }
 }
 
 /// What a string column shares across row groups: one value per symbol, or the one
@@ -300,6 +345,14 @@ impl<W: Write> ParquetWriter<W> {
 
 /// Readings (of one partition) as one lake file, in the order given.
 pub fn encode_readings(rows: &[Reading<'_>], layout: FileLayout) -> Result<Vec<u8>, LakeError> {
+    with_columns(rows, |columns| encode(columns, layout))
+}
+
+/// Calls `f` with `rows` laid out as columns (strings interned once per batch).
+pub fn with_columns<T>(
+    rows: &[Reading<'_>],
+    f: impl FnOnce(&Columns<'_>) -> Result<T, LakeError>,
+) -> Result<T, LakeError> {
     let mut names: Vec<&str> = Vec::new();
     let mut index: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
     let mut coded: [Vec<u32>; 6] = Default::default();
@@ -353,5 +406,5 @@ pub fn encode_readings(rows: &[Reading<'_>], layout: FileLayout) -> Result<Vec<u
             ends: &ref_ends,
         },
     };
-    encode(&columns, layout)
+    f(&columns)
 }
