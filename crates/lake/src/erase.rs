@@ -70,9 +70,9 @@ pub fn erase_subjects(
     }
     let mut hasher = Sha256::new();
     let mut out = GroupWriter::new(Vec::with_capacity(64 << 20), layout)?;
-    for g in 0..groups {
+    for (g, cleared) in cleared_groups.iter().enumerate() {
         let mut rows = lake.row_group(g)?;
-        if !cleared_groups[g] {
+        if !cleared {
             let before = rows.len();
             rows.retain(|r| !subjects.contains(r.subject_id.as_ref()));
             rewrite.rows_removed += (before - rows.len()) as u64;
