@@ -7,6 +7,7 @@ pub mod audit;
 pub mod aws;
 pub mod dedup;
 pub mod emf;
+pub mod erasure;
 pub mod error;
 pub mod exports;
 pub mod firehose;
@@ -37,6 +38,7 @@ pub use aws::{ConfigError, env_number, env_var, load_config, s3_client, with_cli
 pub use aws_config::SdkConfig;
 pub use dedup::{Claim, DedupStore, DynamoDedup, MemoryDedup, SourceManifest};
 pub use emf::Metrics;
+pub use erasure::{DynamoErasures, ErasureRequest, ErasureRequests, MemoryErasures};
 pub use error::AwsError;
 pub use exports::{DynamoExportJobs, ExportJobs, Job, JobStatus, MemoryExportJobs, OutputFile};
 pub use firehose::{FailedEntry, FirehoseSink, MemorySink, RecordSink};

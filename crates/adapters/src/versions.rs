@@ -16,6 +16,9 @@ pub struct ObjectVersion {
     /// `None` in a bucket that was never versioned.
     pub version_id: Option<String>,
     pub size: u64,
+    /// The current version of its key (a delete marker may be current too).
+    pub latest: bool,
+    pub delete_marker: bool,
 }
 
 /// S3 deletes at most this many versions per call.
@@ -59,21 +62,22 @@ impl VersionedObjects for S3Objects {
                 .send()
                 .await
                 .map_err(|e| AwsError::from_sdk(OP, e))?;
-            let version = |key: Option<&str>, id: Option<&str>, size: u64| ObjectVersion {
-                key: key.unwrap_or_default().to_owned(),
-                version_id: id.filter(|v| *v != "null").map(str::to_owned),
-                size,
-            };
-            out.extend(
-                page.versions()
-                    .iter()
-                    .map(|v| version(v.key(), v.version_id(), v.size().unwrap_or(0).max(0) as u64)),
-            );
-            out.extend(
-                page.delete_markers()
-                    .iter()
-                    .map(|m| version(m.key(), m.version_id(), 0)),
-            );
+            let version =
+                |key: Option<&str>, id: Option<&str>, latest: Option<bool>| ObjectVersion {
+                    key: key.unwrap_or_default().to_owned(),
+                    version_id: id.filter(|v| *v != "null").map(str::to_owned),
+                    size: 0,
+                    latest: latest == Some(true),
+                    delete_marker: false,
+                };
+            out.extend(page.versions().iter().map(|v| ObjectVersion {
+                size: v.size().unwrap_or(0).max(0) as u64,
+                ..version(v.key(), v.version_id(), v.is_latest())
+            }));
+            out.extend(page.delete_markers().iter().map(|m| ObjectVersion {
+                delete_marker: true,
+                ..version(m.key(), m.version_id(), m.is_latest())
+            }));
             if page.is_truncated() != Some(true) {
                 return Ok(out);
             }
@@ -148,6 +152,8 @@ impl VersionedObjects for MemoryObjects {
                 size: self.get(bucket, &key).map_or(0, |b| b.len() as u64),
                 key,
                 version_id: None,
+                latest: true,
+                delete_marker: false,
             })
             .collect())
     }

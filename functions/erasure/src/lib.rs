@@ -1,0 +1,223 @@
+//! erasure: on a schedule (daily, well inside GDPR's month), every pending erasure
+//! request is processed in one pass over the lake (many subjects cost one pass): files
+//! holding a subject are rewritten without their rows and the old versions deleted, the
+//! partitions re-read to verify, and the evidence written to the audit store; requests
+//! are marked done only after verification passed. The log line carries counts only.
+
+pub mod config;
+pub mod pass;
+
+use lambda_runtime::LambdaEvent;
+use pulselake_adapters::{
+    AuditLog, AwsError, BucketAuditLog, DynamoErasures, ErasureRequests, Metrics, ObjectReader,
+    ObjectWriter, S3Objects, SdkConfig, VersionedObjects,
+};
+
+pub use config::Config;
+pub use pass::{Erasure, ErasureEvidence, RewrittenFile, Verification};
+
+pub type AwsErasure = Erasure<S3Objects, DynamoErasures, BucketAuditLog<S3Objects>>;
+
+pub fn build(config: &Config, sdk: &SdkConfig) -> AwsErasure {
+    Erasure {
+        objects: S3Objects::from_config(sdk),
+        requests: DynamoErasures::from_config(sdk, &config.erasure_table),
+        audit: BucketAuditLog {
+            writer: S3Objects::from_config(sdk),
+            bucket: config.audit_bucket.clone(),
+        },
+        lake_bucket: config.lake_bucket.clone(),
+    }
+}
+
+/// A pass that could not list, read its requests or write its evidence; the schedule
+/// runs it again (nothing is marked done without evidence).
+#[derive(Debug, thiserror::Error)]
+#[error("erasure pass failed: {0}")]
+pub struct PassError(#[from] pub AwsError);
+
+impl From<PassError> for lambda_runtime::Diagnostic {
+    fn from(e: PassError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: "Erasure.PassFailed".into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// One scheduled pass.
+pub async fn function_handler<O, E, A>(
+    _event: LambdaEvent<serde_json::Value>,
+    job: &Erasure<O, E, A>,
+) -> Result<Option<ErasureEvidence>, PassError>
+where
+    O: ObjectReader + ObjectWriter + VersionedObjects,
+    E: ErasureRequests,
+    A: AuditLog,
+{
+    let result = job.run(now_ms()).await;
+    match &result {
+        Ok(Some(ev)) => {
+            Metrics::new("erasure")
+                .count("RequestsProcessed", ev.requests.len() as u64)
+                .count("RowsRemoved", ev.rows_removed)
+                .count("FilesRewritten", ev.files_rewritten.len() as u64)
+                .count("VerificationFailures", u64::from(!ev.verification.passed))
+                .flush();
+            tracing::info!(
+                requests = ev.requests.len(),
+                files_read = ev.files_read,
+                files_rewritten = ev.files_rewritten.len(),
+                rows_removed = ev.rows_removed,
+                old_versions_deleted = ev.old_versions_deleted,
+                failures = ev.failures.len(),
+                verified = ev.verification.passed,
+                "erasure pass done"
+            );
+        }
+        Ok(None) => tracing::info!("no pending erasure request"),
+        Err(e) => tracing::error!(error = %e, "erasure pass failed"),
+    }
+    Ok(result?)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use pulselake_adapters::{ErasureRequest, MemoryAuditLog, MemoryErasures, MemoryObjects};
+    use pulselake_domain::{Metric, Partition, Reading, ReadingId, Source};
+    use pulselake_lake::{FileLayout, encode_readings, read_readings};
+
+    use super::*;
+
+    const LAKE: &str = "lake";
+    const AT: i64 = 1_795_305_600_000;
+
+    fn row(subject: &str, i: i64) -> Reading<'static> {
+        Reading {
+            reading_id: ReadingId::derive("d", subject, Metric::HeartRate, AT + i),
+            subject_id: Cow::Owned(subject.into()),
+            device_id: Cow::Borrowed("d"),
+            sensor_id: Cow::Borrowed("s"),
+            metric: Metric::HeartRate,
+            value: 70.0,
+            measured_at: AT + i,
+            received_at: AT + i,
+            source: Source::Stream,
+            source_ref: Cow::Borrowed("x"),
+        }
+    }
+
+    fn job() -> Erasure<MemoryObjects, MemoryErasures, MemoryAuditLog> {
+        let objects = MemoryObjects::default();
+        let p = Partition::of(Metric::HeartRate, AT);
+        let mixed: Vec<_> = (0..30)
+            .map(|i| row(["ann", "bob", "cy"][i as usize % 3], i))
+            .collect();
+        let only_bob: Vec<_> = (0..5).map(|i| row("bob", 100 + i)).collect();
+        let no_bob: Vec<_> = (0..5).map(|i| row("cy", 200 + i)).collect();
+        for (name, rows) in [("mixed", mixed), ("bob", only_bob), ("cy", no_bob)] {
+            let body = encode_readings(&rows, FileLayout::default()).unwrap();
+            objects.insert(LAKE, &format!("readings/{p}/{name}.parquet"), body);
+        }
+        Erasure {
+            objects,
+            requests: MemoryErasures::default(),
+            audit: MemoryAuditLog::default(),
+            lake_bucket: LAKE.into(),
+        }
+    }
+
+    fn request(subject: &str) -> ErasureRequest {
+        ErasureRequest {
+            subject_id: subject.into(),
+            request_id: format!("req-{subject}"),
+            requested_by: "dpo@example.org".into(),
+            reason: "GDPR Art. 17".into(),
+            requested_at: AT,
+            completed_at: None,
+            evidence: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subject_leaves_every_file_the_rest_stays_and_the_request_is_done_after_verification()
+    {
+        let j = job();
+        assert!(j.requests.record(&request("bob")).await.unwrap());
+        assert!(
+            !j.requests.record(&request("bob")).await.unwrap(),
+            "one request per subject"
+        );
+        let ev = j.run(AT + 1000).await.unwrap().unwrap();
+        assert_eq!((ev.files_read, ev.rows_removed), (3, 15));
+        assert_eq!(
+            ev.files_rewritten.len(),
+            2,
+            "mixed rewritten, bob's own file removed"
+        );
+        assert!(ev.verification.passed && ev.completed, "{ev:?}");
+        let keys = j.objects.keys(LAKE);
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        let mut left = Vec::new();
+        for k in &keys {
+            left.extend(read_readings(j.objects.get(LAKE, k).unwrap(), Metric::HeartRate).unwrap());
+        }
+        assert_eq!(left.len(), 25);
+        assert!(left.iter().all(|r| r.subject_id != "bob"));
+        let audit = j.audit.0.lock().unwrap();
+        assert_eq!(audit.len(), 1);
+        assert!(
+            !audit[0].1.to_string().contains("\"bob\""),
+            "evidence names requests, not subjects"
+        );
+        drop(audit);
+        let done = j.requests.all().await.unwrap();
+        assert_eq!(done[0].evidence.as_deref(), Some(ev.evidence_id.as_str()));
+        assert!(
+            j.run(AT + 2000).await.unwrap().is_none(),
+            "nothing pending: no pass"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_subject_is_verified_absent_and_nothing_changes() {
+        let j = job();
+        j.requests.record(&request("zed")).await.unwrap();
+        let before = j.objects.keys(LAKE);
+        let ev = j.run(AT + 1000).await.unwrap().unwrap();
+        assert_eq!((ev.rows_removed, ev.files_rewritten.len()), (0, 0));
+        assert!(ev.completed);
+        assert_eq!(j.objects.keys(LAKE), before);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_lake_file_is_reported_and_the_request_stays_pending() {
+        let j = job();
+        let p = Partition::of(Metric::HeartRate, AT);
+        j.objects.insert(
+            LAKE,
+            &format!("readings/{p}/broken.parquet"),
+            b"PAR1 junk".to_vec(),
+        );
+        j.requests.record(&request("bob")).await.unwrap();
+        let ev = j.run(AT + 1000).await.unwrap().unwrap();
+        assert_eq!(ev.failures.len(), 1, "{ev:?}");
+        assert!(!ev.completed);
+        assert!(
+            j.objects
+                .keys(LAKE)
+                .iter()
+                .any(|k| k.ends_with("broken.parquet")),
+            "nothing of it deleted"
+        );
+        assert!(j.requests.all().await.unwrap()[0].completed_at.is_none());
+    }
+}

@@ -1,0 +1,270 @@
+//! One erasure pass over the lake for every pending request at once: each lake file
+//! (each version of it) is read; the current version of a file that holds a subject is
+//! rewritten without the subjects' rows under a new name, then every version of the old
+//! file is deleted; an older version that holds a subject is deleted. Then every
+//! partition a subject appeared in is read again, every version of every file: zero
+//! rows of the subjects, and each rewritten file's rows are exactly the rows kept (count
+//! and SHA-256). Only then are the requests marked done, with the evidence in the audit
+//! store (request references, never the subjects).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use pulselake_adapters::{
+    AuditLog, AwsError, ErasureRequests, ObjectReader, ObjectVersion, ObjectWriter,
+    VersionedObjects,
+};
+use pulselake_domain::Partition;
+use pulselake_domain::partition::READINGS_PREFIX;
+use pulselake_domain::time::format_rfc3339_ms;
+use pulselake_lake::FileLayout;
+use pulselake_lake::erase::{digest, erase_subjects, rows_of};
+use serde::Serialize;
+
+/// The erasure job over its ports.
+pub struct Erasure<O, E, A> {
+    pub objects: O,
+    pub requests: E,
+    pub audit: A,
+    pub lake_bucket: String,
+}
+
+/// One rewritten file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RewrittenFile {
+    pub old_key: String,
+    pub new_key: String,
+    pub rows_in: u64,
+    pub rows_removed: u64,
+    pub kept_sha256: String,
+}
+
+/// The re-read after the rewrite.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct Verification {
+    pub partitions: usize,
+    pub object_versions_read: usize,
+    /// Rows of the subjects found in any version of any file of those partitions.
+    pub subject_rows_left: u64,
+    /// Rewritten files whose rows are not exactly the rows kept.
+    pub files_changed_otherwise: usize,
+    pub passed: bool,
+}
+
+/// The evidence of a pass, as the audit store keeps it.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct ErasureEvidence {
+    pub evidence_id: String,
+    pub started_at: String,
+    /// The requests processed (their references).
+    pub requests: Vec<String>,
+    pub files_read: usize,
+    pub rows_removed: u64,
+    pub files_rewritten: Vec<RewrittenFile>,
+    pub old_versions_deleted: usize,
+    /// Files that could not be read or rewritten (nothing of them was deleted).
+    pub failures: Vec<String>,
+    pub verification: Verification,
+    /// Requests marked done (only when verification passed and nothing failed).
+    pub completed: bool,
+    pub seconds: f64,
+}
+
+impl<O, E, A> Erasure<O, E, A>
+where
+    O: ObjectReader + ObjectWriter + VersionedObjects,
+    E: ErasureRequests,
+    A: AuditLog,
+{
+    /// Processes every pending request. `None` when there was none.
+    pub async fn run(&self, now_ms: i64) -> Result<Option<ErasureEvidence>, AwsError> {
+        let started = Instant::now();
+        let pending: Vec<_> = self
+            .requests
+            .all()
+            .await?
+            .into_iter()
+            .filter(|r| r.completed_at.is_none())
+            .collect();
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        let subjects: BTreeSet<String> = pending.iter().map(|r| r.subject_id.clone()).collect();
+        let mut ev = ErasureEvidence {
+            evidence_id: format!("erasure-{now_ms}"),
+            started_at: format_rfc3339_ms(now_ms),
+            requests: pending.iter().map(|r| r.request_id.clone()).collect(),
+            ..ErasureEvidence::default()
+        };
+        let mut touched: BTreeSet<Partition> = BTreeSet::new();
+        let mut kept: BTreeMap<String, (u64, String)> = BTreeMap::new();
+        for key in self
+            .objects
+            .list(&self.lake_bucket, READINGS_PREFIX)
+            .await?
+        {
+            let Some(p) = Partition::from_object_key(&key) else {
+                continue;
+            };
+            ev.files_read += 1;
+            match self.erase_file(&key, p, &subjects, now_ms, &mut ev).await {
+                Ok((held, rewritten)) => {
+                    if held {
+                        touched.insert(p);
+                    }
+                    if let Some((new_key, rows, sha)) = rewritten {
+                        kept.insert(new_key, (rows, sha));
+                    }
+                }
+                Err(e) => ev.failures.push(format!("{key}: {e}")),
+            }
+        }
+        ev.verification = self.verify(&touched, &subjects, &kept).await?;
+        ev.completed = ev.verification.passed && ev.failures.is_empty();
+        ev.seconds = started.elapsed().as_secs_f64();
+        let record =
+            serde_json::to_value(&ev).map_err(|e| AwsError::permanent("audit", e.to_string()))?;
+        self.audit.append("erasure", now_ms, &record).await?;
+        if ev.completed {
+            for r in &pending {
+                self.requests
+                    .complete(&r.subject_id, now_ms, &ev.evidence_id)
+                    .await?;
+            }
+        }
+        Ok(Some(ev))
+    }
+
+    /// Erases the subjects from every version of one file: whether any version held
+    /// them, and for a rewritten file its new key, rows and the SHA-256 of the rows kept.
+    async fn erase_file(
+        &self,
+        key: &str,
+        p: Partition,
+        subjects: &BTreeSet<String>,
+        now_ms: i64,
+        ev: &mut ErasureEvidence,
+    ) -> Result<(bool, Option<(String, u64, String)>), String> {
+        let bucket = &self.lake_bucket;
+        let versions: Vec<ObjectVersion> = self
+            .objects
+            .list_versions(bucket, key)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|v| v.key == key)
+            .collect();
+        let mut result = None;
+        let mut holds_subject = false;
+        for v in versions.iter().filter(|v| !v.delete_marker) {
+            let body = self
+                .objects
+                .open(bucket, key, v.version_id.as_deref())
+                .await
+                .map_err(|e| e.to_string())?
+                .bytes()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !v.latest {
+                if rows_of(body, p.metric, subjects).map_err(|e| e.to_string())? > 0 {
+                    holds_subject = true;
+                }
+                continue;
+            }
+            let rewrite = erase_subjects(body, p.metric, subjects, FileLayout::default())
+                .map_err(|e| e.to_string())?;
+            let Some(file) = rewrite.file else { continue };
+            holds_subject = true;
+            let kept_rows = rewrite.rows_in - rewrite.rows_removed;
+            // A file of the subjects' rows only is not replaced: it just goes.
+            let new_key = if kept_rows == 0 {
+                String::new()
+            } else {
+                let new_key = rewritten_key(key, now_ms);
+                self.objects
+                    .put(bucket, &new_key, file, "application/vnd.apache.parquet")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                new_key
+            };
+            let sha = hex::encode(rewrite.kept_digest);
+            ev.rows_removed += rewrite.rows_removed;
+            ev.files_rewritten.push(RewrittenFile {
+                old_key: key.to_owned(),
+                new_key: new_key.clone(),
+                rows_in: rewrite.rows_in,
+                rows_removed: rewrite.rows_removed,
+                kept_sha256: sha.clone(),
+            });
+            if kept_rows > 0 {
+                result = Some((new_key, kept_rows, sha));
+            }
+        }
+        if holds_subject {
+            // The rewrite is complete: every version of the old file goes, markers too.
+            for batch in versions.chunks(pulselake_adapters::DELETE_BATCH) {
+                let failed = self
+                    .objects
+                    .delete_versions(bucket, batch)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some((_, code)) = failed.first() {
+                    return Err(format!("old versions not deleted ({code})"));
+                }
+                ev.old_versions_deleted += batch.len();
+            }
+        }
+        Ok((holds_subject, result))
+    }
+
+    async fn verify(
+        &self,
+        partitions: &BTreeSet<Partition>,
+        subjects: &BTreeSet<String>,
+        kept: &BTreeMap<String, (u64, String)>,
+    ) -> Result<Verification, AwsError> {
+        let mut v = Verification {
+            partitions: partitions.len(),
+            ..Verification::default()
+        };
+        let mut unreadable = 0;
+        for p in partitions {
+            let prefix = format!("{READINGS_PREFIX}{p}/");
+            let versions = self
+                .objects
+                .list_versions(&self.lake_bucket, &prefix)
+                .await?;
+            for ver in versions.iter().filter(|x| !x.delete_marker) {
+                let body = self
+                    .objects
+                    .open(&self.lake_bucket, &ver.key, ver.version_id.as_deref())
+                    .await?
+                    .bytes()
+                    .await?;
+                v.object_versions_read += 1;
+                match rows_of(body.clone(), p.metric, subjects) {
+                    Ok(n) => v.subject_rows_left += n,
+                    Err(_) => unreadable += 1,
+                }
+                if let Some((rows, sha)) = kept.get(&ver.key) {
+                    let same = digest(body, p.metric)
+                        .is_ok_and(|(n, d)| n == *rows && hex::encode(d) == *sha);
+                    if !same {
+                        v.files_changed_otherwise += 1;
+                    }
+                }
+            }
+        }
+        v.passed = v.subject_rows_left == 0 && v.files_changed_otherwise == 0 && unreadable == 0;
+        Ok(v)
+    }
+}
+
+/// `.../part-7.parquet` -> `.../part-7.e<at>.parquet`: a new name, so the old file's
+/// versions can all go once the new one is complete.
+fn rewritten_key(key: &str, at: i64) -> String {
+    match key.strip_suffix(".parquet") {
+        Some(stem) => format!("{stem}.e{at}.parquet"),
+        None => format!("{key}.e{at}.parquet"),
+    }
+}
