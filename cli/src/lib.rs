@@ -3,6 +3,7 @@
 //! same code the binary runs.
 
 pub mod devices;
+pub mod erasure;
 pub mod partners;
 pub mod stack;
 

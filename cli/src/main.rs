@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pulselake_adapters::{
-    DynamoAliases, DynamoPartners, DynamoRegistry, IotIdentities, SecretsManager,
+    DynamoAliases, DynamoErasures, DynamoPartners, DynamoRegistry, IotIdentities, SecretsManager,
 };
 use pulselake_cli::devices::Devices;
+use pulselake_cli::erasure::ErasureAdmin;
 use pulselake_cli::partners::PartnerAdmin;
 use pulselake_cli::{AdminError, StackNames};
 use pulselake_domain::time::parse_rfc3339_ms;
@@ -15,7 +16,7 @@ use pulselake_domain::time::parse_rfc3339_ms;
 #[derive(Parser)]
 #[command(
     name = "pulselake",
-    about = "Operate a pulselake stack: devices and partners."
+    about = "Operate a pulselake stack: devices, partners and erasure requests."
 )]
 struct Cli {
     /// The CloudFormation stack (its outputs name the resources).
@@ -36,6 +37,61 @@ enum Command {
     /// Partners of the export API: policies, keys, status, pseudonym keys.
     #[command(subcommand)]
     Partners(PartnerCommand),
+    /// GDPR erasure requests: record one (the subject is tombstoned at once), list them.
+    #[command(subcommand)]
+    Erasure(ErasureCommand),
+}
+
+#[derive(Subcommand)]
+enum ErasureCommand {
+    /// Record a subject's erasure request. From now on their devices and legacy keys
+    /// no longer attribute readings to them and exports skip them; the erasure function
+    /// clears the lake and records the evidence.
+    Request {
+        subject: String,
+        /// Who asked (a person, or a ticket reference).
+        #[arg(long)]
+        by: String,
+        /// Why (e.g. "GDPR Art. 17, request 2026-118").
+        #[arg(long)]
+        reason: String,
+    },
+    /// Requests with their status and evidence (no subject ids).
+    List,
+}
+
+async fn erasure(
+    sdk: &aws_config::SdkConfig,
+    names: &StackNames,
+    command: ErasureCommand,
+) -> Result<(), AdminError> {
+    let requests = DynamoErasures::from_config(sdk, &names.erasure_table);
+    let registry = DynamoRegistry::from_config(sdk, &names.registry_table);
+    let aliases = DynamoAliases::from_config(sdk, &names.alias_table);
+    let admin = ErasureAdmin {
+        requests: &requests,
+        registry: &registry,
+        aliases: &aliases,
+    };
+    match command {
+        ErasureCommand::Request {
+            subject,
+            by,
+            reason,
+        } => {
+            let r = admin.request(&subject, &by, &reason, now_ms()).await?;
+            println!(
+                "{}: recorded; {} device assignment(s) and {} alias(es) removed; the erasure function completes it (see `pulselake erasure list`)",
+                r.request_id, r.assignments_removed, r.aliases_removed
+            );
+        }
+        ErasureCommand::List => {
+            for line in admin.list().await? {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -201,6 +257,7 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
     let command = match cli.command {
         Command::Devices(c) => c,
         Command::Partners(c) => return partners(&sdk, &names, c).await,
+        Command::Erasure(c) => return erasure(&sdk, &names, c).await,
     };
     let registry = DynamoRegistry::from_config(&sdk, &names.registry_table);
     let identities = IotIdentities::from_config(&sdk, &names.device_policy);

@@ -16,6 +16,7 @@ pub struct StackNames {
     pub partner_secret_prefix: String,
     /// The stack's KMS key (none locally).
     pub kms_key: Option<String>,
+    pub erasure_table: String,
 }
 
 impl StackNames {
@@ -29,6 +30,7 @@ impl StackNames {
             partners_table: format!("{stack}-partners"),
             partner_secret_prefix: format!("{stack}/partners/"),
             kms_key: None,
+            erasure_table: format!("{stack}-erasure-requests"),
         }
     }
 
@@ -61,6 +63,7 @@ impl StackNames {
             partners_table: output("PartnersTableName")?,
             partner_secret_prefix: format!("{stack}/partners/"),
             kms_key: Some(output("DataKeyArn")?),
+            erasure_table: output("ErasureTableName")?,
         })
     }
 }

@@ -204,6 +204,22 @@ impl LocalPlatform {
     }
 }
 
+impl LocalPlatform {
+    /// The erasure job, configured as `template.yaml` configures it.
+    pub async fn erasure(&self) -> erasure::AwsErasure {
+        let sdk = moto::sdk_config_for(self.function_endpoint()).await;
+        let names = &self.stack.names;
+        erasure::build(
+            &erasure::Config {
+                lake_bucket: names.lake_bucket.clone(),
+                erasure_table: names.erasure_table.clone(),
+                audit_bucket: names.audit_bucket.clone(),
+            },
+            &sdk,
+        )
+    }
+}
+
 /// Wall-clock now, in epoch ms.
 pub fn invoke_now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -43,6 +43,8 @@ pub struct Names {
     pub export_dlq: String,
     /// The KMS key that signs access tokens (an alias).
     pub token_signing_key: String,
+    /// Erasure requests (the tombstones).
+    pub erasure_table: String,
 }
 
 impl Default for Names {
@@ -83,6 +85,7 @@ impl Default for Names {
             export_queue: "pulselake-exports".into(),
             export_dlq: "pulselake-exports-dlq".into(),
             token_signing_key: "alias/pulselake-token-signing".into(),
+            erasure_table: "pulselake-erasure-requests".into(),
         }
     }
 }

@@ -2,10 +2,11 @@
 //! devices import` / `deactivate`), against the local stack's IoT, registry and aliases.
 
 use pulselake_adapters::{
-    DynamoAliases, DynamoPartners, DynamoRegistry, IotIdentities, SecretsManager,
+    DynamoAliases, DynamoErasures, DynamoPartners, DynamoRegistry, IotIdentities, SecretsManager,
 };
 use pulselake_cli::StackNames;
 use pulselake_cli::devices::Devices;
+use pulselake_cli::erasure::ErasureAdmin;
 use pulselake_cli::partners::PartnerAdmin;
 use pulselake_domain::DeviceRecord;
 use pulselake_domain::partner::PartnerStatus;
@@ -75,6 +76,24 @@ pub async fn add_partner(stack: &Stack, client_id: &str, policy: &str, jwks: &st
     };
     admin.add(client_id, policy, jwks).await?;
     Ok(())
+}
+
+/// Records an erasure request as ops would (`pulselake erasure request`); the subject
+/// is tombstoned at once. Returns the request's reference.
+pub async fn request_erasure(stack: &Stack, subject: &str, at: i64) -> Result<String> {
+    let n = names();
+    let requests = DynamoErasures::from_config(&stack.sdk, &n.erasure_table);
+    let registry = DynamoRegistry::from_config(&stack.sdk, &n.registry_table);
+    let aliases = DynamoAliases::from_config(&stack.sdk, &n.alias_table);
+    let admin = ErasureAdmin {
+        requests: &requests,
+        registry: &registry,
+        aliases: &aliases,
+    };
+    Ok(admin
+        .request(subject, "dpo@example.org", "GDPR Art. 17 (demo)", at)
+        .await?
+        .request_id)
 }
 
 /// Suspends or reactivates a partner (`pulselake partners suspend` / `reactivate`).

@@ -1,5 +1,5 @@
 //! The partner side of the local stack, as `template.yaml` creates it: the partners,
-//! export jobs and token claims tables, the exports and audit buckets, the export queue
+//! export jobs, token claims and erasure tables, the exports and audit buckets, the export queue
 //! and its DLQ, and the KMS key that signs access tokens.
 
 use aws_sdk_dynamodb::types::{
@@ -45,6 +45,7 @@ pub async fn provision(sdk: &aws_config::SdkConfig, names: &Names) -> Result<()>
     for (table, hash) in [
         (&names.partners_table, "client_id"),
         (&names.token_claims_table, "id"),
+        (&names.erasure_table, "subject_id"),
     ] {
         dynamodb
             .create_table()

@@ -46,7 +46,7 @@ pub use glue::{ALREADY_EXISTS, Catalog, GlueCatalog, MemoryCatalog, NOT_FOUND, P
 pub use heartbeats::{DynamoHeartbeats, Heartbeats, MemoryHeartbeats};
 pub use identity::{Credentials, DeviceIdentities, IotIdentities, MemoryIdentities};
 pub use notify::{
-    DynamoAliases, MemoryAliases, MemoryNotifier, Notifier, SnsTopic, SubjectAliases,
+    AliasAdmin, DynamoAliases, MemoryAliases, MemoryNotifier, Notifier, SnsTopic, SubjectAliases,
 };
 pub use objects::{MemoryObjects, ObjectBody, ObjectReader, ObjectWriter, Presigner, S3Objects};
 pub use partners::{

@@ -101,8 +101,59 @@ impl SubjectAliases for DynamoAliases {
     }
 }
 
+/// Port: removing every alias of a subject (an erasure request: files naming the
+/// legacy key can no longer be attributed to the subject).
+pub trait AliasAdmin: Send + Sync {
+    /// Returns how many aliases were removed.
+    fn remove_subject(&self, subject: &str)
+    -> impl Future<Output = Result<usize, AwsError>> + Send;
+}
+
+impl AliasAdmin for DynamoAliases {
+    async fn remove_subject(&self, subject: &str) -> Result<usize, AwsError> {
+        let mut removed = 0;
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("subject_id = :s")
+            .expression_attribute_values(":s", AttributeValue::S(subject.to_owned()))
+            .into_paginator()
+            .send();
+        let mut aliases = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
+            aliases.extend(
+                page.items()
+                    .iter()
+                    .filter_map(|i| i.get("alias").and_then(|v| v.as_s().ok()).cloned()),
+            );
+        }
+        for alias in aliases {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("alias", AttributeValue::S(alias))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("dynamodb:DeleteItem", e))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
 #[derive(Default)]
 pub struct MemoryAliases(pub HashMap<String, String>);
+
+impl AliasAdmin for std::sync::Mutex<MemoryAliases> {
+    async fn remove_subject(&self, subject: &str) -> Result<usize, AwsError> {
+        let mut m = self.lock().unwrap_or_else(|p| p.into_inner());
+        let before = m.0.len();
+        m.0.retain(|_, s| s != subject);
+        Ok(before - m.0.len())
+    }
+}
 
 impl SubjectAliases for MemoryAliases {
     async fn resolve(&self, alias: &str) -> Result<Option<String>, AwsError> {

@@ -1,0 +1,186 @@
+//! `pulselake erasure request|list`: a data subject's erasure request (GDPR Art. 17) is
+//! recorded with who asked, why and when, and the subject is tombstoned at once: the
+//! registry assignments and legacy aliases that attribute new readings to them are
+//! removed (new readings are quarantined as unassigned, never stored under them), and
+//! exports skip them. The erasure function then clears the lake and records the proof.
+
+use pulselake_adapters::{AliasAdmin, ErasureRequest, ErasureRequests, RegistryAdmin};
+use pulselake_domain::message::check_id;
+
+use crate::AdminError;
+
+/// The ports the erasure commands use.
+pub struct ErasureAdmin<'a, E, R, A> {
+    pub requests: &'a E,
+    pub registry: &'a R,
+    pub aliases: &'a A,
+}
+
+/// What recording a request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub request_id: String,
+    /// Device assignments removed (the subject's devices no longer speak for them).
+    pub assignments_removed: usize,
+    pub aliases_removed: usize,
+}
+
+impl<E: ErasureRequests, R: RegistryAdmin, A: AliasAdmin> ErasureAdmin<'_, E, R, A> {
+    /// Records a request and tombstones the subject. A second request for the same
+    /// subject is refused (the first one stands); the tombstone is applied again anyway.
+    pub async fn request(
+        &self,
+        subject: &str,
+        requested_by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Recorded, AdminError> {
+        let mut problems = Vec::new();
+        if check_id("subject", subject).is_err() {
+            problems.push(format!(
+                "subject {subject:?}: a subject id is 1-128 bytes without control characters"
+            ));
+        }
+        if requested_by.trim().is_empty() {
+            problems.push("--by: who asked (a person or a ticket) is required".into());
+        }
+        if reason.trim().is_empty() {
+            problems
+                .push("--reason: why (e.g. \"GDPR Art. 17 request 2026-118\") is required".into());
+        }
+        if !problems.is_empty() {
+            return Err(AdminError::Refused(problems));
+        }
+        let request_id = format!("erasure-{}", new_reference()?);
+        let fresh = self
+            .requests
+            .record(&ErasureRequest {
+                subject_id: subject.to_owned(),
+                request_id: request_id.clone(),
+                requested_by: requested_by.to_owned(),
+                reason: reason.to_owned(),
+                requested_at: now_ms,
+                completed_at: None,
+                evidence: None,
+            })
+            .await?;
+        let mut assignments_removed = 0;
+        for mut device in self.registry.all().await? {
+            let before = device.assignments.len();
+            device.assignments.retain(|a| a.subject_id != subject);
+            if device.assignments.len() != before {
+                assignments_removed += before - device.assignments.len();
+                self.registry.put(&device).await?;
+            }
+        }
+        let aliases_removed = self.aliases.remove_subject(subject).await?;
+        if !fresh {
+            return Err(AdminError::Refused(vec![format!(
+                "an erasure request for this subject exists already (the tombstone was applied again: {assignments_removed} assignment(s), {aliases_removed} alias(es) removed)"
+            )]));
+        }
+        Ok(Recorded {
+            request_id,
+            assignments_removed,
+            aliases_removed,
+        })
+    }
+
+    /// One line per request: reference, status, requested, by, reason (no subject id).
+    pub async fn list(&self) -> Result<Vec<String>, AdminError> {
+        let mut all = self.requests.all().await?;
+        all.sort_by_key(|r| r.requested_at);
+        Ok(all
+            .iter()
+            .map(|r| {
+                let status = match (&r.completed_at, &r.evidence) {
+                    (Some(at), Some(ev)) => format!(
+                        "done {} (evidence {ev})",
+                        pulselake_domain::time::format_rfc3339_ms(*at)
+                    ),
+                    _ => "pending".to_owned(),
+                };
+                format!(
+                    "{}  {status}  requested {} by {}: {}",
+                    r.request_id,
+                    pulselake_domain::time::format_rfc3339_ms(r.requested_at),
+                    r.requested_by,
+                    r.reason
+                )
+            })
+            .collect())
+    }
+}
+
+fn new_reference() -> Result<String, AdminError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| AdminError::Setup(format!("no randomness: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use pulselake_adapters::{MemoryAliases, MemoryErasures, MemoryRegistry, RegistryLookup};
+    use pulselake_domain::{Assignment, DeviceRecord};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_tombstones_the_subject_and_a_second_one_is_refused() {
+        let requests = MemoryErasures::default();
+        let registry = MemoryRegistry::new([DeviceRecord {
+            device_id: "dev-1".into(),
+            assignments: vec![
+                Assignment {
+                    subject_id: "subj-a".into(),
+                    valid_from: 0,
+                    valid_to: Some(10),
+                    cohort: None,
+                },
+                Assignment {
+                    subject_id: "subj-b".into(),
+                    valid_from: 10,
+                    valid_to: None,
+                    cohort: None,
+                },
+            ],
+        }]);
+        let aliases = Mutex::new(MemoryAliases(HashMap::from([
+            ("seed:P1".to_owned(), "subj-b".to_owned()),
+            ("seed:P2".to_owned(), "subj-a".to_owned()),
+        ])));
+        let admin = ErasureAdmin {
+            requests: &requests,
+            registry: &registry,
+            aliases: &aliases,
+        };
+        let r = admin
+            .request("subj-b", "dpo@example.org", "Art. 17", 5)
+            .await
+            .unwrap();
+        assert_eq!((r.assignments_removed, r.aliases_removed), (1, 1));
+        let dev = registry.fetch(&["dev-1"]).await.unwrap();
+        assert_eq!(
+            dev[0].assignments.len(),
+            1,
+            "the other subject's assignment stays"
+        );
+        assert!(aliases.lock().unwrap().0.contains_key("seed:P2"));
+        assert!(matches!(
+            admin.request("subj-b", "dpo@example.org", "again", 6).await,
+            Err(AdminError::Refused(_))
+        ));
+        let lines = admin.list().await.unwrap();
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].contains("pending") && !lines[0].contains("subj-b"),
+            "{lines:?}"
+        );
+        assert!(
+            matches!(admin.request("", "", "", 7).await, Err(AdminError::Refused(p)) if p.len() == 3)
+        );
+    }
+}
