@@ -172,13 +172,12 @@ mod tests {
         }
         assert_eq!(left.len(), 25);
         assert!(left.iter().all(|r| r.subject_id != "bob"));
-        let audit = j.audit.0.lock().unwrap();
+        let audit = j.audit.0.lock().unwrap().clone();
         assert_eq!(audit.len(), 1);
         assert!(
             !audit[0].1.to_string().contains("\"bob\""),
             "evidence names requests, not subjects"
         );
-        drop(audit);
         let done = j.requests.all().await.unwrap();
         assert_eq!(done[0].evidence.as_deref(), Some(ev.evidence_id.as_str()));
         assert!(
