@@ -48,3 +48,37 @@ fn the_retention_function_runs_daily_alone_with_the_configured_years() {
         "{schedule}"
     );
 }
+
+#[test]
+fn erasure_runs_daily_alone_over_the_table_the_cli_writes_and_can_remove_old_versions() {
+    let t = template();
+    let f = &t["Resources"]["ErasureFunction"]["Properties"];
+    assert_eq!(
+        f["ReservedConcurrentExecutions"].as_u64(),
+        Some(1),
+        "one pass at a time"
+    );
+    assert_eq!(
+        text(&f["Environment"]["Variables"]["ERASURE_TABLE"]),
+        "!Ref ErasureRequestsTable"
+    );
+    let table = text(&t["Resources"]["ErasureRequestsTable"]["Properties"]["TableName"]);
+    let cli = pulselake_cli::StackNames::local("STACK").erasure_table;
+    assert_eq!(
+        table,
+        format!("!Sub {}", cli.replace("STACK", "${AWS::StackName}"))
+    );
+    let actions = text(
+        &t["Resources"]["ErasureRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"],
+    );
+    for needed in [
+        "s3:ListBucketVersions",
+        "s3:DeleteObjectVersion",
+        "s3:PutObject",
+        "dynamodb:Scan",
+    ] {
+        assert!(actions.contains(needed), "{needed}");
+    }
+    let schedule = text(&f["Events"]["Daily"]["Properties"]["ScheduleExpression"]);
+    assert!(schedule.ends_with(" * * ? *)"), "daily: {schedule}");
+}
