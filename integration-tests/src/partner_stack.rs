@@ -133,5 +133,6 @@ pub fn export_worker_config(names: &Names) -> export_worker::Config {
         lake_bucket: names.lake_bucket.clone(),
         exports_bucket: names.exports_bucket.clone(),
         audit_bucket: names.audit_bucket.clone(),
+        erasure_table: names.erasure_table.clone(),
     }
 }

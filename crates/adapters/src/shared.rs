@@ -5,8 +5,9 @@
 use std::future::Future;
 
 use crate::{
-    AuditLog, AwsError, ExportJobs, Job, JobStatus, ObjectBody, ObjectReader, ObjectWriter,
-    OnceClaims, OutputFile, Partner, Partners, Presigner, Secrets, WorkQueue,
+    AuditLog, AwsError, ErasureRequest, ErasureRequests, ExportJobs, Job, JobStatus, ObjectBody,
+    ObjectReader, ObjectWriter, OnceClaims, OutputFile, Partner, Partners, Presigner, Secrets,
+    WorkQueue,
 };
 
 impl<T: ExportJobs> ExportJobs for &T {
@@ -156,6 +157,23 @@ impl<T: AuditLog> AuditLog for &T {
         record: &serde_json::Value,
     ) -> impl Future<Output = Result<(), AwsError>> + Send {
         (**self).append(kind, at, record)
+    }
+}
+
+impl<T: ErasureRequests> ErasureRequests for &T {
+    fn record(&self, r: &ErasureRequest) -> impl Future<Output = Result<bool, AwsError>> + Send {
+        (**self).record(r)
+    }
+    fn all(&self) -> impl Future<Output = Result<Vec<ErasureRequest>, AwsError>> + Send {
+        (**self).all()
+    }
+    fn complete(
+        &self,
+        subject_id: &str,
+        at: i64,
+        evidence: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send {
+        (**self).complete(subject_id, at, evidence)
     }
 }
 

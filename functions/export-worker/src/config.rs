@@ -11,6 +11,8 @@ pub struct Config {
     pub lake_bucket: String,
     pub exports_bucket: String,
     pub audit_bucket: String,
+    /// Erasure requests: tombstoned subjects are never exported.
+    pub erasure_table: String,
 }
 
 impl Config {
@@ -22,6 +24,7 @@ impl Config {
             lake_bucket: env_var("LAKE_BUCKET")?,
             exports_bucket: env_var("EXPORTS_BUCKET")?,
             audit_bucket: env_var("AUDIT_BUCKET")?,
+            erasure_table: env_var("ERASURE_TABLE")?,
         })
     }
 }

@@ -7,9 +7,11 @@
 
 use bytes::Bytes;
 use partner_api::jobs::{WorkUnit, job_prefix, remove_files};
+use std::collections::HashSet;
+
 use pulselake_adapters::{
-    AuditLog, AwsError, CachedRegistry, ExportJobs, Job, JobStatus, ObjectReader, ObjectWriter,
-    OutputFile, Partners, RegistryLookup, Secrets,
+    AuditLog, AwsError, CachedRegistry, ErasureRequests, ExportJobs, Job, JobStatus, ObjectReader,
+    ObjectWriter, OutputFile, Partners, RegistryLookup, Secrets,
 };
 use pulselake_domain::partition::READINGS_PREFIX;
 use pulselake_domain::time::format_rfc3339_ms;
@@ -24,7 +26,7 @@ use crate::convert::Converter;
 pub const FILE_RESOURCES: u64 = 100_000;
 
 /// Everything the worker needs, built once per cold start.
-pub struct ExportWorker<J, P, K, O, R, A> {
+pub struct ExportWorker<J, P, K, O, R, A, E> {
     pub jobs: J,
     pub partners: P,
     pub secrets: K,
@@ -32,6 +34,9 @@ pub struct ExportWorker<J, P, K, O, R, A> {
     pub registry: CachedRegistry<R>,
     /// Job transitions (completed, cleaned up after a cancel) go to the audit trail.
     pub audit: A,
+    /// Erasure requests: a tombstoned subject's rows never leave, even before the
+    /// erasure pass has rewritten the lake.
+    pub erasures: E,
     pub lake_bucket: String,
     pub exports_bucket: String,
 }
@@ -56,7 +61,7 @@ pub enum UnitError {
     Lake(String),
 }
 
-impl<J, P, K, O, R, A> ExportWorker<J, P, K, O, R, A>
+impl<J, P, K, O, R, A, E> ExportWorker<J, P, K, O, R, A, E>
 where
     J: ExportJobs,
     P: Partners,
@@ -64,6 +69,7 @@ where
     O: ObjectReader + ObjectWriter,
     R: RegistryLookup,
     A: AuditLog,
+    E: ErasureRequests,
 {
     pub async fn run(&self, unit: &WorkUnit, now_ms: i64) -> Result<UnitReport, UnitError> {
         let mut report = UnitReport::default();
@@ -86,6 +92,13 @@ where
                 .await?
                 .into_bytes(),
         );
+        let tombstoned: HashSet<String> = self
+            .erasures
+            .all()
+            .await?
+            .into_iter()
+            .map(|r| r.subject_id)
+            .collect();
         let mut conv = Converter::new(&job.scope, &job.client_id, &key);
         let mut rows: Vec<Reading<'static>> = Vec::new();
         let mut writer = Parts::new(self, &job, unit);
@@ -114,7 +127,8 @@ where
                         .row_group(g)
                         .map_err(|e| UnitError::Lake(e.to_string()))?;
                     report.rows_read += group.len() as u64;
-                    let admitted = self.admitted(&conv, group).await?;
+                    let mut admitted = self.admitted(&conv, group).await?;
+                    admitted.retain(|r| !tombstoned.contains(r.subject_id.as_ref()));
                     if bp {
                         rows.extend(admitted);
                     } else {
@@ -205,8 +219,8 @@ where
 }
 
 /// The unit's NDJSON files, written as they fill.
-struct Parts<'w, J, P, K, O, R, A> {
-    worker: &'w ExportWorker<J, P, K, O, R, A>,
+struct Parts<'w, J, P, K, O, R, A, E> {
+    worker: &'w ExportWorker<J, P, K, O, R, A, E>,
     prefix: String,
     name: String,
     buf: Vec<u8>,
@@ -214,8 +228,10 @@ struct Parts<'w, J, P, K, O, R, A> {
     files: Vec<OutputFile>,
 }
 
-impl<'w, J: ExportJobs, P, K, O: ObjectReader + ObjectWriter, R, A> Parts<'w, J, P, K, O, R, A> {
-    fn new(worker: &'w ExportWorker<J, P, K, O, R, A>, job: &Job, unit: &WorkUnit) -> Self {
+impl<'w, J: ExportJobs, P, K, O: ObjectReader + ObjectWriter, R, A, E>
+    Parts<'w, J, P, K, O, R, A, E>
+{
+    fn new(worker: &'w ExportWorker<J, P, K, O, R, A, E>, job: &Job, unit: &WorkUnit) -> Self {
         // `metric=spo2/year=2026/month=11/day=20` -> `spo2-2026-11-20`
         let name = unit
             .unit

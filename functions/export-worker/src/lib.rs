@@ -13,9 +13,9 @@ use lambda_runtime::LambdaEvent;
 use partner_api::jobs::WorkUnit;
 use pulselake_adapters::lambda_batch::{sqs_messages, sqs_response};
 use pulselake_adapters::{
-    AuditLog, BucketAuditLog, CachedRegistry, DynamoExportJobs, DynamoPartners, DynamoRegistry,
-    ExportJobs, Metrics, ObjectReader, ObjectWriter, Partners, RegistryLookup, S3Objects,
-    SdkConfig, Secrets, SecretsManager,
+    AuditLog, BucketAuditLog, CachedRegistry, DynamoErasures, DynamoExportJobs, DynamoPartners,
+    DynamoRegistry, ErasureRequests, ExportJobs, Metrics, ObjectReader, ObjectWriter, Partners,
+    RegistryLookup, S3Objects, SdkConfig, Secrets, SecretsManager,
 };
 
 pub use config::Config;
@@ -29,6 +29,7 @@ pub type AwsExportWorker = ExportWorker<
     S3Objects,
     DynamoRegistry,
     BucketAuditLog<S3Objects>,
+    DynamoErasures,
 >;
 
 /// Builds the worker's clients once per cold start.
@@ -47,6 +48,7 @@ pub fn build(config: &Config, sdk: &SdkConfig) -> AwsExportWorker {
             writer: S3Objects::from_config(sdk),
             bucket: config.audit_bucket.clone(),
         },
+        erasures: DynamoErasures::from_config(sdk, &config.erasure_table),
         lake_bucket: config.lake_bucket.clone(),
         exports_bucket: config.exports_bucket.clone(),
     }
@@ -54,9 +56,9 @@ pub fn build(config: &Config, sdk: &SdkConfig) -> AwsExportWorker {
 
 /// One invocation: units in, a partial batch response out (failed units retried, then
 /// dead-lettered; the job's watchdog fails the job if a unit never finishes).
-pub async fn function_handler<J, P, K, O, R, A>(
+pub async fn function_handler<J, P, K, O, R, A, E>(
     event: LambdaEvent<SqsEvent>,
-    worker: &ExportWorker<J, P, K, O, R, A>,
+    worker: &ExportWorker<J, P, K, O, R, A, E>,
 ) -> Result<SqsBatchResponse, std::convert::Infallible>
 where
     J: ExportJobs,
@@ -65,6 +67,7 @@ where
     O: ObjectReader + ObjectWriter,
     R: RegistryLookup,
     A: AuditLog,
+    E: ErasureRequests,
 {
     let mut failed = Vec::new();
     let mut total = UnitReport::default();

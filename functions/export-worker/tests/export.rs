@@ -16,8 +16,8 @@ use partner_api::http::{Request, Response};
 use partner_api::jobs::WorkUnit;
 use partner_api::{PartnerApi, Settings};
 use pulselake_adapters::{
-    AwsError, CachedRegistry, MemoryAuditLog, MemoryExportJobs, MemoryObjects, MemoryOnce,
-    MemoryPartners, MemoryQueue, MemoryRegistry, MemorySecrets, Partner, TokenSigner,
+    AwsError, CachedRegistry, MemoryAuditLog, MemoryErasures, MemoryExportJobs, MemoryObjects,
+    MemoryOnce, MemoryPartners, MemoryQueue, MemoryRegistry, MemorySecrets, Partner, TokenSigner,
 };
 use pulselake_domain::partner::{Mode, PartnerStatus, Policy};
 use pulselake_domain::registry::{Assignment, DeviceRecord};
@@ -68,6 +68,7 @@ struct World {
     audit: MemoryAuditLog,
     queue: MemoryQueue,
     claims: MemoryOnce,
+    erasures: MemoryErasures,
 }
 
 const DAY1: &str = "2026-11-20T08:00:00Z";
@@ -212,6 +213,7 @@ impl World {
             audit: MemoryAuditLog::default(),
             queue: MemoryQueue::default(),
             claims: MemoryOnce::default(),
+            erasures: MemoryErasures::default(),
         }
     }
 
@@ -257,6 +259,7 @@ impl World {
         &MemoryObjects,
         &MemoryRegistry,
         &MemoryAuditLog,
+        &MemoryErasures,
     > {
         ExportWorker {
             jobs: &self.jobs,
@@ -269,6 +272,7 @@ impl World {
                 Duration::from_secs(60),
             ),
             audit: &self.audit,
+            erasures: &self.erasures,
             lake_bucket: LAKE.into(),
             exports_bucket: EXPORTS.into(),
         }
@@ -806,4 +810,39 @@ async fn a_unit_retried_while_the_job_runs_counts_once() {
         .map(|o| o["count"].as_u64().unwrap())
         .sum();
     assert_eq!(total, 144, "each reading once");
+}
+
+#[tokio::test]
+async fn a_tombstoned_subject_is_never_exported_even_before_the_lake_is_rewritten() {
+    use pulselake_adapters::{ErasureRequest, ErasureRequests};
+    let world = World::new();
+    let (_, before) = export(&world, "research", "/fhir/$export").await;
+    world
+        .erasures
+        .record(&ErasureRequest {
+            subject_id: "subject-adult-7".into(),
+            request_id: "erasure-1".into(),
+            requested_by: "dpo".into(),
+            reason: "Art. 17".into(),
+            requested_at: now(),
+            completed_at: None,
+            evidence: None,
+        })
+        .await
+        .unwrap();
+    let (_, after) = export(&world, "research", "/fhir/$export").await;
+    let patients = |lines: &[serde_json::Value]| -> BTreeSet<String> {
+        lines
+            .iter()
+            .map(|o| o["subject"]["reference"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(patients(&before).len(), 2);
+    assert_eq!(patients(&after).len(), 1, "only the other subject");
+    assert!(patients(&after).is_subset(&patients(&before)));
+    assert_eq!(
+        after.len() * 2,
+        before.len(),
+        "the two subjects have as many readings"
+    );
 }
