@@ -27,7 +27,8 @@ impl<'a> Converter<'a> {
         }
     }
 
-    fn pseudonym(&mut self, subject: &str) -> &str {
+    /// The partner's pseudonym of a subject (computed once per subject).
+    pub fn pseudonym(&mut self, subject: &str) -> &str {
         if !self.pseudonyms.contains_key(subject) {
             let p = self.key.pseudonym(subject);
             self.pseudonyms.insert(subject.to_owned(), p);

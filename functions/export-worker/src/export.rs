@@ -6,7 +6,7 @@
 //! resource is never exported twice; the unit counts once in the job's progress.
 
 use bytes::Bytes;
-use partner_api::jobs::{WorkUnit, job_prefix, remove_files};
+use partner_api::jobs::{DELETED_FILE, WorkUnit, job_prefix, remove_files};
 use std::collections::HashSet;
 
 use pulselake_adapters::{
@@ -162,6 +162,8 @@ where
         };
         let event = match after.status {
             JobStatus::InProgress if after.done >= after.total => {
+                // Deletions first: the manifest a partner reads lists every one.
+                self.write_deletions(&job, &mut conv, &tombstoned).await?;
                 report.completed_job = self
                     .jobs
                     .end(&after, &[JobStatus::InProgress], JobStatus::Completed, None)
@@ -186,6 +188,37 @@ where
             self.audit.append("export-worker", now_ms, &record).await?;
         }
         Ok(report)
+    }
+
+    /// GDPR Art. 19: erased subjects' Observations, to be deleted by the partner, as one
+    /// transaction Bundle of conditional deletes by the partner's pseudonym.
+    async fn write_deletions(
+        &self,
+        job: &Job,
+        conv: &mut Converter<'_>,
+        tombstoned: &HashSet<String>,
+    ) -> Result<(), AwsError> {
+        if tombstoned.is_empty() {
+            return Ok(());
+        }
+        let mut subjects: Vec<&String> = tombstoned.iter().collect();
+        subjects.sort();
+        let entries: Vec<serde_json::Value> = subjects
+            .into_iter()
+            .map(|s| {
+                let url = format!("Observation?subject=Patient/{}", conv.pseudonym(s));
+                serde_json::json!({"request": {"method": "DELETE", "url": url}})
+            })
+            .collect();
+        let bundle =
+            serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+        let mut body = serde_json::to_vec(&bundle)
+            .map_err(|e| AwsError::permanent("deleted", e.to_string()))?;
+        body.push(b'\n');
+        let key = format!("{}{DELETED_FILE}", job_prefix(&job.client_id, &job.id));
+        self.objects
+            .put(&self.exports_bucket, &key, body, "application/fhir+ndjson")
+            .await
     }
 
     /// The rows of a row group that the scope admits (cohorts from the registry).

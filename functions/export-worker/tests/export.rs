@@ -830,7 +830,7 @@ async fn a_tombstoned_subject_is_never_exported_even_before_the_lake_is_rewritte
         })
         .await
         .unwrap();
-    let (_, after) = export(&world, "research", "/fhir/$export").await;
+    let (manifest, after) = export(&world, "research", "/fhir/$export").await;
     let patients = |lines: &[serde_json::Value]| -> BTreeSet<String> {
         lines
             .iter()

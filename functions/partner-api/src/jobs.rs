@@ -28,6 +28,10 @@ pub const KEEP_MS: i64 = 7 * 86_400_000;
 const LINK: Duration = Duration::from_secs(60);
 /// The file listing what the policy withheld, as OperationOutcomes.
 pub const ERRORS_FILE: &str = "errors.ndjson";
+/// The file of deletions (GDPR Art. 19): one transaction Bundle that deletes the
+/// Observations of every erased subject, by the partner's pseudonym. Written by the
+/// worker that completes the job, when there is any.
+pub const DELETED_FILE: &str = "deleted.ndjson";
 
 /// One unit of export work: a lake partition, or a day's two blood pressure partitions.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -343,13 +347,24 @@ where
             serde_json::json!({"type": "OperationOutcome", "url": format!("{files_url}/{ERRORS_FILE}"), "count": job.withheld.len()}),
         ]
     };
+    let deleted_key = format!("{}{DELETED_FILE}", job_prefix(&job.client_id, &job.id));
+    let deleted: Vec<serde_json::Value> = api
+        .objects
+        .list(&api.settings.exports_bucket, &deleted_key)
+        .await?
+        .iter()
+        .filter(|k| **k == deleted_key)
+        .map(
+            |_| serde_json::json!({"type": "Bundle", "url": format!("{files_url}/{DELETED_FILE}")}),
+        )
+        .collect();
     Ok(serde_json::json!({
         "transactionTime": format_rfc3339_ms(job.transaction_time),
         "request": job.request,
         "requiresAccessToken": true,
         "output": output,
         "error": error,
-        "deleted": [],
+        "deleted": deleted,
         "extension": {"pseudonymKeyVersion": job.key_version, "deIdentification": job.scope.mode}
     }))
 }
@@ -436,7 +451,7 @@ where
             .values()
             .flatten()
             .filter_map(|f| f.key.rsplit('/').next().map(str::to_owned))
-            .chain([ERRORS_FILE.to_owned()])
+            .chain([ERRORS_FILE.to_owned(), DELETED_FILE.to_owned()])
             .collect(),
         Err(e) => return crate::api_error(&e),
     };
