@@ -5,6 +5,7 @@
 pub mod api_gateway;
 pub mod cfn;
 pub mod duckdb;
+pub mod erasure_scenario;
 pub mod esm;
 pub mod fhir_schema;
 pub mod firehose;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use pulselake_domain::Reason;
+use pulselake_local::erasure_scenario::{ErasureReport, run_erasure};
 use pulselake_local::partner_scenario::{PartnerReport, run_partners};
 use pulselake_local::proxy::FaultPlan;
 use pulselake_local::scenario::{
@@ -86,7 +87,10 @@ async fn run() -> Result<()> {
         cycles,
         (fleet.fault_share * 100.0).round()
     );
-    let report = run_stream(&platform, fleet, cycles, &mut |line| println!("  {line}")).await?;
+    let report = run_stream(&platform, fleet.clone(), cycles, &mut |line| {
+        println!("  {line}")
+    })
+    .await?;
     print_stream(&report);
 
     println!();
@@ -117,12 +121,18 @@ async fn run() -> Result<()> {
     print_partners(&partners);
 
     println!();
+    println!("Erasure: one patient asks to be forgotten (GDPR Art. 17)");
+    let erased = run_erasure(&platform, fleet, &mut |line| println!("  {line}")).await?;
+    print_erasure(&erased);
+
+    println!();
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
     if !report.adds_up()
         || !files.adds_up()
         || !catalog.adds_up()
         || !alerts.adds_up()
         || !partners.adds_up()
+        || !erased.adds_up()
     {
         return Err("the counts do not add up: see above".into());
     }
@@ -375,5 +385,41 @@ fn print_partners(r: &PartnerReport) {
         ok(r.refusals.iter().all(|(_, got, want)| got == want)),
         ok(r.cancelled_files_left == 0),
         ok(r.identifiers_leaked.is_empty())
+    );
+}
+
+fn print_erasure(r: &ErasureReport) {
+    let ok = |b: bool| if b { "ok" } else { "MISMATCH" };
+    let e = &r.evidence;
+    println!();
+    println!("Erasure");
+    println!("  request   {:>9}  {}", "", r.request_id);
+    println!(
+        "  removed   {:>9}  rows of the patient ({} in the lake before), from {} of {} lake files; {} old file version(s) deleted",
+        n(e.rows_removed as usize),
+        n(r.subject_rows_before as usize),
+        e.files_rewritten.len(),
+        e.files_read,
+        e.old_versions_deleted
+    );
+    println!(
+        "  verified  {:>9}  partitions re-read ({} object versions): {} rows of the patient left, {} rewritten file(s) changed otherwise",
+        e.verification.partitions,
+        e.verification.object_versions_read,
+        e.verification.subject_rows_left,
+        e.verification.files_changed_otherwise
+    );
+    println!(
+        "  others    {:>9}  rows unchanged (DuckDB count and checksum before and after)",
+        n(r.others_after.0 as usize)
+    );
+    println!(
+        "  check: no row of the patient left (DuckDB): {}; every other row unchanged: {}; request done only after verification: {}; evidence audited without identifiers: {}; partner told to delete: {}; later readings refused: {}",
+        ok(r.subject_rows_after == 0 && e.rows_removed == r.subject_rows_before),
+        ok(r.others_before == r.others_after),
+        ok(e.verification.passed && e.completed),
+        ok(r.evidence_audited_without_identifiers),
+        ok(r.partner_deletions == 1 && !r.partner_still_sees_subject),
+        ok(r.later_rows_in_lake == 0)
     );
 }

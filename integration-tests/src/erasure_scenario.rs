@@ -1,0 +1,206 @@
+//! The erasure scenario of `make demo` (and its test): one patient of the fleet asks
+//! to be erased. The request is recorded with the admin CLI's code, the erasure pass
+//! rewrites the lake, DuckDB checks the result, a partner's next export carries the
+//! deletion notice, and the patient's device is refused from then on.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use erasure::ErasureEvidence;
+use pulselake_domain::time::format_rfc3339_ms;
+
+use crate::esm::{KinesisMapping, MappingConfig};
+use crate::partner_client::PartnerClient;
+use crate::simulator::{Fleet, FleetConfig};
+use crate::{LocalPlatform, Result, duckdb, firehose, inspect, invoke_now_ms, iot, onboard};
+
+/// What the scenario observed.
+#[derive(Debug, Default)]
+pub struct ErasureReport {
+    pub request_id: String,
+    /// The subject's rows in the lake before, and after (DuckDB).
+    pub subject_rows_before: u64,
+    pub subject_rows_after: u64,
+    /// Every other row: (count, checksum) before and after.
+    pub others_before: (u64, String),
+    pub others_after: (u64, String),
+    pub evidence: ErasureEvidence,
+    /// The audit record holds the evidence and neither the subject nor the device.
+    pub evidence_audited_without_identifiers: bool,
+    /// A partner's next export: the Bundle of deletions it is given, and whether the
+    /// subject's pseudonym is gone from its data.
+    pub partner_deletions: usize,
+    pub partner_still_sees_subject: bool,
+    /// Readings the subject's device sent after the request, in the lake.
+    pub later_rows_in_lake: u64,
+}
+
+impl ErasureReport {
+    pub fn adds_up(&self) -> bool {
+        self.subject_rows_before > 0
+            && self.subject_rows_after == 0
+            && self.evidence.rows_removed == self.subject_rows_before
+            && self.others_before == self.others_after
+            && self.evidence.verification.passed
+            && self.evidence.completed
+            && self.evidence_audited_without_identifiers
+            && self.partner_deletions == 1
+            && !self.partner_still_sees_subject
+            && self.later_rows_in_lake == 0
+    }
+}
+
+/// (rows, checksum over every column that identifies a row) of the lake `WHERE filter`.
+async fn lake_rows(p: &LocalPlatform, filter: &str) -> Result<(u64, String)> {
+    let dir: PathBuf = std::env::temp_dir().join(format!(
+        "pulselake-erasure-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    inspect::export_lake(&p.stack, &dir).await?;
+    let rows = duckdb::query(
+        &dir,
+        &format!(
+            "SELECT count(*), coalesce(sum(hash(reading_id, subject_id, device_id, sensor_id, value, measured_at, received_at, source_ref)), 0) FROM readings WHERE {filter}"
+        ),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let rows = rows?;
+    let first = rows.first().ok_or("DuckDB returned no row")?;
+    Ok((first[0].parse()?, first[1].clone()))
+}
+
+/// Erases the third patient of `fleet` (run by the stream scenario before); `research`
+/// is a partner onboarded before (its export shows the deletion notice).
+pub async fn run_erasure(
+    p: &LocalPlatform,
+    fleet: FleetConfig,
+    progress: &mut dyn FnMut(String),
+) -> Result<ErasureReport> {
+    let s = &p.stack;
+    let registry = Fleet::new(fleet).registry(0);
+    let record = registry
+        .get(2)
+        .ok_or("the fleet has fewer than 3 devices")?;
+    let device = record.device_id.clone();
+    let subject = record
+        .assignments
+        .first()
+        .ok_or("no assignment")?
+        .subject_id
+        .clone();
+    let is_subject = format!("subject_id = '{subject}'");
+    let others = format!("subject_id <> '{subject}'");
+    let mut report = ErasureReport {
+        subject_rows_before: lake_rows(p, &is_subject).await?.0,
+        others_before: lake_rows(p, &others).await?,
+        ..ErasureReport::default()
+    };
+
+    let api = p.partner_api().await?;
+    let research = PartnerClient::fixture(&api.base_url, "research")?;
+    let token = research.token().await?;
+    let mut worker = p.export_worker().await?;
+    let before = export_pseudonyms(&research, &token, &mut worker).await?.0;
+
+    let now = invoke_now_ms();
+    report.request_id = onboard::request_erasure(s, &subject, now).await?;
+    progress(format!(
+        "erasure request {} recorded with `pulselake erasure request` (the patient's device and aliases no longer speak for them)",
+        report.request_id
+    ));
+    report.evidence = p
+        .erasure()
+        .await
+        .run(now + 1_000)
+        .await?
+        .ok_or("the erasure pass found no pending request")?;
+    progress(format!(
+        "erasure pass: {} lake files read, {} rewritten, {} rows removed, verification {}",
+        report.evidence.files_read,
+        report.evidence.files_rewritten.len(),
+        report.evidence.rows_removed,
+        if report.evidence.verification.passed {
+            "passed"
+        } else {
+            "FAILED"
+        }
+    ));
+    report.subject_rows_after = lake_rows(p, &is_subject).await?.0;
+    report.others_after = lake_rows(p, &others).await?;
+    let records = inspect::list_keys(s, &s.names.audit_bucket, "records/kind=erasure/").await?;
+    for key in &records {
+        let text =
+            String::from_utf8_lossy(&inspect::get_bytes(s, &s.names.audit_bucket, key).await?)
+                .into_owned();
+        report.evidence_audited_without_identifiers |= text.contains(&report.evidence.evidence_id)
+            && !text.contains(&subject)
+            && !text.contains(&device);
+    }
+
+    let (after, deletions) = export_pseudonyms(&research, &token, &mut worker).await?;
+    report.partner_deletions = deletions.len();
+    let gone: BTreeSet<String> = before.difference(&after).cloned().collect();
+    report.partner_still_sees_subject = gone.is_empty()
+        || !deletions
+            .iter()
+            .all(|d| gone.iter().any(|g| d.ends_with(g.as_str())));
+    progress(format!(
+        "research's next export: {} deletion Bundle(s) in the manifest's `deleted`, for the pseudonym it knew",
+        deletions.len()
+    ));
+
+    // The device keeps sending: refused, never stored under the patient.
+    let reading = serde_json::json!({"v": 1, "device_id": device, "readings": [{"sensor_id": "hr-0",
+        "metric": "heart_rate", "value": 71, "unit": "/min", "measured_at": format_rfc3339_ms(invoke_now_ms() - 2000)}]});
+    iot::publish(
+        s,
+        &[(iot::topic_for(&device), reading.to_string().into_bytes())],
+    )
+    .await?;
+    let mut mapping = KinesisMapping::new(s, p.stream_ingest().await?, MappingConfig::default());
+    mapping.drain().await?;
+    firehose::flush(s).await?;
+    report.later_rows_in_lake = lake_rows(p, &is_subject).await?.0;
+    Ok(report)
+}
+
+/// A system export by `client`: the patients it holds, and the deletions' URLs.
+async fn export_pseudonyms(
+    client: &PartnerClient,
+    token: &str,
+    worker: &mut crate::sqs_esm::SqsMapping<crate::invoke::ExportWorkerFn>,
+) -> Result<(BTreeSet<String>, Vec<String>)> {
+    let kick = client
+        .kick_off(token, "/fhir/$export?_type=Observation")
+        .await?;
+    let status_url = kick
+        .header("content-location")
+        .ok_or_else(|| format!("kick-off refused ({}): {}", kick.status, kick.text()))?
+        .to_owned();
+    worker.drain(Duration::from_secs(120)).await?;
+    let done = client
+        .wait(token, &status_url, Duration::from_secs(60))
+        .await?;
+    let manifest = done.json()?;
+    let mut deletions = Vec::new();
+    for d in manifest["deleted"].as_array().into_iter().flatten() {
+        let text = client
+            .download(token, d["url"].as_str().unwrap_or_default())
+            .await?;
+        for line in text.lines() {
+            let bundle: serde_json::Value = serde_json::from_str(line)?;
+            for e in bundle["entry"].as_array().into_iter().flatten() {
+                deletions.push(e["request"]["url"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    let export = client.fetch_all(token, &status_url, manifest).await?;
+    let patients = export
+        .resources
+        .iter()
+        .filter_map(|o| o["subject"]["reference"].as_str().map(str::to_owned))
+        .collect();
+    Ok((patients, deletions))
+}
