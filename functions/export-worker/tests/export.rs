@@ -845,4 +845,31 @@ async fn a_tombstoned_subject_is_never_exported_even_before_the_lake_is_rewritte
         before.len(),
         "the two subjects have as many readings"
     );
+    // The partner is told to delete what it holds of the erased subject (Art. 19).
+    let gone: Vec<String> = patients(&before)
+        .difference(&patients(&after))
+        .cloned()
+        .collect();
+    let deleted = manifest["deleted"].as_array().unwrap();
+    assert_eq!(deleted.len(), 1, "{manifest}");
+    let url = deleted[0]["url"].as_str().unwrap();
+    let api = world.api();
+    let token = bearer(&api, "research").await;
+    let file = get(&api, &token, &url[BASE.len()..]).await;
+    assert_eq!(file.status, 307, "{}", file.body);
+    let name = url.rsplit('/').next().unwrap();
+    let body = world
+        .objects
+        .keys(EXPORTS)
+        .into_iter()
+        .find(|k| k.ends_with(name))
+        .and_then(|k| world.objects.get(EXPORTS, &k))
+        .unwrap();
+    let bundle: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(bundle["type"], "transaction");
+    assert_eq!(bundle["entry"][0]["request"]["method"], "DELETE");
+    assert_eq!(
+        bundle["entry"][0]["request"]["url"],
+        format!("Observation?subject={}", gone[0])
+    );
 }
