@@ -32,6 +32,8 @@ pub struct ErasureReport {
     /// subject's pseudonym is gone from its data.
     pub partner_deletions: usize,
     pub partner_still_sees_subject: bool,
+    /// The deletion Bundles as the partner downloaded them.
+    pub deletion_bundles: Vec<serde_json::Value>,
     /// Readings the subject's device sent after the request, in the lake.
     pub later_rows_in_lake: u64,
 }
@@ -102,7 +104,7 @@ pub async fn run_erasure(
     let research = PartnerClient::fixture(&api.base_url, "research")?;
     let token = research.token().await?;
     let mut worker = p.export_worker().await?;
-    let before = export_pseudonyms(&research, &token, &mut worker).await?.0;
+    let (before, _, _) = export_pseudonyms(&research, &token, &mut worker).await?;
 
     let now = invoke_now_ms();
     report.request_id = onboard::request_erasure(s, &subject, now).await?;
@@ -139,7 +141,8 @@ pub async fn run_erasure(
             && !text.contains(&device);
     }
 
-    let (after, deletions) = export_pseudonyms(&research, &token, &mut worker).await?;
+    let (after, deletions, bundles) = export_pseudonyms(&research, &token, &mut worker).await?;
+    report.deletion_bundles = bundles;
     report.partner_deletions = deletions.len();
     let gone: BTreeSet<String> = before.difference(&after).cloned().collect();
     report.partner_still_sees_subject = gone.is_empty()
@@ -166,12 +169,13 @@ pub async fn run_erasure(
     Ok(report)
 }
 
-/// A system export by `client`: the patients it holds, and the deletions' URLs.
+/// A system export by `client`: the patients it holds, the deletions' URLs and the
+/// deletion Bundles.
 async fn export_pseudonyms(
     client: &PartnerClient,
     token: &str,
     worker: &mut crate::sqs_esm::SqsMapping<crate::invoke::ExportWorkerFn>,
-) -> Result<(BTreeSet<String>, Vec<String>)> {
+) -> Result<(BTreeSet<String>, Vec<String>, Vec<serde_json::Value>)> {
     let kick = client
         .kick_off(token, "/fhir/$export?_type=Observation")
         .await?;
@@ -185,6 +189,7 @@ async fn export_pseudonyms(
         .await?;
     let manifest = done.json()?;
     let mut deletions = Vec::new();
+    let mut bundles = Vec::new();
     for d in manifest["deleted"].as_array().into_iter().flatten() {
         let text = client
             .download(token, d["url"].as_str().unwrap_or_default())
@@ -194,6 +199,7 @@ async fn export_pseudonyms(
             for e in bundle["entry"].as_array().into_iter().flatten() {
                 deletions.push(e["request"]["url"].as_str().unwrap_or_default().to_owned());
             }
+            bundles.push(bundle);
         }
     }
     let export = client.fetch_all(token, &status_url, manifest).await?;
@@ -202,5 +208,5 @@ async fn export_pseudonyms(
         .iter()
         .filter_map(|o| o["subject"]["reference"].as_str().map(str::to_owned))
         .collect();
-    Ok((patients, deletions))
+    Ok((patients, deletions, bundles))
 }

@@ -10,7 +10,7 @@ use pulselake_local::erasure_scenario::run_erasure;
 use pulselake_local::partner_client::fixture;
 use pulselake_local::partner_scenario::RESEARCH_POLICY;
 use pulselake_local::simulator::FleetConfig;
-use pulselake_local::{LocalPlatform, onboard, scenario};
+use pulselake_local::{LocalPlatform, fhir_schema, onboard, scenario};
 
 fn fleet() -> FleetConfig {
     FleetConfig {
@@ -46,6 +46,14 @@ async fn an_erased_patient_is_gone_from_the_lake_with_proof_and_stays_gone() {
     assert_eq!(r.evidence.requests, vec![r.request_id.clone()]);
     assert!(r.evidence_audited_without_identifiers);
     assert_eq!(r.partner_deletions, 1);
+    assert_eq!(
+        fhir_schema::problems(&r.deletion_bundles).unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        fhir_schema::model_problems(&r.deletion_bundles).unwrap(),
+        Vec::<String>::new()
+    );
     assert!(!r.partner_still_sees_subject);
     assert_eq!(r.later_rows_in_lake, 0, "tombstoned");
     assert!(r.adds_up());
