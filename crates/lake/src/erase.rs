@@ -119,6 +119,14 @@ fn digest_file(lake: &LakeFile) -> Result<[u8; 32], LakeError> {
     Ok(hasher.finalize().into())
 }
 
+/// SHA-256 of one row (every column). Summed over rows, it checks that a rewrite that
+/// reorders rows (compaction) kept exactly the same rows.
+pub fn row_hash(r: &Reading<'_>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    hash_row(&mut h, r);
+    h.finalize().into()
+}
+
 /// Every column of a row, each length-prefixed (no two rows hash alike by accident).
 fn hash_row(h: &mut Sha256, r: &Reading<'_>) {
     let reading_id = r.reading_id.to_string();

@@ -1,0 +1,16 @@
+//! Lambda entry point: wiring only.
+
+use compaction::{Config, build, function_handler};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let sdk = pulselake_adapters::load_config().await;
+    let job = build(&config, &sdk);
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        function_handler(event, &job)
+    }))
+    .await
+}
