@@ -4,6 +4,7 @@
 
 pub mod api_gateway;
 pub mod cfn;
+pub mod compaction_scenario;
 pub mod duckdb;
 pub mod erasure_scenario;
 pub mod esm;
@@ -215,6 +216,23 @@ impl LocalPlatform {
                 lake_bucket: names.lake_bucket.clone(),
                 erasure_table: names.erasure_table.clone(),
                 audit_bucket: names.audit_bucket.clone(),
+            },
+            &sdk,
+        )
+    }
+}
+
+impl LocalPlatform {
+    /// Compaction, configured as `template.yaml` configures it; tests and the demo call
+    /// `compact` per partition (the scheduled run takes the days before today).
+    pub async fn compaction(&self) -> compaction::AwsJob {
+        let sdk = moto::sdk_config_for(self.function_endpoint()).await;
+        let names = &self.stack.names;
+        compaction::build(
+            &compaction::Config {
+                lake_bucket: names.lake_bucket.clone(),
+                audit_bucket: names.audit_bucket.clone(),
+                max_rows: 20_000_000,
             },
             &sdk,
         )

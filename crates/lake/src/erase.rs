@@ -37,7 +37,8 @@ fn cleared(file: &LakeFile, g: usize, subjects: &BTreeSet<String>) -> bool {
     })
 }
 
-/// Rewrites `file` (of partition `metric`) without the rows of `subjects`.
+/// Rewrites `file` (of partition `metric`) without the rows of `subjects`, in row
+/// groups of `layout`'s size; a file recorded as sorted by subject stays recorded so.
 pub fn erase_subjects(
     file: Bytes,
     metric: Metric,
@@ -45,6 +46,10 @@ pub fn erase_subjects(
     layout: FileLayout,
 ) -> Result<Rewrite, LakeError> {
     let lake = LakeFile::open(file, metric)?;
+    let layout = FileLayout {
+        sorted_by_subject: layout.sorted_by_subject || lake.sorted_by_subject(),
+        ..layout
+    };
     let groups = lake.row_groups();
     let mut cleared_groups = vec![false; groups];
     let mut holds_any = false;
@@ -218,8 +223,13 @@ mod tests {
         let file =
             Bytes::from(encode_readings(&rows(&["a", "b", "c"], 250), small_groups(true)).unwrap());
         let gone = BTreeSet::from(["a".to_owned()]);
-        let r = erase_subjects(file, Metric::Spo2, &gone, small_groups(true)).unwrap();
+        let r = erase_subjects(file, Metric::Spo2, &gone, small_groups(false)).unwrap();
         assert_eq!(r.rows_removed, 250);
+        let new = LakeFile::open(Bytes::from(r.file.clone().unwrap()), Metric::Spo2).unwrap();
+        assert!(
+            new.sorted_by_subject(),
+            "a sorted file stays recorded as sorted"
+        );
         assert!(r.groups_cleared_by_statistics >= 4, "{r:?}");
     }
 

@@ -39,6 +39,17 @@ impl LakeFile {
         self.reader.metadata().file_metadata().num_rows().max(0) as u64
     }
 
+    /// Whether the writer recorded the rows as sorted by subject (compacted files).
+    pub fn sorted_by_subject(&self) -> bool {
+        let at = COLUMNS.iter().position(|c| c.name == "subject_id");
+        let meta = self.reader.metadata();
+        meta.num_row_groups() > 0
+            && meta
+                .row_group(0)
+                .sorting_columns()
+                .is_some_and(|cols| cols.first().map(|c| c.column_idx as usize) == at)
+    }
+
     pub fn row_groups(&self) -> usize {
         self.reader.metadata().num_row_groups()
     }
