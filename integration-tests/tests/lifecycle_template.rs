@@ -82,3 +82,23 @@ fn erasure_runs_daily_alone_over_the_table_the_cli_writes_and_can_remove_old_ver
     let schedule = text(&f["Events"]["Daily"]["Properties"]["ScheduleExpression"]);
     assert!(schedule.ends_with(" * * ? *)"), "daily: {schedule}");
 }
+
+#[test]
+fn compaction_runs_daily_alone_and_may_touch_only_the_lake_and_its_plans() {
+    let t = template();
+    let f = &t["Resources"]["CompactionFunction"]["Properties"];
+    assert_eq!(
+        f["ReservedConcurrentExecutions"].as_u64(),
+        Some(1),
+        "one swap at a time"
+    );
+    let statements = text(
+        &t["Resources"]["CompactionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"],
+    );
+    assert!(statements.contains(compaction::compact::PLANS_PREFIX));
+    assert!(statements.contains("s3:DeleteObjectVersion"));
+    assert!(
+        !statements.contains("dynamodb:"),
+        "compaction reads no table"
+    );
+}
