@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use pulselake_adapters::{
     DynamoAliases, DynamoErasures, DynamoPartners, DynamoRegistry, IotIdentities, SecretsManager,
+    now_ms,
 };
 use pulselake_cli::devices::Devices;
 use pulselake_cli::erasure::ErasureAdmin;
@@ -231,12 +232,6 @@ enum DeviceCommand {
     },
     /// Devices, their active certificates and who wears them now.
     List,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn time(arg: Option<&str>) -> Result<i64, AdminError> {

@@ -241,7 +241,5 @@ impl LocalPlatform {
 
 /// Wall-clock now, in epoch ms.
 pub fn invoke_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    pulselake_adapters::now_ms()
 }

@@ -1,5 +1,6 @@
-//! The fleet onboarded as ops onboard one: through the admin CLI's code (`pulselake
-//! devices import` / `deactivate`), against the local stack's IoT, registry and aliases.
+//! The admin CLI's code (`pulselake devices ...`, `partners ...`, `erasure ...`) run
+//! against the local stack, as ops run it against a deployed one: the fleet onboarded,
+//! partners added and suspended, erasure requests recorded.
 
 use pulselake_adapters::{
     DynamoAliases, DynamoErasures, DynamoPartners, DynamoRegistry, IotIdentities, SecretsManager,
@@ -20,6 +21,50 @@ pub fn names() -> StackNames {
     StackNames::local("pulselake")
 }
 
+/// The CLI's adapters on the local stack.
+struct Admin {
+    names: StackNames,
+    registry: DynamoRegistry,
+    identities: IotIdentities,
+    aliases: DynamoAliases,
+    partners: DynamoPartners,
+    secrets: SecretsManager,
+    erasures: DynamoErasures,
+}
+
+impl Admin {
+    fn of(stack: &Stack) -> Admin {
+        let names = names();
+        Admin {
+            registry: DynamoRegistry::from_config(&stack.sdk, &names.registry_table),
+            identities: IotIdentities::from_config(&stack.sdk, &names.device_policy),
+            aliases: DynamoAliases::from_config(&stack.sdk, &names.alias_table),
+            partners: DynamoPartners::from_config(&stack.sdk, &names.partners_table),
+            secrets: SecretsManager::from_config(&stack.sdk),
+            erasures: DynamoErasures::from_config(&stack.sdk, &names.erasure_table),
+            names,
+        }
+    }
+
+    fn devices(&self) -> Devices<'_, DynamoRegistry, IotIdentities, DynamoAliases> {
+        Devices {
+            registry: &self.registry,
+            identities: &self.identities,
+            aliases: &self.aliases,
+            credentials_dir: None,
+        }
+    }
+
+    fn partners(&self) -> PartnerAdmin<'_, DynamoPartners, SecretsManager> {
+        PartnerAdmin {
+            partners: &self.partners,
+            secrets: &self.secrets,
+            secret_prefix: &self.names.partner_secret_prefix,
+            kms_key: self.names.kms_key.as_deref(),
+        }
+    }
+}
+
 /// Onboards devices (each with its first assignment) from the CSV ops would write.
 pub async fn import(stack: &Stack, records: &[DeviceRecord]) -> Result<usize> {
     let mut csv = String::from("device_id,subject,valid_from,cohort\n");
@@ -34,84 +79,49 @@ pub async fn import(stack: &Stack, records: &[DeviceRecord]) -> Result<usize> {
             ));
         }
     }
-    let n = names();
-    let registry = DynamoRegistry::from_config(&stack.sdk, &n.registry_table);
-    let identities = IotIdentities::from_config(&stack.sdk, &n.device_policy);
-    let aliases = DynamoAliases::from_config(&stack.sdk, &n.alias_table);
-    let devices = Devices {
-        registry: &registry,
-        identities: &identities,
-        aliases: &aliases,
-        credentials_dir: None,
-    };
-    Ok(devices.import(&csv).await?.len())
+    Ok(Admin::of(stack).devices().import(&csv).await?.len())
 }
 
 /// Takes a device out of service at `at` (`pulselake devices deactivate`).
 pub async fn deactivate(stack: &Stack, device_id: &str, at: i64) -> Result<usize> {
-    let n = names();
-    let registry = DynamoRegistry::from_config(&stack.sdk, &n.registry_table);
-    let identities = IotIdentities::from_config(&stack.sdk, &n.device_policy);
-    let aliases = DynamoAliases::from_config(&stack.sdk, &n.alias_table);
-    let devices = Devices {
-        registry: &registry,
-        identities: &identities,
-        aliases: &aliases,
-        credentials_dir: None,
-    };
-    Ok(devices.deactivate(device_id, at).await?)
+    Ok(Admin::of(stack).devices().deactivate(device_id, at).await?)
 }
 
 /// Adds a partner as ops add one (`pulselake partners add`): its policy, the JWK Set
 /// of a fixture key, and a new pseudonym key in Secrets Manager.
 pub async fn add_partner(stack: &Stack, client_id: &str, policy: &str, jwks: &str) -> Result<()> {
-    let n = names();
-    let partners = DynamoPartners::from_config(&stack.sdk, &n.partners_table);
-    let secrets = SecretsManager::from_config(&stack.sdk);
-    let admin = PartnerAdmin {
-        partners: &partners,
-        secrets: &secrets,
-        secret_prefix: &n.partner_secret_prefix,
-        kms_key: n.kms_key.as_deref(),
+    Admin::of(stack)
+        .partners()
+        .add(client_id, policy, jwks)
+        .await?;
+    Ok(())
+}
+
+/// Suspends or reactivates a partner (`pulselake partners suspend` / `reactivate`).
+pub async fn set_partner_status(stack: &Stack, client_id: &str, active: bool) -> Result<()> {
+    let status = if active {
+        PartnerStatus::Active
+    } else {
+        PartnerStatus::Suspended
     };
-    admin.add(client_id, policy, jwks).await?;
+    Admin::of(stack)
+        .partners()
+        .set_status(client_id, status)
+        .await?;
     Ok(())
 }
 
 /// Records an erasure request as ops would (`pulselake erasure request`); the subject
 /// is tombstoned at once. Returns the request's reference.
 pub async fn request_erasure(stack: &Stack, subject: &str, at: i64) -> Result<String> {
-    let n = names();
-    let requests = DynamoErasures::from_config(&stack.sdk, &n.erasure_table);
-    let registry = DynamoRegistry::from_config(&stack.sdk, &n.registry_table);
-    let aliases = DynamoAliases::from_config(&stack.sdk, &n.alias_table);
+    let a = Admin::of(stack);
     let admin = ErasureAdmin {
-        requests: &requests,
-        registry: &registry,
-        aliases: &aliases,
+        requests: &a.erasures,
+        registry: &a.registry,
+        aliases: &a.aliases,
     };
     Ok(admin
         .request(subject, "dpo@example.org", "GDPR Art. 17 (demo)", at)
         .await?
         .request_id)
-}
-
-/// Suspends or reactivates a partner (`pulselake partners suspend` / `reactivate`).
-pub async fn set_partner_status(stack: &Stack, client_id: &str, active: bool) -> Result<()> {
-    let n = names();
-    let partners = DynamoPartners::from_config(&stack.sdk, &n.partners_table);
-    let secrets = SecretsManager::from_config(&stack.sdk);
-    let admin = PartnerAdmin {
-        partners: &partners,
-        secrets: &secrets,
-        secret_prefix: &n.partner_secret_prefix,
-        kms_key: None,
-    };
-    let status = if active {
-        PartnerStatus::Active
-    } else {
-        PartnerStatus::Suspended
-    };
-    admin.set_status(client_id, status).await?;
-    Ok(())
 }

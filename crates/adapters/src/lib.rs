@@ -62,6 +62,13 @@ pub use signing::{KmsSigner, TokenSigner};
 pub use versions::{DELETE_BATCH, ObjectVersion, VersionedObjects};
 
 /// Now, in epoch seconds (DynamoDB TTL attributes and expiry conditions).
+/// Wall-clock now, in epoch milliseconds (the functions' one clock; tests pass their own).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 pub fn epoch_s() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -12,8 +12,8 @@ use pulselake_domain::{Metric, Reading};
 use sha2::{Digest, Sha256};
 
 use crate::LakeError;
-use crate::read::LakeFile;
-use crate::write::{FileLayout, GroupWriter, with_columns};
+use crate::read::{LakeFile, RawColumn};
+use crate::write::{FileLayout, GroupWriter};
 
 /// What the rewrite did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,8 +22,12 @@ pub struct Rewrite {
     pub rows_removed: u64,
     /// Row groups the footer statistics cleared without a look at their rows.
     pub groups_cleared_by_statistics: usize,
-    /// SHA-256 over the rows kept, in order.
+    /// SHA-256 over the rows kept, row group by row group: a rewritten group's values
+    /// column by column, a copied group's stored bytes.
     pub kept_digest: [u8; 32],
+    /// Row groups of the new file copied byte for byte from the old one (no subject
+    /// row in them): verification hashes their stored bytes, not their values.
+    pub copied_groups: Vec<usize>,
     /// The new file; `None` when no row was removed (the file stays as it is).
     pub file: Option<Vec<u8>>,
 }
@@ -37,8 +41,23 @@ fn cleared(file: &LakeFile, g: usize, subjects: &BTreeSet<String>) -> bool {
     })
 }
 
-/// Rewrites `file` (of partition `metric`) without the rows of `subjects`, in row
-/// groups of `layout`'s size; a file recorded as sorted by subject stays recorded so.
+/// Per row of group `g`: whether it is one of `subjects`' (decodes one column).
+fn matches(file: &LakeFile, g: usize, subjects: &BTreeSet<String>) -> Result<Vec<bool>, LakeError> {
+    Ok(file
+        .subjects(g)?
+        .iter()
+        .map(|v| {
+            v.as_ref()
+                .and_then(|b| std::str::from_utf8(b.data()).ok())
+                .is_some_and(|s| subjects.contains(s))
+        })
+        .collect())
+}
+
+/// Rewrites `file` (of partition `metric`) without the rows of `subjects`: each row
+/// group's columns are copied as stored, less the subjects' rows, into one row group of
+/// the new file (a group left empty is dropped). A file recorded as sorted by subject
+/// stays recorded so.
 pub fn erase_subjects(
     file: Bytes,
     metric: Metric,
@@ -51,51 +70,66 @@ pub fn erase_subjects(
         ..layout
     };
     let groups = lake.row_groups();
-    let mut cleared_groups = vec![false; groups];
-    let mut holds_any = false;
-    for (g, c) in cleared_groups.iter_mut().enumerate() {
-        *c = cleared(&lake, g, subjects);
-        if !*c && !holds_any {
-            holds_any = lake
-                .row_group(g)?
-                .iter()
-                .any(|r| subjects.contains(r.subject_id.as_ref()));
+    let cleared_groups: Vec<bool> = (0..groups).map(|g| cleared(&lake, g, subjects)).collect();
+    let mut hits: Vec<Option<Vec<bool>>> = vec![None; groups];
+    let mut rows_removed = 0;
+    for (g, c) in cleared_groups.iter().enumerate() {
+        if !*c {
+            let m = matches(&lake, g, subjects)?;
+            rows_removed += m.iter().filter(|x| **x).count() as u64;
+            hits[g] = Some(m);
         }
     }
     let mut rewrite = Rewrite {
         rows_in: lake.rows(),
-        rows_removed: 0,
+        rows_removed,
         groups_cleared_by_statistics: cleared_groups.iter().filter(|c| **c).count(),
         kept_digest: [0; 32],
+        copied_groups: Vec::new(),
         file: None,
     };
-    if !holds_any {
-        rewrite.kept_digest = digest_file(&lake)?;
+    if rows_removed == 0 {
+        let all: Vec<usize> = (0..groups).collect();
+        rewrite.kept_digest = digest_file(&lake, &all)?;
+        rewrite.copied_groups = all;
         return Ok(rewrite);
     }
     let mut hasher = Sha256::new();
     let mut out = GroupWriter::new(Vec::with_capacity(64 << 20), layout)?;
-    for (g, cleared) in cleared_groups.iter().enumerate() {
-        let mut rows = lake.row_group(g)?;
-        if !cleared {
-            let before = rows.len();
-            rows.retain(|r| !subjects.contains(r.subject_id.as_ref()));
-            rewrite.rows_removed += (before - rows.len()) as u64;
+    let mut written = 0;
+    for (g, hit) in hits.iter().enumerate() {
+        match hit {
+            Some(m) if m.iter().any(|x| *x) => {
+                let keep: Vec<bool> = m.iter().map(|x| !x).collect();
+                let kept: Vec<RawColumn> = lake
+                    .raw_group(g)?
+                    .iter()
+                    .map(|c| c.filtered(&keep))
+                    .collect();
+                if kept.first().is_some_and(|c| !c.is_empty()) {
+                    hash_group(&mut hasher, &kept);
+                    out.write_raw(&kept)?;
+                    written += 1;
+                }
+            }
+            _ => {
+                hash_stored(&mut hasher, &lake.group_bytes(g));
+                out.copy_group(&lake, g)?;
+                rewrite.copied_groups.push(written);
+                written += 1;
+            }
         }
-        for r in &rows {
-            hash_row(&mut hasher, r);
-        }
-        with_columns(&rows, |columns| out.write(columns))?;
     }
     rewrite.kept_digest = hasher.finalize().into();
     rewrite.file = Some(out.finish()?);
     Ok(rewrite)
 }
 
-/// Rows and SHA-256 over every row of a file, in order: what verification recomputes.
-pub fn digest(file: Bytes, metric: Metric) -> Result<(u64, [u8; 32]), LakeError> {
+/// Rows and SHA-256 of a file as [`Rewrite::kept_digest`] defines it (`copied`: the
+/// groups hashed by their stored bytes): what verification recomputes.
+pub fn digest(file: Bytes, metric: Metric, copied: &[usize]) -> Result<(u64, [u8; 32]), LakeError> {
     let lake = LakeFile::open(file, metric)?;
-    Ok((lake.rows(), digest_file(&lake)?))
+    Ok((lake.rows(), digest_file(&lake, copied)?))
 }
 
 /// Rows of `subjects` in a file (zero after a rewrite).
@@ -104,24 +138,66 @@ pub fn rows_of(file: Bytes, metric: Metric, subjects: &BTreeSet<String>) -> Resu
     let mut n = 0;
     for g in 0..lake.row_groups() {
         if !cleared(&lake, g, subjects) {
-            n += lake
-                .row_group(g)?
-                .iter()
-                .filter(|r| subjects.contains(r.subject_id.as_ref()))
-                .count() as u64;
+            n += matches(&lake, g, subjects)?.iter().filter(|x| **x).count() as u64;
         }
     }
     Ok(n)
 }
 
-fn digest_file(lake: &LakeFile) -> Result<[u8; 32], LakeError> {
+fn digest_file(lake: &LakeFile, copied: &[usize]) -> Result<[u8; 32], LakeError> {
     let mut hasher = Sha256::new();
     for g in 0..lake.row_groups() {
-        for r in &lake.row_group(g)? {
-            hash_row(&mut hasher, r);
+        if copied.contains(&g) {
+            hash_stored(&mut hasher, &lake.group_bytes(g));
+            continue;
+        }
+        let raw = lake.raw_group(g)?;
+        if raw.first().is_some_and(|c| !c.is_empty()) {
+            hash_group(&mut hasher, &raw);
         }
     }
     Ok(hasher.finalize().into())
+}
+
+/// A copied row group: its column chunks' stored bytes, each length-prefixed.
+fn hash_stored(h: &mut Sha256, chunks: &[Bytes]) {
+    h.update(b"stored");
+    for c in chunks {
+        h.update((c.len() as u64).to_le_bytes());
+        h.update(c);
+    }
+}
+
+/// A row group's values, column by column, each value length-prefixed or marked null.
+fn hash_group(h: &mut Sha256, columns: &[RawColumn]) {
+    h.update(b"values");
+    for c in columns {
+        match c {
+            RawColumn::Text(v) => {
+                for x in v {
+                    match x {
+                        Some(b) => {
+                            h.update((b.len() as u32).to_le_bytes());
+                            h.update(b.data());
+                        }
+                        None => h.update(u32::MAX.to_le_bytes()),
+                    }
+                }
+            }
+            RawColumn::Double(v) => {
+                for x in v {
+                    h.update(x.map_or(u64::MAX, f64::to_bits).to_le_bytes());
+                    h.update([u8::from(x.is_some())]);
+                }
+            }
+            RawColumn::Millis(v) => {
+                for x in v {
+                    h.update(x.unwrap_or(i64::MIN).to_le_bytes());
+                    h.update([u8::from(x.is_some())]);
+                }
+            }
+        }
+    }
 }
 
 /// SHA-256 of one row (every column). Summed over rows, it checks that a rewrite that
@@ -204,7 +280,7 @@ mod tests {
         assert_eq!((r.rows_in, r.rows_removed), (750, 250));
         let new = Bytes::from(r.file.unwrap());
         assert_eq!(rows_of(new.clone(), Metric::Spo2, &gone).unwrap(), 0);
-        let (n, d) = digest(new.clone(), Metric::Spo2).unwrap();
+        let (n, d) = digest(new.clone(), Metric::Spo2, &r.copied_groups).unwrap();
         assert_eq!(
             (n, d),
             (500, r.kept_digest),
@@ -241,7 +317,10 @@ mod tests {
         let r = erase_subjects(file.clone(), Metric::Spo2, &gone, small_groups(false)).unwrap();
         assert!(r.file.is_none());
         assert_eq!(r.rows_removed, 0);
-        assert_eq!(digest(file, Metric::Spo2).unwrap().1, r.kept_digest);
+        assert_eq!(
+            digest(file, Metric::Spo2, &r.copied_groups).unwrap().1,
+            r.kept_digest
+        );
     }
 
     #[test]

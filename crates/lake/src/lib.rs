@@ -17,7 +17,7 @@ use parquet::basic::{LogicalType, Repetition, TimeUnit, Type as PhysicalType};
 use parquet::schema::types::Type;
 
 pub use columns::{Columns, Strings, Values};
-pub use read::{LakeFile, read_readings, row_count};
+pub use read::{LakeFile, RawColumn, read_readings, row_count};
 pub use write::{
     DEFAULT_ROW_GROUP_ROWS, FileLayout, GroupWriter, ParquetWriter, encode, encode_readings,
     with_columns,

@@ -5,15 +5,56 @@
 use bytes::Bytes;
 use parquet::column::reader::ColumnReader;
 use parquet::data_type::ByteArray;
+use parquet::file::metadata::RowGroupMetaData;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::statistics::Statistics;
 use pulselake_domain::{Metric, Reading, ReadingId, Source};
 
 use crate::{COLUMNS, LakeError};
 
+/// One column of a row group as stored: one optional value per row.
+#[derive(Debug, Clone)]
+pub enum RawColumn {
+    Text(Vec<Option<ByteArray>>),
+    Double(Vec<Option<f64>>),
+    Millis(Vec<Option<i64>>),
+}
+
+impl RawColumn {
+    /// The rows where `keep` is true, in order.
+    pub fn filtered(&self, keep: &[bool]) -> RawColumn {
+        fn pick<T: Clone>(v: &[Option<T>], keep: &[bool]) -> Vec<Option<T>> {
+            v.iter()
+                .zip(keep)
+                .filter(|(_, k)| **k)
+                .map(|(x, _)| x.clone())
+                .collect()
+        }
+        match self {
+            RawColumn::Text(v) => RawColumn::Text(pick(v, keep)),
+            RawColumn::Double(v) => RawColumn::Double(pick(v, keep)),
+            RawColumn::Millis(v) => RawColumn::Millis(pick(v, keep)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            RawColumn::Text(v) => v.len(),
+            RawColumn::Double(v) => v.len(),
+            RawColumn::Millis(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// An open lake file: footer read, data read on demand.
 pub struct LakeFile {
     reader: SerializedFileReader<Bytes>,
+    /// The file's bytes (row groups are copied from them verbatim by a rewrite).
+    bytes: Bytes,
     metric: Metric,
 }
 
@@ -25,14 +66,37 @@ impl LakeFile {
     /// Opens a file of partition `metric` (a partition key, not a column) and checks
     /// that its columns are the lake's.
     pub fn open(file: Bytes, metric: Metric) -> Result<LakeFile, LakeError> {
-        let reader = SerializedFileReader::new(file)?;
+        let reader = SerializedFileReader::new(file.clone())?;
         let schema = reader.metadata().file_metadata().schema_descr();
         let names: Vec<&str> = schema.columns().iter().map(|c| c.name()).collect();
         let expected: Vec<&str> = COLUMNS.iter().map(|c| c.name).collect();
         if names != expected {
             return Err(bad("*", format!("unexpected columns {names:?}")));
         }
-        Ok(LakeFile { reader, metric })
+        Ok(LakeFile {
+            reader,
+            bytes: file,
+            metric,
+        })
+    }
+
+    /// The file's bytes and row group `i`'s metadata: what a verbatim copy needs.
+    pub(crate) fn group_source(&self, i: usize) -> (&Bytes, &RowGroupMetaData) {
+        (&self.bytes, self.reader.metadata().row_group(i))
+    }
+
+    /// The stored (compressed) bytes of row group `i`'s column chunks, in order.
+    pub fn group_bytes(&self, i: usize) -> Vec<Bytes> {
+        self.reader
+            .metadata()
+            .row_group(i)
+            .columns()
+            .iter()
+            .map(|c| {
+                let (start, len) = c.byte_range();
+                self.bytes.slice(start as usize..(start + len) as usize)
+            })
+            .collect()
     }
 
     pub fn rows(&self) -> u64 {
@@ -72,29 +136,64 @@ impl LakeFile {
         }
     }
 
-    /// The rows of row group `i`, in file order.
-    pub fn row_group(&self, i: usize) -> Result<Vec<Reading<'static>>, LakeError> {
+    /// The `subject_id` column of row group `i` alone (one column chunk decoded).
+    pub fn subjects(&self, i: usize) -> Result<Vec<Option<ByteArray>>, LakeError> {
+        let at = COLUMNS
+            .iter()
+            .position(|c| c.name == "subject_id")
+            .ok_or_else(|| bad("subject_id", "not a lake column".into()))?;
         let group = self.reader.get_row_group(i)?;
         let n = group.metadata().num_rows().max(0) as usize;
+        match group.get_column_reader(at)? {
+            ColumnReader::ByteArrayColumnReader(mut r) => {
+                read_all(n, |defs, vals| r.read_records(n, Some(defs), None, vals))
+            }
+            _ => Err(bad("subject_id", "unexpected physical type".into())),
+        }
+    }
+
+    /// Row group `i` as stored: its columns in [`COLUMNS`] order, no row built (what
+    /// a rewrite that keeps most rows as they are needs).
+    pub fn raw_group(&self, i: usize) -> Result<Vec<RawColumn>, LakeError> {
+        let group = self.reader.get_row_group(i)?;
+        let n = group.metadata().num_rows().max(0) as usize;
+        let mut out = Vec::with_capacity(COLUMNS.len());
+        for (c, column) in COLUMNS.iter().enumerate() {
+            let reader = group.get_column_reader(c)?;
+            out.push(match (column.glue_type, reader) {
+                ("string", ColumnReader::ByteArrayColumnReader(mut r)) => {
+                    RawColumn::Text(read_all(n, |defs, vals| {
+                        r.read_records(n, Some(defs), None, vals)
+                    })?)
+                }
+                ("double", ColumnReader::DoubleColumnReader(mut r)) => {
+                    RawColumn::Double(read_all(n, |defs, vals| {
+                        r.read_records(n, Some(defs), None, vals)
+                    })?)
+                }
+                ("timestamp", ColumnReader::Int64ColumnReader(mut r)) => {
+                    RawColumn::Millis(read_all(n, |defs, vals| {
+                        r.read_records(n, Some(defs), None, vals)
+                    })?)
+                }
+                _ => return Err(bad(column.name, "unexpected physical type".into())),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The rows of row group `i`, in file order.
+    pub fn row_group(&self, i: usize) -> Result<Vec<Reading<'static>>, LakeError> {
+        let raw = self.raw_group(i)?;
+        let n = raw.first().map_or(0, RawColumn::len);
         let mut texts: Vec<Vec<Option<ByteArray>>> = Vec::new();
         let mut doubles = Vec::new();
         let mut millis: Vec<Vec<Option<i64>>> = Vec::new();
-        for (c, column) in COLUMNS.iter().enumerate() {
-            let reader = group.get_column_reader(c)?;
-            match (column.glue_type, reader) {
-                ("string", ColumnReader::ByteArrayColumnReader(mut r)) => texts
-                    .push(read_all(n, |defs, vals| {
-                        r.read_records(n, Some(defs), None, vals)
-                    })?),
-                ("double", ColumnReader::DoubleColumnReader(mut r)) => doubles
-                    .push(read_all(n, |defs, vals| {
-                        r.read_records(n, Some(defs), None, vals)
-                    })?),
-                ("timestamp", ColumnReader::Int64ColumnReader(mut r)) => millis
-                    .push(read_all(n, |defs, vals| {
-                        r.read_records(n, Some(defs), None, vals)
-                    })?),
-                _ => return Err(bad(column.name, "unexpected physical type".into())),
+        for column in raw {
+            match column {
+                RawColumn::Text(v) => texts.push(v),
+                RawColumn::Double(v) => doubles.push(v),
+                RawColumn::Millis(v) => millis.push(v),
             }
         }
         // Text columns in COLUMNS order: reading_id, subject_id, device_id, sensor_id,

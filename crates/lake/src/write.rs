@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use parquet::basic::{Compression, Encoding};
+use parquet::column::writer::ColumnCloseResult;
 use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
@@ -17,6 +18,7 @@ use parquet::schema::types::ColumnPath;
 use pulselake_domain::{Reading, ReadingId};
 
 use crate::columns::{Columns, Strings, Values, check};
+use crate::read::RawColumn;
 use crate::{COLUMNS, Column, LakeError, parquet_schema_of};
 
 /// How a file is laid out.
@@ -170,6 +172,82 @@ impl<'s, W: Write + Send> GroupWriter<'s, W> {
             start = end;
         }
         self.rows += rows as u64;
+        Ok(())
+    }
+
+    /// Appends one row group of columns as a reader returned them ([`LakeFile::raw_group`],
+    /// possibly filtered): values are written as they are, nothing is rebuilt.
+    ///
+    /// [`LakeFile::raw_group`]: crate::LakeFile::raw_group
+    pub fn write_raw(&mut self, columns: &[RawColumn]) -> Result<(), LakeError> {
+        let rows = columns.first().map_or(0, RawColumn::len);
+        if columns.len() != self.schema.len() || columns.iter().any(|c| c.len() != rows) {
+            return Err(LakeError::Column {
+                column: "*",
+                problem: "the raw columns do not match the schema".into(),
+            });
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let mut rg = self.file.next_row_group()?;
+        for (i, column) in columns.iter().enumerate() {
+            let Some(mut col) = rg.next_column()? else {
+                return Err(LakeError::Column {
+                    column: self.schema[i].name,
+                    problem: "the writer has fewer columns than the schema".into(),
+                });
+            };
+            fn split<T: Clone>(v: &[Option<T>]) -> (Vec<T>, Vec<i16>) {
+                let defs = v.iter().map(|x| i16::from(x.is_some())).collect();
+                (v.iter().flatten().cloned().collect(), defs)
+            }
+            match column {
+                RawColumn::Text(v) => {
+                    let (vals, defs) = split(v);
+                    col.typed::<ByteArrayType>()
+                        .write_batch(&vals, Some(&defs), None)?;
+                }
+                RawColumn::Double(v) => {
+                    let (vals, defs) = split(v);
+                    col.typed::<DoubleType>()
+                        .write_batch(&vals, Some(&defs), None)?;
+                }
+                RawColumn::Millis(v) => {
+                    let (vals, defs) = split(v);
+                    col.typed::<Int64Type>()
+                        .write_batch(&vals, Some(&defs), None)?;
+                }
+            }
+            col.close()?;
+        }
+        rg.close()?;
+        self.rows += rows as u64;
+        Ok(())
+    }
+
+    /// Appends row group `g` of `source` as it is stored: its column chunks copied
+    /// byte for byte (no decoding, no encoding), statistics included.
+    pub fn copy_group(&mut self, source: &crate::LakeFile, g: usize) -> Result<(), LakeError> {
+        let (bytes, meta) = source.group_source(g);
+        let rows = meta.num_rows().max(0) as u64;
+        if rows == 0 {
+            return Ok(());
+        }
+        let mut rg = self.file.next_row_group()?;
+        for column in meta.columns() {
+            let close = ColumnCloseResult {
+                bytes_written: column.compressed_size().max(0) as u64,
+                rows_written: rows,
+                metadata: column.clone(),
+                bloom_filter: None,
+                column_index: None,
+                offset_index: None,
+            };
+            rg.append_column(bytes, close)?;
+        }
+        rg.close()?;
+        self.rows += rows;
         Ok(())
     }
 

@@ -80,8 +80,4 @@ pub async fn function_handler<R: RegistryLookup, H: Heartbeats, P: AlertPublishe
     result
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use pulselake_adapters::now_ms;

@@ -97,7 +97,7 @@ where
             ..ErasureEvidence::default()
         };
         let mut touched: BTreeSet<Partition> = BTreeSet::new();
-        let mut kept: BTreeMap<String, (u64, String)> = BTreeMap::new();
+        let mut kept: BTreeMap<String, (u64, String, Vec<usize>)> = BTreeMap::new();
         for key in self
             .objects
             .list(&self.lake_bucket, READINGS_PREFIX)
@@ -112,8 +112,8 @@ where
                     if held {
                         touched.insert(p);
                     }
-                    if let Some((new_key, rows, sha)) = rewritten {
-                        kept.insert(new_key, (rows, sha));
+                    if let Some((new_key, rows, sha, copied)) = rewritten {
+                        kept.insert(new_key, (rows, sha, copied));
                     }
                 }
                 Err(e) => ev.failures.push(format!("{key}: {e}")),
@@ -144,7 +144,7 @@ where
         subjects: &BTreeSet<String>,
         now_ms: i64,
         ev: &mut ErasureEvidence,
-    ) -> Result<(bool, Option<(String, u64, String)>), String> {
+    ) -> Result<(bool, Option<(String, u64, String, Vec<usize>)>), String> {
         let bucket = &self.lake_bucket;
         let versions: Vec<ObjectVersion> = self
             .objects
@@ -197,7 +197,7 @@ where
                 kept_sha256: sha.clone(),
             });
             if kept_rows > 0 {
-                result = Some((new_key, kept_rows, sha));
+                result = Some((new_key, kept_rows, sha, rewrite.copied_groups));
             }
         }
         if holds_subject {
@@ -221,7 +221,7 @@ where
         &self,
         partitions: &BTreeSet<Partition>,
         subjects: &BTreeSet<String>,
-        kept: &BTreeMap<String, (u64, String)>,
+        kept: &BTreeMap<String, (u64, String, Vec<usize>)>,
     ) -> Result<Verification, AwsError> {
         let mut v = Verification {
             partitions: partitions.len(),
@@ -246,8 +246,8 @@ where
                     Ok(n) => v.subject_rows_left += n,
                     Err(_) => unreadable += 1,
                 }
-                if let Some((rows, sha)) = kept.get(&ver.key) {
-                    let same = digest(body, p.metric)
+                if let Some((rows, sha, copied)) = kept.get(&ver.key) {
+                    let same = digest(body, p.metric, copied)
                         .is_ok_and(|(n, d)| n == *rows && hex::encode(d) == *sha);
                     if !same {
                         v.files_changed_otherwise += 1;

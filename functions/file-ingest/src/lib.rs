@@ -129,8 +129,4 @@ pub async fn function_handler<
     Ok(sqs_response(outcome.failed_message_ids))
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use pulselake_adapters::now_ms;

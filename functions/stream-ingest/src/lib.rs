@@ -106,8 +106,4 @@ fn emit(s: &Stats) {
     m.flush();
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use pulselake_adapters::now_ms;
