@@ -1,7 +1,7 @@
 //! One erasure pass over the lake for every pending request at once: each lake file
 //! (each version of it) is read; the current version of a file that holds a subject is
-//! rewritten without the subjects' rows under a new name, then every version of the old
-//! file is deleted; an older version that holds a subject is deleted. Then every
+//! rewritten without the subjects' rows as a new version of the same key, then every
+//! earlier version is deleted (so is an older version that holds a subject). Then every
 //! partition a subject appeared in is read again, every version of every file: zero
 //! rows of the subjects, and each rewritten file's rows are exactly the rows kept (count
 //! and SHA-256). Only then are the requests marked done, with the evidence in the audit
@@ -29,11 +29,12 @@ pub struct Erasure<O, E, A> {
     pub lake_bucket: String,
 }
 
-/// One rewritten file.
+/// One rewritten file (a new version of the same key), or one removed whole.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RewrittenFile {
-    pub old_key: String,
-    pub new_key: String,
+    pub key: String,
+    /// It held only the subjects' rows: deleted, not rewritten.
+    pub removed_whole: bool,
     pub rows_in: u64,
     pub rows_removed: u64,
     pub kept_sha256: String,
@@ -107,7 +108,7 @@ where
                 continue;
             };
             ev.files_read += 1;
-            match self.erase_file(&key, p, &subjects, now_ms, &mut ev).await {
+            match self.erase_file(&key, p, &subjects, &mut ev).await {
                 Ok((held, rewritten)) => {
                     if held {
                         touched.insert(p);
@@ -142,7 +143,6 @@ where
         key: &str,
         p: Partition,
         subjects: &BTreeSet<String>,
-        now_ms: i64,
         ev: &mut ErasureEvidence,
     ) -> Result<(bool, Option<(String, u64, String, Vec<usize>)>), String> {
         let bucket = &self.lake_bucket;
@@ -176,33 +176,51 @@ where
             let Some(file) = rewrite.file else { continue };
             holds_subject = true;
             let kept_rows = rewrite.rows_in - rewrite.rows_removed;
-            // A file of the subjects' rows only is not replaced: it just goes.
-            let new_key = if kept_rows == 0 {
-                String::new()
-            } else {
-                let new_key = rewritten_key(key, now_ms);
+            // Swapped in only if the file did not change since it was read: a version
+            // written meanwhile (a corrected re-upload) is left for the next pass, and
+            // the request stays pending (the version read still holds the subject).
+            let current = self
+                .objects
+                .list_versions(bucket, key)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|x| x.key == key && x.latest);
+            if current.map(|x| x.version_id) != Some(v.version_id.clone()) {
+                return Err("changed while it was rewritten; the next pass takes it again".into());
+            }
+            // In place: a new version of the same key, so whatever names this file
+            // (file-ingest's record of a source's outputs, which a corrected re-upload
+            // deletes) still names it. A file of the subjects' rows only just goes.
+            if kept_rows > 0 {
                 self.objects
-                    .put(bucket, &new_key, file, "application/vnd.apache.parquet")
+                    .put(bucket, key, file, "application/vnd.apache.parquet")
                     .await
                     .map_err(|e| e.to_string())?;
-                new_key
-            };
+            }
             let sha = hex::encode(rewrite.kept_digest);
             ev.rows_removed += rewrite.rows_removed;
             ev.files_rewritten.push(RewrittenFile {
-                old_key: key.to_owned(),
-                new_key: new_key.clone(),
+                key: key.to_owned(),
+                removed_whole: kept_rows == 0,
                 rows_in: rewrite.rows_in,
                 rows_removed: rewrite.rows_removed,
                 kept_sha256: sha.clone(),
             });
             if kept_rows > 0 {
-                result = Some((new_key, kept_rows, sha, rewrite.copied_groups));
+                result = Some((key.to_owned(), kept_rows, sha, rewrite.copied_groups));
             }
         }
         if holds_subject {
-            // The rewrite is complete: every version of the old file goes, markers too.
-            for batch in versions.chunks(pulselake_adapters::DELETE_BATCH) {
+            // Every version listed before the rewrite goes, markers too; the new
+            // version (and any written since, e.g. by file-ingest) stays. In a bucket
+            // without versioning the put has replaced the object already.
+            let replaced = result.is_some();
+            let old: Vec<ObjectVersion> = versions
+                .into_iter()
+                .filter(|v| v.version_id.is_some() || !replaced)
+                .collect();
+            for batch in old.chunks(pulselake_adapters::DELETE_BATCH) {
                 let failed = self
                     .objects
                     .delete_versions(bucket, batch)
@@ -257,14 +275,5 @@ where
         }
         v.passed = v.subject_rows_left == 0 && v.files_changed_otherwise == 0 && unreadable == 0;
         Ok(v)
-    }
-}
-
-/// `.../part-7.parquet` -> `.../part-7.e<at>.parquet`: a new name, so the old file's
-/// versions can all go once the new one is complete.
-fn rewritten_key(key: &str, at: i64) -> String {
-    match key.strip_suffix(".parquet") {
-        Some(stem) => format!("{stem}.e{at}.parquet"),
-        None => format!("{key}.e{at}.parquet"),
     }
 }

@@ -1,0 +1,216 @@
+//! Erasure and a corrected re-upload at once, on a versioned lake bucket (as deployed):
+//! while the pass reads a file, file-ingest writes a new version of it. The pass must not
+//! put its rewrite over the new version (that would hide the correction): it leaves the
+//! file for the next pass and keeps the request pending; the next pass erases the
+//! subject from the new version. Neither change is lost, and no version of the file
+//! holds the subject in the end.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use erasure::Erasure;
+use pulselake_adapters::{
+    AwsError, BucketAuditLog, DynamoErasures, ErasureRequest, ErasureRequests, ObjectBody,
+    ObjectReader, ObjectVersion, ObjectWriter, S3Objects, VersionedObjects,
+};
+use pulselake_domain::{Metric, Partition, Reading, ReadingId, Source};
+use pulselake_lake::{FileLayout, encode_readings, read_readings};
+use pulselake_local::{LocalPlatform, inspect, moto};
+
+const AT: i64 = 1_795_305_600_000;
+
+fn rows(subject: &str, n: i64, from: i64) -> Vec<Reading<'static>> {
+    (from..from + n)
+        .map(|i| Reading {
+            reading_id: ReadingId::derive("dev-r", subject, Metric::HeartRate, AT + i),
+            subject_id: Cow::Owned(subject.into()),
+            device_id: Cow::Borrowed("dev-r"),
+            sensor_id: Cow::Borrowed("s"),
+            metric: Metric::HeartRate,
+            value: 70.0,
+            measured_at: AT + i,
+            received_at: AT + i,
+            source: Source::File,
+            source_ref: Cow::Borrowed("csv"),
+        })
+        .collect()
+}
+
+/// The S3 adapter, with file-ingest writing `replacement` to `key` the first time the
+/// pass opens it (between the pass's listing and its rewrite).
+struct Racing {
+    inner: S3Objects,
+    bucket: String,
+    key: String,
+    replacement: Vec<u8>,
+    fired: AtomicBool,
+}
+
+impl ObjectReader for Racing {
+    async fn open(&self, b: &str, k: &str, v: Option<&str>) -> Result<ObjectBody, AwsError> {
+        if k == self.key && !self.fired.swap(true, Ordering::SeqCst) {
+            let body = self.replacement.clone();
+            self.inner
+                .put(&self.bucket, k, body, "application/vnd.apache.parquet")
+                .await?;
+        }
+        self.inner.open(b, k, v).await
+    }
+    async fn list(&self, b: &str, p: &str) -> Result<Vec<String>, AwsError> {
+        self.inner.list(b, p).await
+    }
+    async fn any_under(&self, b: &str, p: &str) -> Result<bool, AwsError> {
+        self.inner.any_under(b, p).await
+    }
+    async fn list_dirs(&self, b: &str, p: &str) -> Result<Vec<String>, AwsError> {
+        self.inner.list_dirs(b, p).await
+    }
+}
+
+impl ObjectWriter for Racing {
+    async fn put(&self, b: &str, k: &str, body: Vec<u8>, ct: &str) -> Result<(), AwsError> {
+        self.inner.put(b, k, body, ct).await
+    }
+    async fn copy(
+        &self,
+        fb: &str,
+        fk: &str,
+        fv: Option<&str>,
+        tb: &str,
+        tk: &str,
+    ) -> Result<(), AwsError> {
+        self.inner.copy(fb, fk, fv, tb, tk).await
+    }
+    async fn delete(&self, b: &str, k: &str, v: Option<&str>) -> Result<(), AwsError> {
+        self.inner.delete(b, k, v).await
+    }
+}
+
+impl VersionedObjects for Racing {
+    async fn list_versions(&self, b: &str, p: &str) -> Result<Vec<ObjectVersion>, AwsError> {
+        self.inner.list_versions(b, p).await
+    }
+    async fn delete_versions(
+        &self,
+        b: &str,
+        v: &[ObjectVersion],
+    ) -> Result<Vec<(String, String)>, AwsError> {
+        self.inner.delete_versions(b, v).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let p = LocalPlatform::start(None).await.unwrap();
+    let s = &p.stack;
+    let lake = s.names.lake_bucket.clone();
+    s.s3.put_bucket_versioning()
+        .bucket(&lake)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let part = Partition::of(Metric::HeartRate, AT);
+    let key = format!("readings/{part}/upload-7.parquet");
+    let first: Vec<_> = [rows("subj-gone", 5, 0), rows("subj-kept", 5, 100)].concat();
+    let corrected: Vec<_> = [rows("subj-gone", 3, 200), rows("subj-new", 4, 300)].concat();
+    let original = encode_readings(&first, FileLayout::default()).unwrap();
+    s.s3.put_object()
+        .bucket(&lake)
+        .key(&key)
+        .body(original.into())
+        .send()
+        .await
+        .unwrap();
+
+    let sdk = moto::sdk_config_for(p.function_endpoint()).await;
+    let requests = DynamoErasures::from_config(&sdk, &s.names.erasure_table);
+    requests
+        .record(&ErasureRequest {
+            subject_id: "subj-gone".into(),
+            request_id: "erasure-race".into(),
+            requested_by: "dpo".into(),
+            reason: "Art. 17".into(),
+            requested_at: AT,
+            completed_at: None,
+            evidence: None,
+        })
+        .await
+        .unwrap();
+    let job = Erasure {
+        objects: Racing {
+            inner: S3Objects::from_config(&sdk),
+            bucket: lake.clone(),
+            key: key.clone(),
+            replacement: encode_readings(&corrected, FileLayout::default()).unwrap(),
+            fired: AtomicBool::new(false),
+        },
+        requests,
+        audit: BucketAuditLog {
+            writer: S3Objects::from_config(&sdk),
+            bucket: s.names.audit_bucket.clone(),
+        },
+        lake_bucket: lake.clone(),
+    };
+
+    let raced = job.run(AT + 1).await.unwrap().unwrap();
+    assert!(!raced.completed, "{raced:?}");
+    assert!(
+        raced.failures.iter().any(|f| f.contains("changed while")),
+        "{raced:?}"
+    );
+    let settled = job.run(AT + 2).await.unwrap().unwrap();
+    assert!(
+        settled.completed && settled.verification.passed,
+        "{settled:?}"
+    );
+
+    // The correction is the current file, without the subject.
+    let current = read_readings(
+        inspect::get_bytes(s, &lake, &key).await.unwrap(),
+        Metric::HeartRate,
+    )
+    .unwrap();
+    let subjects: BTreeSet<&str> = current.iter().map(|r| r.subject_id.as_ref()).collect();
+    assert_eq!(
+        subjects,
+        BTreeSet::from(["subj-new"]),
+        "file-ingest's change kept"
+    );
+    assert_eq!(current.len(), 4);
+    // No version of the file holds the subject.
+    let versions =
+        s.s3.list_object_versions()
+            .bucket(&lake)
+            .prefix(&key)
+            .send()
+            .await
+            .unwrap();
+    for v in versions.versions() {
+        let body =
+            s.s3.get_object()
+                .bucket(&lake)
+                .key(&key)
+                .version_id(v.version_id().unwrap())
+                .send()
+                .await
+                .unwrap()
+                .body
+                .collect()
+                .await
+                .unwrap()
+                .into_bytes();
+        let rows = read_readings(body, Metric::HeartRate).unwrap();
+        assert!(
+            rows.iter().all(|r| r.subject_id != "subj-gone"),
+            "{:?}",
+            v.version_id()
+        );
+    }
+}
