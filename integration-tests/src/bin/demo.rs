@@ -402,7 +402,7 @@ fn print_erasure(r: &ErasureReport) {
     println!("Erasure");
     println!("  request   {:>9}  {}", "", r.request_id);
     println!(
-        "  removed   {:>9}  rows of the patient ({} in the lake before), from {} of {} lake files; {} old file version(s) deleted",
+        "  removed   {:>9}  rows of the patient ({} in the lake before), from {} of {} lake files, each rewritten in place; {} earlier version(s) deleted (the local lake keeps none)",
         n(e.rows_removed as usize),
         n(r.subject_rows_before as usize),
         e.files_rewritten.len(),
