@@ -119,8 +119,9 @@ pub async fn run_erasure(
         .await?
         .ok_or("the erasure pass found no pending request")?;
     progress(format!(
-        "erasure pass: {} lake files read, {} rewritten, {} rows removed, verification {}",
+        "erasure pass: {} lake files ({} cleared by their footer alone), {} rewritten, {} rows removed, verification {}",
         report.evidence.files_read,
+        report.evidence.versions_cleared_by_footer,
         report.evidence.files_rewritten.len(),
         report.evidence.rows_removed,
         if report.evidence.verification.passed {

@@ -98,6 +98,16 @@ impl VersionedObjects for Racing {
     ) -> Result<Vec<(String, String)>, AwsError> {
         self.inner.delete_versions(b, v).await
     }
+    async fn read_range(
+        &self,
+        b: &str,
+        k: &str,
+        v: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<bytes::Bytes, AwsError> {
+        self.inner.read_range(b, k, v, start, end).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,17 @@ pub trait VersionedObjects: Send + Sync {
         bucket: &str,
         versions: &[ObjectVersion],
     ) -> impl Future<Output = Result<Vec<(String, String)>, AwsError>> + Send;
+
+    /// Bytes `start..=end` of one version of an object (a Parquet footer, without the
+    /// file).
+    fn read_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> impl Future<Output = Result<bytes::Bytes, AwsError>> + Send;
 }
 
 impl VersionedObjects for S3Objects {
@@ -135,6 +146,46 @@ impl VersionedObjects for S3Objects {
             })
             .collect())
     }
+
+    async fn read_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<bytes::Bytes, AwsError> {
+        self.range_of(bucket, key, version, start, end).await
+    }
+}
+
+impl S3Objects {
+    async fn range_of(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<bytes::Bytes, AwsError> {
+        const OP: &str = "s3:GetObject";
+        let out = self
+            .client()
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_owned))
+            .range(format!("bytes={start}-{end}"))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(OP, e))?;
+        Ok(out
+            .body
+            .collect()
+            .await
+            .map_err(|e| AwsError::transient(OP, e.to_string()))?
+            .into_bytes())
+    }
 }
 
 /// The in-memory bucket is unversioned: one version per key.
@@ -167,5 +218,20 @@ impl VersionedObjects for MemoryObjects {
             self.delete(bucket, &v.key, None).await?;
         }
         Ok(Vec::new())
+    }
+
+    async fn read_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        _version: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<bytes::Bytes, AwsError> {
+        let body = self
+            .get(bucket, key)
+            .ok_or_else(|| AwsError::permanent("s3:GetObject", "NoSuchKey"))?;
+        let end = (end as usize + 1).min(body.len());
+        Ok(body.slice((start as usize).min(end)..end))
     }
 }

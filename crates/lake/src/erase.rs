@@ -32,6 +32,40 @@ pub struct Rewrite {
     pub file: Option<Vec<u8>>,
 }
 
+/// The length of a Parquet file's footer (metadata), from the file's last 8 bytes.
+pub fn footer_len(tail: &[u8]) -> Result<u64, LakeError> {
+    match tail {
+        [a, b, c, d, b'P', b'A', b'R', b'1'] => Ok(u64::from(u32::from_le_bytes([*a, *b, *c, *d]))),
+        _ => Err(LakeError::Column {
+            column: "*",
+            problem: "not a Parquet file (no PAR1 at its end)".into(),
+        }),
+    }
+}
+
+/// Whether a file's footer alone proves that it holds none of `subjects` (every row
+/// group's `subject_id` statistics exclude them): the file need not be read.
+pub fn footer_clears(metadata: &[u8], subjects: &BTreeSet<String>) -> Result<bool, LakeError> {
+    use parquet::file::metadata::ParquetMetaDataReader;
+    use parquet::file::statistics::Statistics;
+    let meta = ParquetMetaDataReader::decode_metadata(metadata)?;
+    let at = crate::COLUMNS
+        .iter()
+        .position(|c| c.name == "subject_id")
+        .unwrap_or(1);
+    Ok(meta.row_groups().iter().all(|g| {
+        let range = match g.columns().get(at).and_then(|c| c.statistics()) {
+            Some(Statistics::ByteArray(s)) => s.min_opt().zip(s.max_opt()),
+            _ => None,
+        };
+        range.is_some_and(|(min, max)| {
+            !subjects
+                .iter()
+                .any(|s| s.as_bytes() >= min.data() && s.as_bytes() <= max.data())
+        })
+    }))
+}
+
 /// Whether the footer proves that row group `g` holds none of `subjects`.
 fn cleared(file: &LakeFile, g: usize, subjects: &BTreeSet<String>) -> bool {
     file.subject_range(g).is_some_and(|(min, max)| {
@@ -321,6 +355,16 @@ mod tests {
             digest(file, Metric::Spo2, &r.copied_groups).unwrap().1,
             r.kept_digest
         );
+    }
+
+    #[test]
+    fn the_footer_alone_clears_a_sorted_file_without_the_subject() {
+        let file = encode_readings(&rows(&["a", "b"], 250), small_groups(true)).unwrap();
+        let len = footer_len(&file[file.len() - 8..]).unwrap() as usize;
+        let footer = &file[file.len() - 8 - len..file.len() - 8];
+        assert!(footer_clears(footer, &BTreeSet::from(["c".to_owned()])).unwrap());
+        assert!(!footer_clears(footer, &BTreeSet::from(["b".to_owned()])).unwrap());
+        assert!(footer_len(b"12345678").is_err());
     }
 
     #[test]

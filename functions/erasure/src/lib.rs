@@ -189,6 +189,10 @@ mod tests {
         let before = j.objects.keys(LAKE);
         let ev = j.run(AT + 1000).await.unwrap().unwrap();
         assert_eq!((ev.rows_removed, ev.files_rewritten.len()), (0, 0));
+        assert_eq!(
+            ev.versions_cleared_by_footer, 3,
+            "no file downloaded: the footers exclude zed"
+        );
         assert!(ev.completed);
         assert_eq!(j.objects.keys(LAKE), before);
     }

@@ -18,7 +18,7 @@ use pulselake_domain::Partition;
 use pulselake_domain::partition::READINGS_PREFIX;
 use pulselake_domain::time::format_rfc3339_ms;
 use pulselake_lake::FileLayout;
-use pulselake_lake::erase::{digest, erase_subjects, rows_of};
+use pulselake_lake::erase::{digest, erase_subjects, footer_clears, footer_len, rows_of};
 use serde::Serialize;
 
 /// The erasure job over its ports.
@@ -60,6 +60,8 @@ pub struct ErasureEvidence {
     /// The requests processed (their references).
     pub requests: Vec<String>,
     pub files_read: usize,
+    /// File versions whose footer alone showed none of the subjects (not downloaded).
+    pub versions_cleared_by_footer: usize,
     pub rows_removed: u64,
     pub files_rewritten: Vec<RewrittenFile>,
     pub old_versions_deleted: usize,
@@ -157,6 +159,14 @@ where
         let mut result = None;
         let mut holds_subject = false;
         for v in versions.iter().filter(|v| !v.delete_marker) {
+            if self
+                .footer_clears(key, v, subjects)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                ev.versions_cleared_by_footer += 1;
+                continue;
+            }
             let body = self
                 .objects
                 .open(bucket, key, v.version_id.as_deref())
@@ -233,6 +243,42 @@ where
             }
         }
         Ok((holds_subject, result))
+    }
+
+    /// Two ranged reads (the last 8 bytes, then the footer): whether the footer's
+    /// statistics exclude every subject from the whole file. A file too small or not
+    /// Parquet is read in full instead (its error, if any, is reported there).
+    async fn footer_clears(
+        &self,
+        key: &str,
+        v: &ObjectVersion,
+        subjects: &BTreeSet<String>,
+    ) -> Result<bool, AwsError> {
+        if v.size < 12 {
+            return Ok(false);
+        }
+        let version = v.version_id.as_deref();
+        let tail = self
+            .objects
+            .read_range(&self.lake_bucket, key, version, v.size - 8, v.size - 1)
+            .await?;
+        let Ok(len) = footer_len(&tail) else {
+            return Ok(false);
+        };
+        if len == 0 || len + 8 > v.size {
+            return Ok(false);
+        }
+        let footer = self
+            .objects
+            .read_range(
+                &self.lake_bucket,
+                key,
+                version,
+                v.size - 8 - len,
+                v.size - 9,
+            )
+            .await?;
+        Ok(footer_clears(&footer, subjects).unwrap_or(false))
     }
 
     async fn verify(
