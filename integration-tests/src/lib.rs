@@ -232,7 +232,7 @@ impl LocalPlatform {
             &compaction::Config {
                 lake_bucket: names.lake_bucket.clone(),
                 audit_bucket: names.audit_bucket.clone(),
-                max_rows: 20_000_000,
+                max_rows: 8_000_000,
             },
             &sdk,
         )

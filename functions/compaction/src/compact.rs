@@ -2,15 +2,21 @@
 //! every file holding readings of every patient) rewritten as a few files sorted by
 //! subject, then time, whose row groups' statistics bound the subjects they hold.
 //!
-//! The swap is planned: a plan object (inputs, outputs, rows, checksum) is written
-//! before any output; outputs are written and read back (rows and an order-independent
-//! checksum over every row must equal the inputs'); only then are the inputs deleted,
-//! every version; the plan goes last. A run interrupted anywhere is finished by the
-//! next: a plan whose outputs are complete is carried out, one whose outputs are not is
-//! undone and the partition compacted again. Every reading is in the lake exactly once
-//! before and after; for the seconds between the outputs' writing and the inputs'
-//! deletion a query can see a row twice (docs/lifecycle.md).
+//! A first look at the subject column of every file cuts the partition into ranges of
+//! subjects of at most `file_rows` rows; each range becomes one output file, sorted in
+//! memory alone, so memory is bounded by a range, not by the day. The swap is planned:
+//! a plan object (inputs, outputs with their subject ranges and rows) is written before
+//! any output; each output is written and read back (its rows, by count and an
+//! order-independent checksum, must be the inputs' rows of its range); only when every
+//! output is complete are the inputs deleted, every version, and the plan last. A run
+//! out of time stops between files; the next run carries the plan on, keeping the
+//! outputs that are complete. Every reading is in the lake exactly once before and
+//! after; for the seconds between the outputs' writing and the inputs' deletion a query
+//! can see a row twice (docs/lifecycle.md).
 
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
 use pulselake_adapters::{AwsError, ObjectReader, ObjectVersion, ObjectWriter, VersionedObjects};
 use pulselake_domain::partition::READINGS_PREFIX;
 use pulselake_domain::{Partition, Reading};
@@ -22,7 +28,8 @@ use serde::{Deserialize, Serialize};
 pub const PLANS_PREFIX: &str = "_compaction/";
 /// Output files' names start so.
 pub const OUTPUT_PREFIX: &str = "compacted-";
-/// Rows per output file (~150 MB at the lake's ~39 bytes per row).
+/// Rows per output file at most (~150 MB at the lake's ~39 bytes per row), unless one
+/// subject has more.
 pub const FILE_ROWS: usize = 4_000_000;
 
 /// The plan of one partition's swap.
@@ -30,16 +37,18 @@ pub const FILE_ROWS: usize = 4_000_000;
 pub struct Plan {
     pub run: String,
     pub inputs: Vec<String>,
+    /// One file per range of subjects, with the rows it must hold.
     pub outputs: Vec<PlannedFile>,
     pub rows: u64,
-    /// Sum (mod 2^128) of every row's SHA-256, first 16 bytes: equal iff the same rows.
-    pub checksum: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedFile {
     pub key: String,
     pub rows: u64,
+    /// The subjects it holds: `first_subject..=last_subject`.
+    pub first_subject: String,
+    pub last_subject: String,
 }
 
 /// What happened to a partition.
@@ -52,11 +61,12 @@ pub enum Outcome {
         files_out: usize,
         rows: u64,
     },
-    /// An interrupted run's swap, finished.
+    /// An interrupted run's plan, carried out.
     Resumed { rows: u64 },
     /// Nothing to do (empty, or already one run's output).
     AlreadyCompact,
-    /// Stopped before deleting the inputs (out of time): the next run finishes it.
+    /// Stopped between output files or before deleting the inputs (out of time): the
+    /// next run continues from the plan.
     Interrupted,
     /// Not compacted, and why (too large for memory, a file that cannot be read).
     Skipped { why: String },
@@ -66,19 +76,67 @@ pub enum Outcome {
 pub struct Compaction<O> {
     pub objects: O,
     pub lake_bucket: String,
-    /// Rows a partition may hold to be compacted in memory; larger ones are skipped
-    /// with a reason.
+    /// Rows one range of subjects may hold to be sorted in memory (a single subject
+    /// with more is skipped, with the reason).
     pub max_rows: u64,
+    /// Rows per output file at most ([`FILE_ROWS`]; tests use fewer).
+    pub file_rows: u64,
 }
 
-fn checksum(rows: &[Reading<'_>]) -> String {
-    let sum = rows.iter().fold(0u128, |acc, r| {
+/// Sum (mod 2^128) of every row's SHA-256, first 16 bytes: the same rows in any order
+/// give the same sum.
+fn checksum(rows: &[Reading<'_>]) -> u128 {
+    rows.iter().fold(0u128, |acc, r| {
         let h = row_hash(r);
         let mut first = [0u8; 16];
         first.copy_from_slice(&h[..16]);
         acc.wrapping_add(u128::from_le_bytes(first))
-    });
-    format!("{sum:032x}")
+    })
+}
+
+/// Input files kept in memory between the ranges' passes up to this size; beyond it,
+/// each range reads them again.
+const CACHE_BYTES: usize = 1 << 30;
+
+/// Subjects `first..=last` (by byte order), and the rows they have.
+#[derive(Debug, Clone, PartialEq)]
+struct SubjectRange {
+    first: String,
+    last: String,
+    rows: u64,
+}
+
+/// Consecutive subjects grouped into ranges of at most `limit` rows (a subject with
+/// more is a range of its own).
+fn subject_ranges(per_subject: &BTreeMap<String, u64>, limit: u64) -> Vec<SubjectRange> {
+    let mut out: Vec<SubjectRange> = Vec::new();
+    for (s, n) in per_subject {
+        match out.last_mut() {
+            Some(r) if r.rows + n <= limit => {
+                r.last = s.clone();
+                r.rows += n;
+            }
+            _ => out.push(SubjectRange {
+                first: s.clone(),
+                last: s.clone(),
+                rows: *n,
+            }),
+        }
+    }
+    out
+}
+
+fn skipped(key: &str, e: impl std::fmt::Display) -> Outcome {
+    Outcome::Skipped {
+        why: format!("{key}: {e}"),
+    }
+}
+
+fn verify_failed() -> AwsError {
+    AwsError::permanent(
+        "compaction verify",
+        "the rewritten files do not hold exactly the input rows; the inputs are kept",
+    )
 }
 
 impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
@@ -86,27 +144,19 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
         format!("{PLANS_PREFIX}{p}/plan.json")
     }
 
-    /// Compacts one partition; `keep_going` is asked before the inputs are deleted.
+    /// Compacts one partition; `keep_going` is asked before each output file and before
+    /// the inputs are deleted (a run out of time leaves the plan for the next one).
     pub async fn compact(
         &self,
         p: Partition,
         run: &str,
         mut keep_going: impl FnMut() -> bool,
     ) -> Result<Outcome, AwsError> {
-        let bucket = &self.lake_bucket;
         let plan_key = Self::plan_key(&p);
         if let Some(plan) = self.read_plan(&plan_key).await? {
-            if self.outputs_complete(&plan).await? {
-                self.delete_all_versions(&plan.inputs).await?;
-                self.delete_all_versions(std::slice::from_ref(&plan_key))
-                    .await?;
-                return Ok(Outcome::Resumed { rows: plan.rows });
-            }
-            let outputs: Vec<String> = plan.outputs.iter().map(|o| o.key.clone()).collect();
-            self.delete_all_versions(&outputs).await?;
-            self.delete_all_versions(std::slice::from_ref(&plan_key))
-                .await?;
+            return self.carry_out(p, &plan, true, &mut keep_going).await;
         }
+        let bucket = &self.lake_bucket;
         let prefix = format!("{READINGS_PREFIX}{p}/");
         let mut inputs: Vec<String> = self
             .objects
@@ -129,101 +179,179 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
         if inputs.is_empty() || (all_outputs && runs.len() == 1) {
             return Ok(Outcome::AlreadyCompact);
         }
-        let mut rows: Vec<Reading<'static>> = Vec::new();
+        // First look: the subject column of every file, to cut the partition into
+        // ranges of subjects, each of at most `file_rows` rows, each sorted alone.
+        let mut per_subject: BTreeMap<String, u64> = BTreeMap::new();
         for key in &inputs {
             let body = self.objects.open(bucket, key, None).await?.bytes().await?;
             let file = match LakeFile::open(body, p.metric) {
                 Ok(f) => f,
-                Err(e) => {
-                    return Ok(Outcome::Skipped {
-                        why: format!("{key}: {e}"),
-                    });
-                }
+                Err(e) => return Ok(skipped(key, e)),
             };
-            if rows.len() as u64 + file.rows() > self.max_rows {
-                return Ok(Outcome::Skipped {
-                    why: format!(
-                        "more than {} rows: too large to compact in memory",
-                        self.max_rows
-                    ),
-                });
-            }
-            match file.all_rows() {
-                Ok(r) => rows.extend(r),
-                Err(e) => {
-                    return Ok(Outcome::Skipped {
-                        why: format!("{key}: {e}"),
-                    });
+            for g in 0..file.row_groups() {
+                let col = match file.subjects(g) {
+                    Ok(col) => col,
+                    Err(e) => return Ok(skipped(key, e)),
+                };
+                for s in col.iter().flatten() {
+                    let s = String::from_utf8_lossy(s.data());
+                    match per_subject.get_mut(s.as_ref()) {
+                        Some(n) => *n += 1,
+                        None => {
+                            per_subject.insert(s.into_owned(), 1);
+                        }
+                    }
                 }
             }
         }
-        rows.sort_by(|a, b| {
-            (a.subject_id.as_ref(), a.measured_at, a.reading_id).cmp(&(
-                b.subject_id.as_ref(),
-                b.measured_at,
-                b.reading_id,
-            ))
-        });
+        let ranges = subject_ranges(&per_subject, self.file_rows.min(self.max_rows));
+        if let Some(r) = ranges.iter().find(|r| r.rows > self.max_rows) {
+            return Ok(Outcome::Skipped {
+                why: format!(
+                    "one subject has {} rows, more than {} to sort in memory",
+                    r.rows, self.max_rows
+                ),
+            });
+        }
         let plan = Plan {
             run: run.to_owned(),
-            inputs: inputs.clone(),
-            outputs: rows
-                .chunks(FILE_ROWS)
+            inputs,
+            outputs: ranges
+                .into_iter()
                 .enumerate()
-                .map(|(i, c)| PlannedFile {
+                .map(|(i, r)| PlannedFile {
                     key: format!("{prefix}{OUTPUT_PREFIX}{run}-{i:03}.parquet"),
-                    rows: c.len() as u64,
+                    rows: r.rows,
+                    first_subject: r.first,
+                    last_subject: r.last,
                 })
                 .collect(),
-            rows: rows.len() as u64,
-            checksum: checksum(&rows),
+            rows: per_subject.values().sum(),
         };
         let plan_body = serde_json::to_vec(&plan)
             .map_err(|e| AwsError::permanent("compaction plan", e.to_string()))?;
         self.objects
             .put(bucket, &plan_key, plan_body, "application/json")
             .await?;
+        self.carry_out(p, &plan, false, &mut keep_going).await
+    }
+
+    /// Writes the plan's missing outputs (each range's rows from every input, sorted,
+    /// written, read back: the same rows by count and checksum), then deletes the
+    /// inputs and the plan. Outputs a previous run completed are kept.
+    async fn carry_out(
+        &self,
+        p: Partition,
+        plan: &Plan,
+        resumed: bool,
+        keep_going: &mut impl FnMut() -> bool,
+    ) -> Result<Outcome, AwsError> {
+        let bucket = &self.lake_bucket;
+        let plan_key = Self::plan_key(&p);
+        for key in &plan.inputs {
+            if !self.objects.any_under(bucket, key).await? {
+                // Removed since the plan (retention, by hand): plan again next run.
+                let outputs: Vec<String> = plan.outputs.iter().map(|o| o.key.clone()).collect();
+                self.delete_all_versions(&outputs).await?;
+                self.delete_all_versions(std::slice::from_ref(&plan_key))
+                    .await?;
+                return Ok(Outcome::Skipped {
+                    why: format!("{key} went away since the plan; planned again next run"),
+                });
+            }
+        }
         let layout = FileLayout {
             sorted_by_subject: true,
             ..FileLayout::default()
         };
-        for (chunk, out) in rows.chunks(FILE_ROWS).zip(&plan.outputs) {
-            let body = encode_readings(chunk, layout)
+        // Inputs are kept in memory between ranges up to CACHE_BYTES, else read again.
+        let mut cache: BTreeMap<&str, Bytes> = BTreeMap::new();
+        let mut cached = 0usize;
+        for out in &plan.outputs {
+            if self.output_complete(out).await? {
+                continue;
+            }
+            if !keep_going() {
+                return Ok(Outcome::Interrupted);
+            }
+            let mut rows: Vec<Reading<'static>> = Vec::with_capacity(out.rows as usize);
+            for key in &plan.inputs {
+                let body = match cache.get(key.as_str()) {
+                    Some(b) => b.clone(),
+                    None => {
+                        let b = self.objects.open(bucket, key, None).await?.bytes().await?;
+                        if cached + b.len() <= CACHE_BYTES {
+                            cached += b.len();
+                            cache.insert(key, b.clone());
+                        }
+                        b
+                    }
+                };
+                let file = match LakeFile::open(body, p.metric) {
+                    Ok(f) => f,
+                    Err(e) => return Ok(skipped(key, e)),
+                };
+                let (first, last) = (out.first_subject.as_str(), out.last_subject.as_str());
+                for g in 0..file.row_groups() {
+                    let overlaps = file.subject_range(g).is_none_or(|(min, max)| {
+                        max.as_slice() >= first.as_bytes() && min.as_slice() <= last.as_bytes()
+                    });
+                    if !overlaps {
+                        continue;
+                    }
+                    match file.row_group(g) {
+                        Ok(group) => rows.extend(group.into_iter().filter(|r| {
+                            let s = r.subject_id.as_ref();
+                            s >= first && s <= last
+                        })),
+                        Err(e) => return Ok(skipped(key, e)),
+                    }
+                }
+            }
+            if rows.len() as u64 != out.rows {
+                return Err(verify_failed());
+            }
+            rows.sort_by(|a, b| {
+                (a.subject_id.as_ref(), a.measured_at, a.reading_id).cmp(&(
+                    b.subject_id.as_ref(),
+                    b.measured_at,
+                    b.reading_id,
+                ))
+            });
+            let sum_in = checksum(&rows);
+            let body = encode_readings(&rows, layout)
                 .map_err(|e| AwsError::permanent("compaction encode", e.to_string()))?;
+            drop(rows);
             self.objects
                 .put(bucket, &out.key, body, "application/vnd.apache.parquet")
                 .await?;
-        }
-        drop(rows);
-        // Read back: the same rows, by count and checksum, before anything is deleted.
-        let mut back = Vec::new();
-        for out in &plan.outputs {
-            let body = self
+            // Read back: the same rows, by count and checksum, before anything goes.
+            let back = self
                 .objects
                 .open(bucket, &out.key, None)
                 .await?
                 .bytes()
                 .await?;
-            let read = pulselake_lake::read_readings(body, p.metric)
+            let read = pulselake_lake::read_readings(back, p.metric)
                 .map_err(|e| AwsError::permanent("compaction verify", e.to_string()))?;
-            back.extend(read);
-        }
-        if back.len() as u64 != plan.rows || checksum(&back) != plan.checksum {
-            return Err(AwsError::permanent(
-                "compaction verify",
-                "the rewritten files do not hold exactly the input rows; the inputs are kept",
-            ));
+            if read.len() as u64 != out.rows || checksum(&read) != sum_in {
+                return Err(verify_failed());
+            }
         }
         if !keep_going() {
             return Ok(Outcome::Interrupted);
         }
-        self.delete_all_versions(&inputs).await?;
+        self.delete_all_versions(&plan.inputs).await?;
         self.delete_all_versions(std::slice::from_ref(&plan_key))
             .await?;
-        Ok(Outcome::Compacted {
-            files_in: inputs.len(),
-            files_out: plan.outputs.len(),
-            rows: plan.rows,
+        Ok(if resumed {
+            Outcome::Resumed { rows: plan.rows }
+        } else {
+            Outcome::Compacted {
+                files_in: plan.inputs.len(),
+                files_out: plan.outputs.len(),
+                rows: plan.rows,
+            }
         })
     }
 
@@ -242,22 +370,17 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
             .map_err(|e| AwsError::permanent("compaction plan", e.to_string()))
     }
 
-    async fn outputs_complete(&self, plan: &Plan) -> Result<bool, AwsError> {
-        for out in &plan.outputs {
-            if !self.objects.any_under(&self.lake_bucket, &out.key).await? {
-                return Ok(false);
-            }
-            let body = self
-                .objects
-                .open(&self.lake_bucket, &out.key, None)
-                .await?
-                .bytes()
-                .await?;
-            if row_count(body).ok() != Some(out.rows) {
-                return Ok(false);
-            }
+    async fn output_complete(&self, out: &PlannedFile) -> Result<bool, AwsError> {
+        if !self.objects.any_under(&self.lake_bucket, &out.key).await? {
+            return Ok(false);
         }
-        Ok(true)
+        let body = self
+            .objects
+            .open(&self.lake_bucket, &out.key, None)
+            .await?
+            .bytes()
+            .await?;
+        Ok(row_count(body).ok() == Some(out.rows))
     }
 
     /// Deletes every version of each key (idempotent: gone keys list nothing).

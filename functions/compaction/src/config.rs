@@ -6,7 +6,8 @@ use pulselake_adapters::{ConfigError, env_number, env_var};
 pub struct Config {
     pub lake_bucket: String,
     pub audit_bucket: String,
-    /// Rows a partition may hold to be compacted in memory.
+    /// Rows sorted in memory at once at most: an output file's range of subjects, or
+    /// one subject's day (a subject with more is skipped, with the reason).
     pub max_rows: u64,
 }
 
@@ -15,7 +16,7 @@ impl Config {
         Ok(Config {
             lake_bucket: env_var("LAKE_BUCKET")?,
             audit_bucket: env_var("AUDIT_BUCKET")?,
-            max_rows: env_number("MAX_PARTITION_ROWS", 20_000_000)?,
+            max_rows: env_number("MAX_SORT_ROWS", 8_000_000)?,
         })
     }
 }

@@ -32,6 +32,7 @@ pub fn build(config: &Config, sdk: &SdkConfig) -> AwsJob {
             objects: S3Objects::from_config(sdk),
             lake_bucket: config.lake_bucket.clone(),
             max_rows: config.max_rows,
+            file_rows: compact::FILE_ROWS as u64,
         },
         audit: BucketAuditLog {
             writer: S3Objects::from_config(sdk),
@@ -67,19 +68,38 @@ where
             partitions: Vec::new(),
             complete: true,
         };
+        // Plans a run left unfinished come first (a busy day can take several runs),
+        // then the days before today.
+        let mut partitions: Vec<Partition> = Vec::new();
+        for key in self
+            .compaction
+            .objects
+            .list(&self.compaction.lake_bucket, compact::PLANS_PREFIX)
+            .await?
+        {
+            let readings_key = key.replacen(compact::PLANS_PREFIX, "readings/", 1);
+            if let Some(p) = Partition::from_object_key(&readings_key) {
+                partitions.push(p);
+            }
+        }
         for back in DAYS_BACK {
             for metric in Metric::all() {
                 let p = Partition::of(metric, now_ms - back * DAY_MS);
-                if !keep_going() {
-                    report.complete = false;
-                    break;
+                if !partitions.contains(&p) {
+                    partitions.push(p);
                 }
-                let outcome = self.compaction.compact(p, &run, &mut keep_going).await?;
-                if outcome == Outcome::Interrupted {
-                    report.complete = false;
-                }
-                report.partitions.push((p.to_string(), outcome));
             }
+        }
+        for p in partitions {
+            if !keep_going() {
+                report.complete = false;
+                break;
+            }
+            let outcome = self.compaction.compact(p, &run, &mut keep_going).await?;
+            if outcome == Outcome::Interrupted {
+                report.complete = false;
+            }
+            report.partitions.push((p.to_string(), outcome));
         }
         let record = serde_json::json!({
             "at": format_rfc3339_ms(now_ms),
@@ -183,6 +203,7 @@ mod tests {
                 objects,
                 lake_bucket: LAKE.into(),
                 max_rows: 1_000_000,
+                file_rows: 1_000_000,
             },
             audit: MemoryAuditLog::default(),
         };
@@ -244,7 +265,15 @@ mod tests {
     async fn an_interrupted_swap_is_finished_by_the_next_run_with_every_reading_once() {
         let (j, p) = job();
         let before = lake_rows(&j);
-        let first = j.compaction.compact(p, "1", || false).await.unwrap();
+        let mut budget = 1; // the output file, not the deletion of the inputs
+        let first = j
+            .compaction
+            .compact(p, "1", || {
+                budget -= 1;
+                budget >= 0
+            })
+            .await
+            .unwrap();
         assert_eq!(first, Outcome::Interrupted);
         assert_eq!(
             lake_rows(&j).len(),
@@ -264,10 +293,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_swap_whose_outputs_are_incomplete_is_undone_and_redone() {
+    async fn an_output_left_incomplete_is_written_again_from_the_plan() {
         let (j, p) = job();
         let before = lake_rows(&j);
-        j.compaction.compact(p, "1", || false).await.unwrap();
+        let mut budget = 1;
+        j.compaction
+            .compact(p, "1", || {
+                budget -= 1;
+                budget >= 0
+            })
+            .await
+            .unwrap();
         let o = &j.compaction.objects;
         let out = o
             .keys(LAKE)
@@ -276,17 +312,102 @@ mod tests {
             .unwrap();
         o.insert(LAKE, &out, b"truncated".to_vec());
         let r = j.compaction.compact(p, "2", || true).await.unwrap();
-        assert!(matches!(r, Outcome::Compacted { rows: 200, .. }), "{r:?}");
+        assert_eq!(r, Outcome::Resumed { rows: 200 });
         assert_eq!(lake_rows(&j), before);
     }
 
     #[tokio::test]
-    async fn a_corrupt_file_or_a_partition_too_large_is_skipped_with_the_reason() {
+    async fn a_scheduled_run_carries_on_a_plan_left_by_an_earlier_day() {
+        let (j, p) = job();
+        let before = lake_rows(&j);
+        let mut budget = 1;
+        j.compaction
+            .compact(p, "old", || {
+                budget -= 1;
+                budget >= 0
+            })
+            .await
+            .unwrap();
+        // Ten days later the partition is out of the daily window, but its plan is not.
+        let r = j.run(NOW + 10 * DAY_MS, || true).await.unwrap();
+        assert!(
+            r.partitions
+                .contains(&(p.to_string(), Outcome::Resumed { rows: 200 })),
+            "{r:?}"
+        );
+        assert_eq!(lake_rows(&j), before);
+    }
+
+    #[tokio::test]
+    async fn a_large_partition_is_carried_over_runs_file_by_file() {
         let (mut j, p) = job();
-        j.compaction.max_rows = 100;
+        let before = lake_rows(&j);
+        j.compaction.file_rows = 60; // four output files
+        let mut budget = 2;
+        let first = j
+            .compaction
+            .compact(p, "1", || {
+                budget -= 1;
+                budget >= 0
+            })
+            .await
+            .unwrap();
+        assert_eq!(first, Outcome::Interrupted);
+        let o = &j.compaction.objects;
+        let outputs = |o: &MemoryObjects| {
+            o.keys(LAKE)
+                .iter()
+                .filter(|k| k.contains("compacted-"))
+                .count()
+        };
+        assert_eq!(outputs(o), 2, "two of four files written");
+        let second = j.compaction.compact(p, "2", || true).await.unwrap();
+        assert_eq!(second, Outcome::Resumed { rows: 200 });
+        assert_eq!(outputs(&j.compaction.objects), 4);
+        assert_eq!(lake_rows(&j), before, "every reading exactly once");
+    }
+
+    #[tokio::test]
+    async fn a_large_partition_becomes_files_of_disjoint_subject_ranges() {
+        let (mut j, p) = job();
+        let before = lake_rows(&j);
+        // 8 subjects of 25 rows and files of at most 60 rows: ranges of 2 subjects.
+        j.compaction.file_rows = 60;
+        let r = j.compaction.compact(p, "1", || true).await.unwrap();
+        assert_eq!(
+            r,
+            Outcome::Compacted {
+                files_in: 5,
+                files_out: 4,
+                rows: 200
+            }
+        );
+        assert_eq!(lake_rows(&j), before, "every reading exactly once");
+        let o = &j.compaction.objects;
+        let mut ranges = Vec::new();
+        for k in o.keys(LAKE) {
+            let rows = read_readings(o.get(LAKE, &k).unwrap(), Metric::Spo2).unwrap();
+            let subjects: Vec<String> = rows.iter().map(|r| r.subject_id.to_string()).collect();
+            assert!(
+                subjects.windows(2).all(|w| w[0] <= w[1]),
+                "sorted within a file"
+            );
+            ranges.push((subjects[0].clone(), subjects[subjects.len() - 1].clone()));
+        }
+        ranges.sort();
+        assert!(
+            ranges.windows(2).all(|w| w[0].1 < w[1].0),
+            "files hold disjoint subject ranges: {ranges:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_file_or_a_subject_too_large_is_skipped_with_the_reason() {
+        let (mut j, p) = job();
+        j.compaction.max_rows = 20;
         let r = j.compaction.compact(p, "1", || true).await.unwrap();
         assert!(
-            matches!(&r, Outcome::Skipped { why } if why.contains("too large")),
+            matches!(&r, Outcome::Skipped { why } if why.contains("one subject has 25 rows")),
             "{r:?}"
         );
         j.compaction.max_rows = 1_000_000;
