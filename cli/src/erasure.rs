@@ -52,6 +52,9 @@ impl<E: ErasureRequests, R: RegistryAdmin, A: AliasAdmin> ErasureAdmin<'_, E, R,
             return Err(AdminError::Refused(problems));
         }
         let request_id = format!("erasure-{}", new_reference()?);
+        // The request keeps the subject's aliases, so the pass can find their raw files
+        // by the legacy keys in the names; the aliases go once the request is recorded.
+        let aliases = self.aliases.aliases_of(subject).await?;
         let fresh = self
             .requests
             .record(&ErasureRequest {
@@ -59,6 +62,7 @@ impl<E: ErasureRequests, R: RegistryAdmin, A: AliasAdmin> ErasureAdmin<'_, E, R,
                 request_id: request_id.clone(),
                 requested_by: requested_by.to_owned(),
                 reason: reason.to_owned(),
+                aliases: aliases.clone(),
                 requested_at: now_ms,
                 completed_at: None,
                 evidence: None,
@@ -73,7 +77,7 @@ impl<E: ErasureRequests, R: RegistryAdmin, A: AliasAdmin> ErasureAdmin<'_, E, R,
                 self.registry.put(&device).await?;
             }
         }
-        let aliases_removed = self.aliases.remove_subject(subject).await?;
+        let aliases_removed = self.aliases.remove_subject(subject).await?.len();
         if !fresh {
             return Err(AdminError::Refused(vec![format!(
                 "an erasure request for this subject exists already (the tombstone was applied again: {assignments_removed} assignment(s), {aliases_removed} alias(es) removed)"

@@ -114,7 +114,7 @@ pub async fn run_erasure(
     ));
     report.evidence = p
         .erasure()
-        .await
+        .await?
         .run(now + 1_000)
         .await?
         .ok_or("the erasure pass found no pending request")?;

@@ -208,17 +208,22 @@ impl LocalPlatform {
 
 impl LocalPlatform {
     /// The erasure job, configured as `template.yaml` configures it.
-    pub async fn erasure(&self) -> erasure::AwsErasure {
+    pub async fn erasure(&self) -> Result<erasure::AwsErasure> {
         let sdk = moto::sdk_config_for(self.function_endpoint()).await;
         let names = &self.stack.names;
-        erasure::build(
+        Ok(erasure::build(
             &erasure::Config {
                 lake_bucket: names.lake_bucket.clone(),
                 erasure_table: names.erasure_table.clone(),
                 audit_bucket: names.audit_bucket.clone(),
+                staging_bucket: names.staging_bucket.clone(),
+                processed_bucket: names.processed_bucket.clone(),
+                quarantine_bucket: names.quarantine_bucket.clone(),
+                naming_key_secret: names.naming_key_secret.clone(),
             },
             &sdk,
         )
+        .await?)
     }
 }
 

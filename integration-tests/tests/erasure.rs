@@ -10,7 +10,7 @@ use pulselake_local::erasure_scenario::run_erasure;
 use pulselake_local::partner_client::fixture;
 use pulselake_local::partner_scenario::RESEARCH_POLICY;
 use pulselake_local::simulator::FleetConfig;
-use pulselake_local::{LocalPlatform, fhir_schema, onboard, scenario};
+use pulselake_local::{LocalPlatform, fhir_schema, inspect, onboard, scenario};
 
 fn fleet() -> FleetConfig {
     FleetConfig {
@@ -60,8 +60,71 @@ async fn an_erased_patient_is_gone_from_the_lake_with_proof_and_stays_gone() {
     let again = p
         .erasure()
         .await
+        .unwrap()
         .run(pulselake_local::invoke_now_ms())
         .await
         .unwrap();
     assert!(again.is_none(), "the request is done: nothing pending");
+}
+
+/// A patient known by a legacy key (the seed vendor's `P1`): the raw files archived
+/// under that key go too, with every version, and the lake's rows of the patient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_patient_s_raw_files_go_with_their_lake_rows() {
+    let p = LocalPlatform::start(None).await.unwrap();
+    let s = &p.stack;
+    scenario::run_files(&p, &mut |_| {}).await.unwrap();
+    let archived = |keys: Vec<String>| -> Vec<String> {
+        keys.into_iter()
+            .filter(|k| k.starts_with("seed/P1."))
+            .collect()
+    };
+    let before = archived(
+        inspect::list_keys(s, &s.names.processed_bucket, "seed/")
+            .await
+            .unwrap(),
+    );
+    assert!(!before.is_empty(), "the seed sample is archived");
+    let lake_rows = |rows: &[pulselake_domain::Reading<'_>]| {
+        rows.iter()
+            .filter(|r| r.subject_id == "subj-5eed0001")
+            .count()
+    };
+    let lake = inspect::lake(s).await.unwrap();
+    assert_eq!(lake_rows(&lake.rows), 1_440);
+
+    let now = pulselake_local::invoke_now_ms();
+    onboard::request_erasure(s, "subj-5eed0001", now)
+        .await
+        .unwrap();
+    let ev = p
+        .erasure()
+        .await
+        .unwrap()
+        .run(now + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ev.completed && ev.verification.passed, "{ev:?}");
+    assert_eq!(ev.rows_removed, 1_440);
+    assert_eq!(ev.raw_files_deleted, before.len());
+    assert_eq!(ev.verification.copies_left, 0);
+    let after = archived(
+        inspect::list_keys(s, &s.names.processed_bucket, "seed/")
+            .await
+            .unwrap(),
+    );
+    assert!(after.is_empty(), "{after:?}");
+    let versions =
+        s.s3.list_object_versions()
+            .bucket(&s.names.processed_bucket)
+            .prefix("seed/P1.")
+            .send()
+            .await
+            .unwrap();
+    assert!(
+        versions.versions().is_empty(),
+        "no version of the raw file is left"
+    );
+    assert_eq!(lake_rows(&inspect::lake(s).await.unwrap().rows), 0);
 }

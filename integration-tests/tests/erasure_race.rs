@@ -144,6 +144,7 @@ async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
     requests
         .record(&ErasureRequest {
             subject_id: "subj-gone".into(),
+            aliases: Vec::new(),
             request_id: "erasure-race".into(),
             requested_by: "dpo".into(),
             reason: "Art. 17".into(),
@@ -167,6 +168,7 @@ async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
             bucket: s.names.audit_bucket.clone(),
         },
         lake_bucket: lake.clone(),
+        copies: None,
     };
 
     let raced = job.run(AT + 1).await.unwrap().unwrap();

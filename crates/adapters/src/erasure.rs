@@ -19,6 +19,9 @@ pub struct ErasureRequest {
     pub request_id: String,
     pub requested_by: String,
     pub reason: String,
+    /// The legacy patient keys that named the subject (`seed:P1`), removed from the
+    /// alias table at the request: the pass finds the subject's raw files by them.
+    pub aliases: Vec<String>,
     pub requested_at: i64,
     /// When the lake was verified free of the subject; `None` while pending.
     pub completed_at: Option<i64>,
@@ -75,6 +78,11 @@ fn from_item(item: &std::collections::HashMap<String, AttributeValue>) -> Option
         request_id: text("request_id")?,
         requested_by: text("requested_by").unwrap_or_default(),
         reason: text("reason").unwrap_or_default(),
+        aliases: item
+            .get("aliases")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| l.iter().filter_map(|a| a.as_s().ok().cloned()).collect())
+            .unwrap_or_default(),
         requested_at: num("requested_at")?,
         completed_at: num("completed_at"),
         evidence: text("evidence"),
@@ -91,6 +99,10 @@ impl ErasureRequests for DynamoErasures {
             .item("request_id", s(&r.request_id))
             .item("requested_by", s(&r.requested_by))
             .item("reason", s(&r.reason))
+            .item(
+                "aliases",
+                AttributeValue::L(r.aliases.iter().map(|a| s(a)).collect()),
+            )
             .item("requested_at", n(r.requested_at))
             .condition_expression("attribute_not_exists(subject_id)")
             .send()

@@ -104,14 +104,34 @@ impl SubjectAliases for DynamoAliases {
 /// Port: removing every alias of a subject (an erasure request: files naming the
 /// legacy key can no longer be attributed to the subject).
 pub trait AliasAdmin: Send + Sync {
-    /// Returns how many aliases were removed.
-    fn remove_subject(&self, subject: &str)
-    -> impl Future<Output = Result<usize, AwsError>> + Send;
+    /// The aliases naming a subject.
+    fn aliases_of(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+    /// Returns the aliases removed.
+    fn remove_subject(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
 }
 
 impl AliasAdmin for DynamoAliases {
-    async fn remove_subject(&self, subject: &str) -> Result<usize, AwsError> {
-        let mut removed = 0;
+    async fn remove_subject(&self, subject: &str) -> Result<Vec<String>, AwsError> {
+        let aliases = self.aliases_of(subject).await?;
+        for alias in &aliases {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("alias", AttributeValue::S(alias.clone()))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("dynamodb:DeleteItem", e))?;
+        }
+        Ok(aliases)
+    }
+
+    async fn aliases_of(&self, subject: &str) -> Result<Vec<String>, AwsError> {
         let mut pages = self
             .client
             .scan()
@@ -129,17 +149,8 @@ impl AliasAdmin for DynamoAliases {
                     .filter_map(|i| i.get("alias").and_then(|v| v.as_s().ok()).cloned()),
             );
         }
-        for alias in aliases {
-            self.client
-                .delete_item()
-                .table_name(&self.table)
-                .key("alias", AttributeValue::S(alias))
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("dynamodb:DeleteItem", e))?;
-            removed += 1;
-        }
-        Ok(removed)
+        aliases.sort();
+        Ok(aliases)
     }
 }
 
@@ -147,11 +158,27 @@ impl AliasAdmin for DynamoAliases {
 pub struct MemoryAliases(pub HashMap<String, String>);
 
 impl AliasAdmin for std::sync::Mutex<MemoryAliases> {
-    async fn remove_subject(&self, subject: &str) -> Result<usize, AwsError> {
+    async fn aliases_of(&self, subject: &str) -> Result<Vec<String>, AwsError> {
+        let m = self.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<String> =
+            m.0.iter()
+                .filter(|(_, s)| *s == subject)
+                .map(|(a, _)| a.clone())
+                .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn remove_subject(&self, subject: &str) -> Result<Vec<String>, AwsError> {
         let mut m = self.lock().unwrap_or_else(|p| p.into_inner());
-        let before = m.0.len();
+        let mut removed: Vec<String> =
+            m.0.iter()
+                .filter(|(_, s)| *s == subject)
+                .map(|(a, _)| a.clone())
+                .collect();
+        removed.sort();
         m.0.retain(|_, s| s != subject);
-        Ok(before - m.0.len())
+        Ok(removed)
     }
 }
 

@@ -7,6 +7,10 @@ pub struct Config {
     pub lake_bucket: String,
     pub erasure_table: String,
     pub audit_bucket: String,
+    pub staging_bucket: String,
+    pub processed_bucket: String,
+    pub quarantine_bucket: String,
+    pub naming_key_secret: String,
 }
 
 impl Config {
@@ -15,6 +19,10 @@ impl Config {
             lake_bucket: env_var("LAKE_BUCKET")?,
             erasure_table: env_var("ERASURE_TABLE")?,
             audit_bucket: env_var("AUDIT_BUCKET")?,
+            staging_bucket: env_var("STAGING_BUCKET")?,
+            processed_bucket: env_var("PROCESSED_BUCKET")?,
+            quarantine_bucket: env_var("QUARANTINE_BUCKET")?,
+            naming_key_secret: env_var("NAMING_KEY_SECRET")?,
         })
     }
 }

@@ -14,12 +14,16 @@ use pulselake_adapters::{
 };
 
 pub use config::Config;
-pub use pass::{Erasure, ErasureEvidence, RewrittenFile, Verification};
+pub use pass::{Copies, Erasure, ErasureEvidence, RewrittenFile, Verification};
 
 pub type AwsErasure = Erasure<S3Objects, DynamoErasures, BucketAuditLog<S3Objects>>;
 
-pub fn build(config: &Config, sdk: &SdkConfig) -> AwsErasure {
-    Erasure {
+/// Builds the job once per cold start (the naming key is read now).
+pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<AwsErasure, AwsError> {
+    let naming = pulselake_adapters::secrets::read_secret(sdk, &config.naming_key_secret, None)
+        .await?
+        .into_bytes();
+    Ok(Erasure {
         objects: S3Objects::from_config(sdk),
         requests: DynamoErasures::from_config(sdk, &config.erasure_table),
         audit: BucketAuditLog {
@@ -27,7 +31,13 @@ pub fn build(config: &Config, sdk: &SdkConfig) -> AwsErasure {
             bucket: config.audit_bucket.clone(),
         },
         lake_bucket: config.lake_bucket.clone(),
-    }
+        copies: Some(Copies {
+            staging_bucket: config.staging_bucket.clone(),
+            processed_bucket: config.processed_bucket.clone(),
+            quarantine_bucket: config.quarantine_bucket.clone(),
+            naming: pulselake_domain::NamingKey::new(naming),
+        }),
+    })
 }
 
 /// A pass that could not list, read its requests or write its evidence; the schedule
@@ -128,12 +138,14 @@ mod tests {
             requests: MemoryErasures::default(),
             audit: MemoryAuditLog::default(),
             lake_bucket: LAKE.into(),
+            copies: None,
         }
     }
 
     fn request(subject: &str) -> ErasureRequest {
         ErasureRequest {
             subject_id: subject.into(),
+            aliases: Vec::new(),
             request_id: format!("req-{subject}"),
             requested_by: "dpo@example.org".into(),
             reason: "GDPR Art. 17".into(),

@@ -8,7 +8,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env()?;
     let sdk = pulselake_adapters::load_config().await;
-    let job = build(&config, &sdk);
+    let job = build(&config, &sdk).await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         function_handler(event, &job)
     }))

@@ -27,6 +27,17 @@ pub struct Erasure<O, E, A> {
     pub requests: E,
     pub audit: A,
     pub lake_bucket: String,
+    /// Where copies outside the lake live (raw files, their quarantine reports).
+    pub copies: Option<Copies>,
+}
+
+/// The buckets that hold copies of a subject's data outside the lake, and the key
+/// file-ingest names its quarantine reports with.
+pub struct Copies {
+    pub staging_bucket: String,
+    pub processed_bucket: String,
+    pub quarantine_bucket: String,
+    pub naming: pulselake_domain::NamingKey,
 }
 
 /// One rewritten file (a new version of the same key), or one removed whole.
@@ -47,6 +58,8 @@ pub struct Verification {
     pub object_versions_read: usize,
     /// Rows of the subjects found in any version of any file of those partitions.
     pub subject_rows_left: u64,
+    /// Raw files and quarantine reports of the subjects still there.
+    pub copies_left: usize,
     /// Rewritten files whose rows are not exactly the rows kept.
     pub files_changed_otherwise: usize,
     pub passed: bool,
@@ -65,6 +78,10 @@ pub struct ErasureEvidence {
     pub rows_removed: u64,
     pub files_rewritten: Vec<RewrittenFile>,
     pub old_versions_deleted: usize,
+    /// Archived raw files of the subjects (named by their legacy keys) and the
+    /// quarantine reports of those files, deleted with every version.
+    pub raw_files_deleted: usize,
+    pub quarantine_objects_deleted: usize,
     /// Files that could not be read or rewritten (nothing of them was deleted).
     pub failures: Vec<String>,
     pub verification: Verification,
@@ -122,7 +139,33 @@ where
                 Err(e) => ev.failures.push(format!("{key}: {e}")),
             }
         }
+        if let Some(c) = &self.copies {
+            for (bucket, keys) in self.copies_of(c, &pending).await? {
+                for key in &keys {
+                    let versions = self.objects.list_versions(&bucket, key).await?;
+                    let mine: Vec<ObjectVersion> =
+                        versions.into_iter().filter(|v| &v.key == key).collect();
+                    for batch in mine.chunks(pulselake_adapters::DELETE_BATCH) {
+                        self.objects.delete_versions(&bucket, batch).await?;
+                    }
+                }
+                if bucket == c.processed_bucket {
+                    ev.raw_files_deleted += keys.len();
+                } else {
+                    ev.quarantine_objects_deleted += keys.len();
+                }
+            }
+        }
         ev.verification = self.verify(&touched, &subjects, &kept).await?;
+        if let Some(c) = &self.copies {
+            ev.verification.copies_left = self
+                .copies_of(c, &pending)
+                .await?
+                .iter()
+                .map(|(_, keys)| keys.len())
+                .sum();
+            ev.verification.passed &= ev.verification.copies_left == 0;
+        }
         ev.completed = ev.verification.passed && ev.failures.is_empty();
         ev.seconds = started.elapsed().as_secs_f64();
         let record =
@@ -243,6 +286,54 @@ where
             }
         }
         Ok((holds_subject, result))
+    }
+
+    /// The subjects' raw files in the archive (a seed file's name starts with the
+    /// patient key of its `seed:` alias) and the quarantine reports file-ingest wrote
+    /// for them (named by the keyed reference of the staged file's key).
+    async fn copies_of(
+        &self,
+        c: &Copies,
+        pending: &[pulselake_adapters::ErasureRequest],
+    ) -> Result<Vec<(String, Vec<String>)>, AwsError> {
+        let patients: BTreeSet<&str> = pending
+            .iter()
+            .flat_map(|r| &r.aliases)
+            .filter_map(|a| a.strip_prefix("seed:"))
+            .collect();
+        if patients.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: Vec<String> = self
+            .objects
+            .list(&c.processed_bucket, "seed/")
+            .await?
+            .into_iter()
+            .filter(|k| {
+                let name = k.rsplit('/').next().unwrap_or_default();
+                name.split('.').next().is_some_and(|p| patients.contains(p))
+            })
+            .collect();
+        let refs: Vec<String> = raw
+            .iter()
+            .map(|k| {
+                format!(
+                    "/{}-",
+                    c.naming.reference(&format!("{}/{k}", c.staging_bucket))
+                )
+            })
+            .collect();
+        let reports: Vec<String> = self
+            .objects
+            .list(&c.quarantine_bucket, "files/")
+            .await?
+            .into_iter()
+            .filter(|k| refs.iter().any(|r| k.contains(r.as_str())))
+            .collect();
+        Ok(vec![
+            (c.processed_bucket.clone(), raw),
+            (c.quarantine_bucket.clone(), reports),
+        ])
     }
 
     /// Two ranged reads (the last 8 bytes, then the footer): whether the footer's

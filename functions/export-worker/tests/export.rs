@@ -821,6 +821,7 @@ async fn a_tombstoned_subject_is_never_exported_even_before_the_lake_is_rewritte
         .erasures
         .record(&ErasureRequest {
             subject_id: "subject-adult-7".into(),
+            aliases: Vec::new(),
             request_id: "erasure-1".into(),
             requested_by: "dpo".into(),
             reason: "Art. 17".into(),
