@@ -27,11 +27,18 @@ async fn schemathesis_finds_the_api_true_to_its_openapi_document() {
     let report =
         std::env::temp_dir().join(format!("pulselake-schemathesis-{}", std::process::id()));
     let base_url = api.base_url.clone();
+    let scratch = report.clone();
     let out = tokio::task::spawn_blocking(move || {
+        // Run where its cache (`.schemathesis/`) cannot land in the repository.
+        std::fs::create_dir_all(&report).ok();
         Command::new(&schemathesis)
-            .current_dir(&root)
-            .args(["--config-file", "api/schemathesis.toml", "--no-color"])
-            .args(["run", "api/openapi.yaml", "--url", &base_url])
+            .current_dir(&report)
+            .arg("--config-file")
+            .arg(root.join("api/schemathesis.toml"))
+            .arg("--no-color")
+            .arg("run")
+            .arg(root.join("api/openapi.yaml"))
+            .args(["--url", &base_url])
             .args(["--header", &format!("Authorization: Bearer {token}")])
             .args(["--max-examples", "30", "--seed", "20261130"])
             .args(["--report-dir"])
@@ -47,4 +54,5 @@ async fn schemathesis_finds_the_api_true_to_its_openapi_document() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "schemathesis found problems:\n{text}");
+    let _ = std::fs::remove_dir_all(&scratch);
 }
