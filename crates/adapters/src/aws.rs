@@ -70,3 +70,20 @@ pub enum ConfigError {
     #[error("configuration: environment variable {name}: {why}")]
     Invalid { name: String, why: String },
 }
+
+/// Every item a Scan returns, page after page (the request as the caller built it:
+/// table, filter, consistency).
+pub async fn scan_items(
+    request: aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder,
+) -> Result<
+    Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+    crate::AwsError,
+> {
+    let mut out = Vec::new();
+    let mut pages = request.into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| crate::AwsError::from_sdk("dynamodb:Scan", e))?;
+        out.extend(page.items().iter().cloned());
+    }
+    Ok(out)
+}

@@ -120,19 +120,13 @@ impl ErasureRequests for DynamoErasures {
     }
 
     async fn all(&self) -> Result<Vec<ErasureRequest>, AwsError> {
-        let mut out = Vec::new();
-        let mut pages = self
+        let scan = self
             .client
             .scan()
             .table_name(&self.table)
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
-            out.extend(page.items().iter().filter_map(from_item));
-        }
-        Ok(out)
+            .consistent_read(true);
+        let items = crate::aws::scan_items(scan).await?;
+        Ok(items.iter().filter_map(from_item).collect())
     }
 
     async fn complete(&self, subject_id: &str, at: i64, evidence: &str) -> Result<(), AwsError> {

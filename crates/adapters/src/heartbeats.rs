@@ -110,21 +110,11 @@ impl Heartbeats for DynamoHeartbeats {
     }
 
     async fn all(&self) -> Result<Vec<(String, Heartbeat)>, AwsError> {
-        const OP: &str = "dynamodb:Scan";
         let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk(OP, e))?;
-            for item in page.items() {
-                match decode(item) {
-                    Some(hb) => out.push(hb),
-                    None => tracing::warn!("a heartbeat item is malformed; skipped"),
-                }
+        for item in crate::aws::scan_items(self.client.scan().table_name(&self.table)).await? {
+            match decode(&item) {
+                Some(hb) => out.push(hb),
+                None => tracing::warn!("a heartbeat item is malformed; skipped"),
             }
         }
         Ok(out)

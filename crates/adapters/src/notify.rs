@@ -132,23 +132,17 @@ impl AliasAdmin for DynamoAliases {
     }
 
     async fn aliases_of(&self, subject: &str) -> Result<Vec<String>, AwsError> {
-        let mut pages = self
+        let scan = self
             .client
             .scan()
             .table_name(&self.table)
             .filter_expression("subject_id = :s")
-            .expression_attribute_values(":s", AttributeValue::S(subject.to_owned()))
-            .into_paginator()
-            .send();
-        let mut aliases = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
-            aliases.extend(
-                page.items()
-                    .iter()
-                    .filter_map(|i| i.get("alias").and_then(|v| v.as_s().ok()).cloned()),
-            );
-        }
+            .expression_attribute_values(":s", AttributeValue::S(subject.to_owned()));
+        let mut aliases: Vec<String> = crate::aws::scan_items(scan)
+            .await?
+            .iter()
+            .filter_map(|i| i.get("alias").and_then(|v| v.as_s().ok()).cloned())
+            .collect();
         aliases.sort();
         Ok(aliases)
     }

@@ -111,17 +111,8 @@ impl Partners for DynamoPartners {
     }
 
     async fn all(&self) -> Result<Vec<Partner>, AwsError> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
-            out.extend(page.items().iter().filter_map(decode));
-        }
+        let items = crate::aws::scan_items(self.client.scan().table_name(&self.table)).await?;
+        let mut out: Vec<Partner> = items.iter().filter_map(decode).collect();
         out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         Ok(out)
     }

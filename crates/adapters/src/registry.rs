@@ -304,17 +304,8 @@ impl RegistryAdmin for DynamoRegistry {
     }
 
     async fn all(&self) -> Result<Vec<DeviceRecord>, AwsError> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("dynamodb:Scan", e))?;
-            out.extend(page.items().iter().filter_map(device_from_item));
-        }
+        let items = crate::aws::scan_items(self.client.scan().table_name(&self.table)).await?;
+        let mut out: Vec<DeviceRecord> = items.iter().filter_map(device_from_item).collect();
         out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
         Ok(out)
     }
