@@ -139,6 +139,23 @@ async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
         .await
         .unwrap();
 
+    // A file a corrected upload replaced earlier: deleted, its old version still there.
+    let replaced = format!("readings/{part}/upload-3.parquet");
+    let old = encode_readings(&rows("subj-gone", 2, 500), FileLayout::default()).unwrap();
+    s.s3.put_object()
+        .bucket(&lake)
+        .key(&replaced)
+        .body(old.into())
+        .send()
+        .await
+        .unwrap();
+    s.s3.delete_object()
+        .bucket(&lake)
+        .key(&replaced)
+        .send()
+        .await
+        .unwrap();
+
     let sdk = moto::sdk_config_for(p.function_endpoint()).await;
     let requests = DynamoErasures::from_config(&sdk, &s.names.erasure_table);
     requests

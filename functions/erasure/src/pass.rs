@@ -118,11 +118,16 @@ where
         };
         let mut touched: BTreeSet<Partition> = BTreeSet::new();
         let mut kept: BTreeMap<String, (u64, String, Vec<usize>)> = BTreeMap::new();
-        for key in self
+        // Every key that has any version, including files deleted since (a replaced
+        // upload's old outputs live on as older versions until they expire).
+        let keys: BTreeSet<String> = self
             .objects
-            .list(&self.lake_bucket, READINGS_PREFIX)
+            .list_versions(&self.lake_bucket, READINGS_PREFIX)
             .await?
-        {
+            .into_iter()
+            .map(|v| v.key)
+            .collect();
+        for key in keys {
             let Some(p) = Partition::from_object_key(&key) else {
                 continue;
             };
