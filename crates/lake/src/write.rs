@@ -112,7 +112,7 @@ pub(crate) fn encode_with(
     check(schema, values, rows)?;
     let mut out = Vec::with_capacity(rows * 40 + 4096);
     let mut file = GroupWriter::with_schema(&mut out, schema, layout)?;
-    file.write_values(values, rows)?;
+    file.write_groups(values, rows, true)?;
     file.finish()?;
     Ok(out)
 }
@@ -152,10 +152,23 @@ impl<'s, W: Write + Send> GroupWriter<'s, W> {
     }
 
     fn write_values(&mut self, values: &[Values<'_, '_>], rows: usize) -> Result<(), LakeError> {
+        self.write_groups(values, rows, false)
+    }
+
+    /// `empty_group`: a batch of no rows still writes one (empty) row group, as a whole
+    /// file of no rows has always had.
+    fn write_groups(
+        &mut self,
+        values: &[Values<'_, '_>],
+        rows: usize,
+        empty_group: bool,
+    ) -> Result<(), LakeError> {
         let group = self.layout.row_group_rows.max(1);
         let texts: Vec<Option<TextColumn>> = values.iter().map(TextColumn::of).collect();
         let mut start = 0;
-        while start < rows {
+        let mut groups = 0;
+        while start < rows || (empty_group && groups == 0) {
+            groups += 1;
             let end = (start + group).min(rows);
             let mut rg = self.file.next_row_group()?;
             for (i, v) in values.iter().enumerate() {

@@ -78,3 +78,10 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_file_of_no_rows_has_one_empty_row_group() {
+    let file = Bytes::from(encode_readings(&[], FileLayout::default()).unwrap());
+    let lake = LakeFile::open(file, Metric::Glucose).unwrap();
+    assert_eq!((lake.rows(), lake.row_groups()), (0, 1));
+}
