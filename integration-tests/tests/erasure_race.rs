@@ -1,9 +1,10 @@
 //! Erasure and a corrected re-upload at once, on a versioned lake bucket (as deployed):
-//! while the pass reads a file, file-ingest writes a new version of it. The pass must not
-//! put its rewrite over the new version (that would hide the correction): it leaves the
-//! file for the next pass and keeps the request pending; the next pass erases the
-//! subject from the new version. Neither change is lost, and no version of the file
-//! holds the subject in the end.
+//! after the pass has read and rewritten a file, and checked that it did not change,
+//! file-ingest writes a new version of it, just before the pass puts its rewrite. The
+//! put is conditional (If-Match on the ETag read) and S3 refuses it: the rewrite never
+//! hides the correction; the pass leaves the file for the next pass and keeps the
+//! request pending; the next pass erases the subject from the new version. Neither
+//! change is lost, and no version of the file holds the subject in the end.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use erasure::Erasure;
 use pulselake_adapters::{
     AwsError, BucketAuditLog, DynamoErasures, ErasureRequest, ErasureRequests, ObjectBody,
-    ObjectReader, ObjectVersion, ObjectWriter, S3Objects, VersionedObjects,
+    ObjectReader, ObjectUploads, ObjectVersion, ObjectWriter, S3Objects, VersionedObjects,
 };
 use pulselake_domain::{Metric, Partition, Reading, ReadingId, Source};
 use pulselake_lake::{FileLayout, encode_readings, read_readings};
@@ -38,7 +39,7 @@ fn rows(subject: &str, n: i64, from: i64) -> Vec<Reading<'static>> {
 }
 
 /// The S3 adapter, with file-ingest writing `replacement` to `key` the first time the
-/// pass opens it (between the pass's listing and its rewrite).
+/// pass puts a rewrite of it (after every check the pass makes itself).
 struct Racing {
     inner: S3Objects,
     bucket: String,
@@ -49,12 +50,6 @@ struct Racing {
 
 impl ObjectReader for Racing {
     async fn open(&self, b: &str, k: &str, v: Option<&str>) -> Result<ObjectBody, AwsError> {
-        if k == self.key && !self.fired.swap(true, Ordering::SeqCst) {
-            let body = self.replacement.clone();
-            self.inner
-                .put(&self.bucket, k, body, "application/vnd.apache.parquet")
-                .await?;
-        }
         self.inner.open(b, k, v).await
     }
     async fn list(&self, b: &str, p: &str) -> Result<Vec<String>, AwsError> {
@@ -84,6 +79,56 @@ impl ObjectWriter for Racing {
     }
     async fn delete(&self, b: &str, k: &str, v: Option<&str>) -> Result<(), AwsError> {
         self.inner.delete(b, k, v).await
+    }
+}
+
+impl ObjectUploads for Racing {
+    async fn start_upload(&self, b: &str, k: &str, ct: &str) -> Result<String, AwsError> {
+        self.inner.start_upload(b, k, ct).await
+    }
+    async fn upload_part(
+        &self,
+        b: &str,
+        k: &str,
+        id: &str,
+        n: i32,
+        body: Vec<u8>,
+    ) -> Result<String, AwsError> {
+        self.inner.upload_part(b, k, id, n, body).await
+    }
+    async fn complete_upload(
+        &self,
+        b: &str,
+        k: &str,
+        id: &str,
+        parts: &[(i32, String)],
+        if_match: &str,
+    ) -> Result<bool, AwsError> {
+        self.inner.complete_upload(b, k, id, parts, if_match).await
+    }
+    async fn abort_upload(&self, b: &str, k: &str, id: &str) -> Result<(), AwsError> {
+        self.inner.abort_upload(b, k, id).await
+    }
+    async fn put_if_match(
+        &self,
+        b: &str,
+        k: &str,
+        body: Vec<u8>,
+        ct: &str,
+        if_match: &str,
+    ) -> Result<bool, AwsError> {
+        if k == self.key && !self.fired.swap(true, Ordering::SeqCst) {
+            let correction = self.replacement.clone();
+            self.inner
+                .put(
+                    &self.bucket,
+                    k,
+                    correction,
+                    "application/vnd.apache.parquet",
+                )
+                .await?;
+        }
+        self.inner.put_if_match(b, k, body, ct, if_match).await
     }
 }
 
@@ -186,9 +231,14 @@ async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
         },
         lake_bucket: lake.clone(),
         copies: None,
+        part_bytes: erasure::pass::PART_BYTES,
     };
 
     let raced = job.run(AT + 1).await.unwrap().unwrap();
+    assert!(
+        job.objects.fired.load(Ordering::SeqCst),
+        "the race happened"
+    );
     assert!(!raced.completed, "{raced:?}");
     assert!(
         raced.failures.iter().any(|f| f.contains("changed while")),
@@ -242,4 +292,97 @@ async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
             v.version_id()
         );
     }
+}
+
+/// A file larger than a part leaves as a multipart upload, completed over the version
+/// read; on the local S3 the new version reads back as every other row, in order, and
+/// no upload is left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_larger_than_a_part_is_rewritten_by_a_multipart_upload() {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let p = LocalPlatform::start(None).await.unwrap();
+    let s = &p.stack;
+    let lake = s.names.lake_bucket.clone();
+    s.s3.put_bucket_versioning()
+        .bucket(&lake)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let part = Partition::of(Metric::HeartRate, AT);
+    let key = format!("readings/{part}/firehose-1.parquet");
+    // Arrival order: every row group holds both subjects, so every group is rewritten.
+    let mut all: Vec<_> = [rows("subj-gone", 200_000, 0), rows("subj-kept", 200_000, 0)].concat();
+    all.sort_by_key(|r| r.measured_at);
+    let file = encode_readings(&all, FileLayout::default()).unwrap();
+    assert!(
+        file.len() > 2 * pulselake_adapters::MIN_PART,
+        "{} bytes",
+        file.len()
+    );
+    s.s3.put_object()
+        .bucket(&lake)
+        .key(&key)
+        .body(file.into())
+        .send()
+        .await
+        .unwrap();
+    let sdk = moto::sdk_config_for(p.function_endpoint()).await;
+    let requests = DynamoErasures::from_config(&sdk, &s.names.erasure_table);
+    requests
+        .record(&ErasureRequest {
+            subject_id: "subj-gone".into(),
+            aliases: Vec::new(),
+            request_id: "erasure-big".into(),
+            requested_by: "dpo".into(),
+            reason: "Art. 17".into(),
+            requested_at: AT,
+            completed_at: None,
+            evidence: None,
+        })
+        .await
+        .unwrap();
+    let job = Erasure {
+        objects: S3Objects::from_config(&sdk),
+        requests,
+        audit: BucketAuditLog {
+            writer: S3Objects::from_config(&sdk),
+            bucket: s.names.audit_bucket.clone(),
+        },
+        lake_bucket: lake.clone(),
+        copies: None,
+        part_bytes: pulselake_adapters::MIN_PART,
+    };
+    let ev = job.run(AT + 1).await.unwrap().unwrap();
+    assert!(ev.completed && ev.verification.passed, "{ev:?}");
+    assert_eq!(ev.rows_removed, 200_000);
+    let current = read_readings(
+        inspect::get_bytes(s, &lake, &key).await.unwrap(),
+        Metric::HeartRate,
+    )
+    .unwrap();
+    let expected: Vec<_> = all
+        .into_iter()
+        .filter(|r| r.subject_id != "subj-gone")
+        .collect();
+    assert!(current == expected, "every other row, in order");
+    let versions =
+        s.s3.list_object_versions()
+            .bucket(&lake)
+            .prefix(&key)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(versions.versions().len(), 1, "the old version is gone");
+    let open =
+        s.s3.list_multipart_uploads()
+            .bucket(&lake)
+            .send()
+            .await
+            .unwrap();
+    assert!(open.uploads().is_empty(), "no upload left open");
 }

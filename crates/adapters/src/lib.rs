@@ -27,6 +27,7 @@ pub mod s3_events;
 pub mod secrets;
 pub mod shared;
 pub mod signing;
+pub mod uploads;
 pub mod versions;
 
 pub use alerts::{
@@ -59,6 +60,7 @@ pub use registry::{
 pub use retry::{Backoff, RetryPolicy, with_retries};
 pub use secrets::{MemorySecrets, Secrets, SecretsAdmin, SecretsManager};
 pub use signing::{KmsSigner, TokenSigner};
+pub use uploads::{MIN_PART, ObjectUploads};
 pub use versions::{DELETE_BATCH, ObjectVersion, VersionedObjects};
 
 /// Now, in epoch seconds (DynamoDB TTL attributes and expiry conditions).

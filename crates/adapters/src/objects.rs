@@ -301,9 +301,49 @@ impl ObjectWriter for S3Objects {
 #[derive(Default)]
 pub struct MemoryObjects {
     buckets: Mutex<BTreeMap<(String, String), bytes::Bytes>>,
+    /// Multipart uploads in progress: their parts by number.
+    uploads: Mutex<BTreeMap<String, BTreeMap<i32, Vec<u8>>>>,
 }
 
 impl MemoryObjects {
+    /// An object's ETag: a digest of its bytes, as S3's is for a single-part upload.
+    pub fn etag(&self, bucket: &str, key: &str) -> Option<String> {
+        use sha2::Digest;
+        self.get(bucket, key)
+            .map(|b| hex::encode(&sha2::Sha256::digest(&b)[..16]))
+    }
+
+    pub(crate) fn new_upload(&self) -> String {
+        let mut u = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let id = format!("upload-{}", u.len() + 1 + fastrand::usize(..1_000_000));
+        u.insert(id.clone(), BTreeMap::new());
+        id
+    }
+
+    pub(crate) fn add_part(&self, upload: &str, number: i32, body: Vec<u8>) -> Option<String> {
+        use sha2::Digest;
+        let etag = hex::encode(&sha2::Sha256::digest(&body)[..16]);
+        let mut u = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        u.get_mut(upload)?.insert(number, body);
+        Some(etag)
+    }
+
+    /// Ends an upload: its parts joined in the order named (`None` when unknown).
+    pub(crate) fn take_upload(&self, upload: &str, parts: &[(i32, String)]) -> Option<Vec<u8>> {
+        let mut u = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = u.remove(upload)?;
+        let mut body = Vec::new();
+        for (n, _) in parts {
+            body.extend(held.remove(n)?);
+        }
+        Some(body)
+    }
+
+    /// Uploads started and neither completed nor aborted.
+    pub fn open_uploads(&self) -> usize {
+        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     pub fn insert(&self, bucket: &str, key: &str, body: impl Into<bytes::Bytes>) {
         self.buckets
             .lock()

@@ -19,6 +19,8 @@ pub struct ObjectVersion {
     /// The current version of its key (a delete marker may be current too).
     pub latest: bool,
     pub delete_marker: bool,
+    /// The version's ETag (a conditional write names it); `None` for a delete marker.
+    pub etag: Option<String>,
 }
 
 /// S3 deletes at most this many versions per call.
@@ -80,9 +82,11 @@ impl VersionedObjects for S3Objects {
                     size: 0,
                     latest: latest == Some(true),
                     delete_marker: false,
+                    etag: None,
                 };
             out.extend(page.versions().iter().map(|v| ObjectVersion {
                 size: v.size().unwrap_or(0).max(0) as u64,
+                etag: v.e_tag().map(str::to_owned),
                 ..version(v.key(), v.version_id(), v.is_latest())
             }));
             out.extend(page.delete_markers().iter().map(|m| ObjectVersion {
@@ -201,6 +205,7 @@ impl VersionedObjects for MemoryObjects {
             .into_iter()
             .map(|key| ObjectVersion {
                 size: self.get(bucket, &key).map_or(0, |b| b.len() as u64),
+                etag: self.etag(bucket, &key),
                 key,
                 version_id: None,
                 latest: true,

@@ -1,12 +1,21 @@
 //! Reading lake files back, a row group at a time, with the `parquet` crate's column
 //! readers: bounded memory for any file size (a rewrite holds one row group), and the
 //! footer's statistics without reading any data.
+//!
+//! A [`LakeFile`] is its footer plus the bytes held of it: the whole file, or one row
+//! group (or one column chunk) fetched by a ranged read, so a file of any size can be
+//! read in the memory of its largest row group.
 
-use bytes::Bytes;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
 use parquet::column::reader::ColumnReader;
 use parquet::data_type::ByteArray;
-use parquet::file::metadata::RowGroupMetaData;
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData};
+use parquet::file::properties::{ReaderProperties, ReaderPropertiesPtr};
+use parquet::file::reader::{ChunkReader, Length, RowGroupReader};
+use parquet::file::serialized_reader::SerializedRowGroupReader;
 use parquet::file::statistics::Statistics;
 use pulselake_domain::{Metric, Reading, ReadingId, Source};
 
@@ -50,11 +59,58 @@ impl RawColumn {
     }
 }
 
-/// An open lake file: footer read, data read on demand.
-pub struct LakeFile {
-    reader: SerializedFileReader<Bytes>,
-    /// The file's bytes (row groups are copied from them verbatim by a rewrite).
+/// The bytes held of a file: one contiguous range of it (the whole file, a row group,
+/// a column chunk), at its offset in the file. Reads outside it are errors, not panics.
+#[derive(Clone)]
+pub(crate) struct Window {
+    file_len: u64,
+    start: u64,
     bytes: Bytes,
+}
+
+impl Window {
+    fn slice(&self, start: u64, len: usize) -> parquet::errors::Result<Bytes> {
+        let from = start.checked_sub(self.start);
+        let to = from.and_then(|f| f.checked_add(len as u64));
+        match (from, to) {
+            (Some(f), Some(t)) if t <= self.bytes.len() as u64 => {
+                Ok(self.bytes.slice(f as usize..t as usize))
+            }
+            _ => Err(ParquetError::General(format!(
+                "bytes {start}..+{len} of the file are not held (held: {}..+{})",
+                self.start,
+                self.bytes.len()
+            ))),
+        }
+    }
+}
+
+impl Length for Window {
+    fn len(&self) -> u64 {
+        self.file_len
+    }
+}
+
+impl ChunkReader for Window {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        let held_to = self.start + self.bytes.len() as u64;
+        Ok(self
+            .slice(start, held_to.saturating_sub(start) as usize)?
+            .reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.slice(start, length)
+    }
+}
+
+/// An open lake file: its footer, and the bytes held of it.
+pub struct LakeFile {
+    meta: Arc<ParquetMetaData>,
+    data: Arc<Window>,
+    props: ReaderPropertiesPtr,
     metric: Metric,
 }
 
@@ -62,71 +118,150 @@ fn bad(column: &'static str, problem: String) -> LakeError {
     LakeError::Column { column, problem }
 }
 
+fn subject_column() -> usize {
+    COLUMNS
+        .iter()
+        .position(|c| c.name == "subject_id")
+        .unwrap_or(1)
+}
+
 impl LakeFile {
-    /// Opens a file of partition `metric` (a partition key, not a column) and checks
-    /// that its columns are the lake's.
+    /// Opens a whole file of partition `metric` (a partition key, not a column) and
+    /// checks that its columns are the lake's.
     pub fn open(file: Bytes, metric: Metric) -> Result<LakeFile, LakeError> {
-        let reader = SerializedFileReader::new(file.clone())?;
-        let schema = reader.metadata().file_metadata().schema_descr();
+        let meta = ParquetMetaDataReader::new().parse_and_finish(&file)?;
+        let len = file.len() as u64;
+        LakeFile::with_metadata(meta, len, metric, file)
+    }
+
+    /// Opens a file from its footer alone (the metadata between the data and the last 8
+    /// bytes) and its length: no data is held until [`LakeFile::hold`].
+    pub fn from_footer(
+        footer: &[u8],
+        file_len: u64,
+        metric: Metric,
+    ) -> Result<LakeFile, LakeError> {
+        let meta = ParquetMetaDataReader::decode_metadata(footer)?;
+        LakeFile::with_metadata(meta, file_len, metric, Bytes::new())
+    }
+
+    fn with_metadata(
+        meta: ParquetMetaData,
+        file_len: u64,
+        metric: Metric,
+        bytes: Bytes,
+    ) -> Result<LakeFile, LakeError> {
+        let schema = meta.file_metadata().schema_descr();
         let names: Vec<&str> = schema.columns().iter().map(|c| c.name()).collect();
         let expected: Vec<&str> = COLUMNS.iter().map(|c| c.name).collect();
         if names != expected {
             return Err(bad("*", format!("unexpected columns {names:?}")));
         }
+        for g in meta.row_groups() {
+            for c in g.columns() {
+                let (start, len) = c.byte_range();
+                if start.checked_add(len).is_none_or(|end| end > file_len) {
+                    return Err(bad("*", "a column chunk lies outside the file".into()));
+                }
+            }
+        }
         Ok(LakeFile {
-            reader,
-            bytes: file,
+            meta: Arc::new(meta),
+            data: Arc::new(Window {
+                file_len,
+                start: 0,
+                bytes,
+            }),
+            props: Arc::new(ReaderProperties::builder().build()),
             metric,
         })
     }
 
-    /// The file's bytes and row group `i`'s metadata: what a verbatim copy needs.
-    pub(crate) fn group_source(&self, i: usize) -> (&Bytes, &RowGroupMetaData) {
-        (&self.bytes, self.reader.metadata().row_group(i))
+    /// The byte range (start, end exclusive) of row group `i`'s column chunks: what a
+    /// ranged read fetches to read or copy the group.
+    pub fn group_range(&self, i: usize) -> (u64, u64) {
+        span(
+            self.meta
+                .row_group(i)
+                .columns()
+                .iter()
+                .map(|c| c.byte_range()),
+        )
+    }
+
+    /// The byte range of row group `i`'s `subject_id` column chunk alone.
+    pub fn subject_chunk_range(&self, i: usize) -> (u64, u64) {
+        span(std::iter::once(
+            self.meta.row_group(i).column(subject_column()).byte_range(),
+        ))
+    }
+
+    /// Holds `bytes`, the file's bytes from offset `start` (a range fetched for a row
+    /// group or a column chunk), in place of what was held.
+    pub fn hold(&mut self, start: u64, bytes: Bytes) {
+        self.data = Arc::new(Window {
+            file_len: self.data.file_len,
+            start,
+            bytes,
+        });
+    }
+
+    fn group_reader(&self, i: usize) -> Result<SerializedRowGroupReader<'_, Window>, LakeError> {
+        Ok(SerializedRowGroupReader::new(
+            Arc::clone(&self.data),
+            self.meta.row_group(i),
+            self.meta.page_index_for_row_group(i),
+            Arc::clone(&self.props),
+        )?)
+    }
+
+    /// What a verbatim copy of row group `i` needs: the bytes held and its metadata.
+    pub(crate) fn group_source(&self, i: usize) -> (&Window, &RowGroupMetaData) {
+        (&self.data, self.meta.row_group(i))
     }
 
     /// The stored (compressed) bytes of row group `i`'s column chunks, in order.
-    pub fn group_bytes(&self, i: usize) -> Vec<Bytes> {
-        self.reader
-            .metadata()
+    pub fn group_bytes(&self, i: usize) -> Result<Vec<Bytes>, LakeError> {
+        self.meta
             .row_group(i)
             .columns()
             .iter()
             .map(|c| {
                 let (start, len) = c.byte_range();
-                self.bytes.slice(start as usize..(start + len) as usize)
+                Ok(self.data.slice(start, len as usize)?)
             })
             .collect()
     }
 
     pub fn rows(&self) -> u64 {
-        self.reader.metadata().file_metadata().num_rows().max(0) as u64
+        self.meta.file_metadata().num_rows().max(0) as u64
+    }
+
+    /// Rows of row group `i`.
+    pub fn group_rows(&self, i: usize) -> u64 {
+        self.meta.row_group(i).num_rows().max(0) as u64
     }
 
     /// Whether the writer recorded the rows as sorted by subject (compacted files).
     pub fn sorted_by_subject(&self) -> bool {
-        let at = COLUMNS.iter().position(|c| c.name == "subject_id");
-        let meta = self.reader.metadata();
+        let meta = &self.meta;
         meta.num_row_groups() > 0
-            && meta
-                .row_group(0)
-                .sorting_columns()
-                .is_some_and(|cols| cols.first().map(|c| c.column_idx as usize) == at)
+            && meta.row_group(0).sorting_columns().is_some_and(|cols| {
+                cols.first().map(|c| c.column_idx as usize) == Some(subject_column())
+            })
     }
 
     pub fn row_groups(&self) -> usize {
-        self.reader.metadata().num_row_groups()
+        self.meta.num_row_groups()
     }
 
     /// The smallest and largest `subject_id` of row group `i`, from the footer (`None`
     /// when the writer kept no statistics for it).
     pub fn subject_range(&self, i: usize) -> Option<(Vec<u8>, Vec<u8>)> {
-        let at = COLUMNS.iter().position(|c| c.name == "subject_id")?;
         match self
-            .reader
-            .metadata()
+            .meta
             .row_group(i)
-            .column(at)
+            .column(subject_column())
             .statistics()?
         {
             Statistics::ByteArray(s) => {
@@ -136,13 +271,11 @@ impl LakeFile {
         }
     }
 
-    /// The `subject_id` column of row group `i` alone (one column chunk decoded).
+    /// The `subject_id` column of row group `i` alone (one column chunk decoded; only
+    /// its bytes need be held).
     pub fn subjects(&self, i: usize) -> Result<Vec<Option<ByteArray>>, LakeError> {
-        let at = COLUMNS
-            .iter()
-            .position(|c| c.name == "subject_id")
-            .ok_or_else(|| bad("subject_id", "not a lake column".into()))?;
-        let group = self.reader.get_row_group(i)?;
+        let at = subject_column();
+        let group = self.group_reader(i)?;
         let n = group.metadata().num_rows().max(0) as usize;
         match group.get_column_reader(at)? {
             ColumnReader::ByteArrayColumnReader(mut r) => {
@@ -155,7 +288,7 @@ impl LakeFile {
     /// Row group `i` as stored: its columns in [`COLUMNS`] order, no row built (what
     /// a rewrite that keeps most rows as they are needs).
     pub fn raw_group(&self, i: usize) -> Result<Vec<RawColumn>, LakeError> {
-        let group = self.reader.get_row_group(i)?;
+        let group = self.group_reader(i)?;
         let n = group.metadata().num_rows().max(0) as usize;
         let mut out = Vec::with_capacity(COLUMNS.len());
         for (c, column) in COLUMNS.iter().enumerate() {
@@ -280,6 +413,14 @@ pub fn read_readings(file: Bytes, metric: Metric) -> Result<Vec<Reading<'static>
 
 /// Number of rows in a lake file, from its footer alone.
 pub fn row_count(file: Bytes) -> Result<u64, LakeError> {
-    let reader = SerializedFileReader::new(file)?;
-    Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
+    let meta = ParquetMetaDataReader::new().parse_and_finish(&file)?;
+    Ok(meta.file_metadata().num_rows().max(0) as u64)
+}
+
+/// The smallest start and largest end of `(start, len)` ranges.
+fn span(ranges: impl Iterator<Item = (u64, u64)>) -> (u64, u64) {
+    let (lo, hi) = ranges.fold((u64::MAX, 0), |(lo, hi), (start, len)| {
+        (lo.min(start), hi.max(start.saturating_add(len)))
+    });
+    (lo.min(hi), hi)
 }

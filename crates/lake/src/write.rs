@@ -264,6 +264,12 @@ impl<'s, W: Write + Send> GroupWriter<'s, W> {
         Ok(())
     }
 
+    /// The sink, for bytes written so far to be taken away as the file grows (the
+    /// writer counts offsets itself; what it still buffers follows in order).
+    pub fn sink_mut(&mut self) -> &mut W {
+        self.file.inner_mut()
+    }
+
     /// Rows written so far.
     pub fn rows(&self) -> u64 {
         self.rows

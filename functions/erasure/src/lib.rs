@@ -10,7 +10,7 @@ pub mod pass;
 use lambda_runtime::LambdaEvent;
 use pulselake_adapters::{
     AuditLog, AwsError, BucketAuditLog, DynamoErasures, ErasureRequests, Metrics, ObjectReader,
-    ObjectWriter, S3Objects, SdkConfig, VersionedObjects,
+    ObjectUploads, ObjectWriter, S3Objects, SdkConfig, VersionedObjects,
 };
 
 pub use config::Config;
@@ -37,6 +37,7 @@ pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<AwsErasure, AwsEr
             quarantine_bucket: config.quarantine_bucket.clone(),
             naming: pulselake_domain::NamingKey::new(naming),
         }),
+        part_bytes: pass::PART_BYTES,
     })
 }
 
@@ -61,7 +62,7 @@ pub async fn function_handler<O, E, A>(
     job: &Erasure<O, E, A>,
 ) -> Result<Option<ErasureEvidence>, PassError>
 where
-    O: ObjectReader + ObjectWriter + VersionedObjects,
+    O: ObjectReader + ObjectWriter + VersionedObjects + ObjectUploads,
     E: ErasureRequests,
     A: AuditLog,
 {
@@ -139,6 +140,7 @@ mod tests {
             audit: MemoryAuditLog::default(),
             lake_bucket: LAKE.into(),
             copies: None,
+            part_bytes: pass::PART_BYTES,
         }
     }
 
@@ -192,6 +194,31 @@ mod tests {
             j.run(AT + 2000).await.unwrap().is_none(),
             "nothing pending: no pass"
         );
+    }
+
+    #[tokio::test]
+    async fn a_file_larger_than_a_part_is_rewritten_in_parts_and_reads_back_exactly() {
+        let mut j = job();
+        j.part_bytes = 16 << 10;
+        let p = Partition::of(Metric::HeartRate, AT);
+        let big: Vec<_> = (0..40_000)
+            .map(|i| row(["ann", "bob", "cy", "dee"][i as usize % 4], 1000 + i))
+            .collect();
+        let layout = FileLayout {
+            row_group_rows: 1000,
+            sorted_by_subject: false,
+        };
+        let key = format!("readings/{p}/big.parquet");
+        j.objects
+            .insert(LAKE, &key, encode_readings(&big, layout).unwrap());
+        j.requests.record(&request("dee")).await.unwrap();
+        let ev = j.run(AT + 1000).await.unwrap().unwrap();
+        assert!(ev.completed && ev.verification.passed, "{ev:?}");
+        assert_eq!(ev.rows_removed, 10_000);
+        let left = read_readings(j.objects.get(LAKE, &key).unwrap(), Metric::HeartRate).unwrap();
+        let expected: Vec<_> = big.into_iter().filter(|r| r.subject_id != "dee").collect();
+        assert_eq!(left, expected, "every other row, in order");
+        assert_eq!(j.objects.open_uploads(), 0, "the upload was completed");
     }
 
     #[tokio::test]

@@ -10,16 +10,27 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use bytes::Bytes;
 use pulselake_adapters::{
-    AuditLog, AwsError, ErasureRequests, ObjectReader, ObjectVersion, ObjectWriter,
+    AuditLog, AwsError, ErasureRequests, ObjectReader, ObjectUploads, ObjectVersion, ObjectWriter,
     VersionedObjects,
 };
-use pulselake_domain::Partition;
 use pulselake_domain::partition::READINGS_PREFIX;
 use pulselake_domain::time::format_rfc3339_ms;
-use pulselake_lake::FileLayout;
-use pulselake_lake::erase::{digest, erase_subjects, footer_clears, footer_len, rows_of};
+use pulselake_domain::{Metric, Partition};
+use pulselake_lake::erase::{
+    Eraser, KeptDigest, footer_clears, footer_len, groups_to_look_at, rows_in_group,
+};
+use pulselake_lake::{FileLayout, LakeFile};
 use serde::Serialize;
+
+/// The new file is uploaded in parts of this size as it grows: memory holds one row
+/// group of the old file and at most a part of the new one, whatever their sizes.
+pub const PART_BYTES: usize = 8 << 20;
+
+/// What verification compares a rewritten file with: its rows, the SHA-256 of the rows
+/// kept, and its row groups copied byte for byte.
+type Kept = (u64, String, Vec<usize>);
 
 /// The erasure job over its ports.
 pub struct Erasure<O, E, A> {
@@ -29,6 +40,8 @@ pub struct Erasure<O, E, A> {
     pub lake_bucket: String,
     /// Where copies outside the lake live (raw files, their quarantine reports).
     pub copies: Option<Copies>,
+    /// The size of the new file's parts ([`PART_BYTES`]; at least 5 MiB on S3).
+    pub part_bytes: usize,
 }
 
 /// The buckets that hold copies of a subject's data outside the lake, and the key
@@ -92,7 +105,7 @@ pub struct ErasureEvidence {
 
 impl<O, E, A> Erasure<O, E, A>
 where
-    O: ObjectReader + ObjectWriter + VersionedObjects,
+    O: ObjectReader + ObjectWriter + VersionedObjects + ObjectUploads,
     E: ErasureRequests,
     A: AuditLog,
 {
@@ -117,7 +130,7 @@ where
             ..ErasureEvidence::default()
         };
         let mut touched: BTreeSet<Partition> = BTreeSet::new();
-        let mut kept: BTreeMap<String, (u64, String, Vec<usize>)> = BTreeMap::new();
+        let mut kept: BTreeMap<String, Kept> = BTreeMap::new();
         // Every key that has any version, including files deleted since (a replaced
         // upload's old outputs live on as older versions until they expire).
         let keys: BTreeSet<String> = self
@@ -137,8 +150,8 @@ where
                     if held {
                         touched.insert(p);
                     }
-                    if let Some((new_key, rows, sha, copied)) = rewritten {
-                        kept.insert(new_key, (rows, sha, copied));
+                    if let Some((new_key, k)) = rewritten {
+                        kept.insert(new_key, k);
                     }
                 }
                 Err(e) => ev.failures.push(format!("{key}: {e}")),
@@ -187,14 +200,17 @@ where
     }
 
     /// Erases the subjects from every version of one file: whether any version held
-    /// them, and for a rewritten file its new key, rows and the SHA-256 of the rows kept.
+    /// them, and for a rewritten file its key and what verification compares it with.
+    /// Every version is read by ranged reads: its footer, then the subject column of
+    /// the row groups the footer cannot clear, then (to rewrite the current version)
+    /// one row group at a time.
     async fn erase_file(
         &self,
         key: &str,
         p: Partition,
         subjects: &BTreeSet<String>,
         ev: &mut ErasureEvidence,
-    ) -> Result<(bool, Option<(String, u64, String, Vec<usize>)>), String> {
+    ) -> Result<(bool, Option<(String, Kept)>), String> {
         let bucket = &self.lake_bucket;
         let versions: Vec<ObjectVersion> = self
             .objects
@@ -207,67 +223,53 @@ where
         let mut result = None;
         let mut holds_subject = false;
         for v in versions.iter().filter(|v| !v.delete_marker) {
-            if self
-                .footer_clears(key, v, subjects)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            let ranged = Ranged {
+                objects: &self.objects,
+                bucket,
+                version: v,
+            };
+            let mut file = ranged.footer(p.metric).await?;
+            if footer_clears(&file, subjects) {
                 ev.versions_cleared_by_footer += 1;
                 continue;
             }
-            let body = self
-                .objects
-                .open(bucket, key, v.version_id.as_deref())
-                .await
-                .map_err(|e| e.to_string())?
-                .bytes()
-                .await
-                .map_err(|e| e.to_string())?;
-            if !v.latest {
-                if rows_of(body, p.metric, subjects).map_err(|e| e.to_string())? > 0 {
-                    holds_subject = true;
-                }
+            let mut hits = vec![0; file.row_groups()];
+            for g in groups_to_look_at(&file, subjects) {
+                let range = file.subject_chunk_range(g);
+                ranged.hold(&mut file, range).await?;
+                hits[g] = rows_in_group(&file, g, subjects).map_err(|e| e.to_string())?;
+            }
+            let rows_removed: u64 = hits.iter().sum();
+            if rows_removed == 0 {
                 continue;
             }
-            let rewrite = erase_subjects(body, p.metric, subjects, FileLayout::default())
-                .map_err(|e| e.to_string())?;
-            let Some(file) = rewrite.file else { continue };
             holds_subject = true;
-            let kept_rows = rewrite.rows_in - rewrite.rows_removed;
-            // Swapped in only if the file did not change since it was read: a version
-            // written meanwhile (a corrected re-upload) is left for the next pass, and
-            // the request stays pending (the version read still holds the subject).
-            let current = self
-                .objects
-                .list_versions(bucket, key)
-                .await
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .find(|x| x.key == key && x.latest);
-            if current.map(|x| x.version_id) != Some(v.version_id.clone()) {
-                return Err("changed while it was rewritten; the next pass takes it again".into());
+            if !v.latest {
+                continue;
             }
+            let rows_in = file.rows();
             // In place: a new version of the same key, so whatever names this file
             // (file-ingest's record of a source's outputs, which a corrected re-upload
             // deletes) still names it. A file of the subjects' rows only just goes.
-            if kept_rows > 0 {
-                self.objects
-                    .put(bucket, key, file, "application/vnd.apache.parquet")
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            let sha = hex::encode(rewrite.kept_digest);
-            ev.rows_removed += rewrite.rows_removed;
+            let rewritten = if rows_removed < rows_in {
+                let (digest, copied) = self.rewrite(&ranged, &mut file, &hits, subjects).await?;
+                result = Some((
+                    key.to_owned(),
+                    (rows_in - rows_removed, digest.clone(), copied),
+                ));
+                digest
+            } else {
+                self.unchanged_since_read(v).await?;
+                hex::encode(pulselake_lake::erase::KeptDigest::default().finish().1)
+            };
+            ev.rows_removed += rows_removed;
             ev.files_rewritten.push(RewrittenFile {
                 key: key.to_owned(),
-                removed_whole: kept_rows == 0,
-                rows_in: rewrite.rows_in,
-                rows_removed: rewrite.rows_removed,
-                kept_sha256: sha.clone(),
+                removed_whole: rows_removed == rows_in,
+                rows_in,
+                rows_removed,
+                kept_sha256: rewritten,
             });
-            if kept_rows > 0 {
-                result = Some((key.to_owned(), kept_rows, sha, rewrite.copied_groups));
-            }
         }
         if holds_subject {
             // Every version listed before the rewrite goes, markers too; the new
@@ -291,6 +293,83 @@ where
             }
         }
         Ok((holds_subject, result))
+    }
+
+    /// Writes the current version `ranged` names again without the subjects, a row
+    /// group at a time, as a new version of its key: put (or its multipart upload
+    /// completed) only if the key's current version is still the one read (S3's
+    /// If-Match on its ETag). A version written meanwhile (a corrected re-upload) is
+    /// left for the next pass, and the request stays pending. The SHA-256 of the rows
+    /// kept and the groups copied as stored.
+    async fn rewrite(
+        &self,
+        ranged: &Ranged<'_, O>,
+        file: &mut LakeFile,
+        hits: &[u64],
+        subjects: &BTreeSet<String>,
+    ) -> Result<(String, Vec<usize>), String> {
+        let v = ranged.version;
+        let mut eraser =
+            Eraser::new(file, subjects, FileLayout::default()).map_err(|e| e.to_string())?;
+        let mut upload = NewVersion {
+            objects: &self.objects,
+            bucket: &self.lake_bucket,
+            key: &v.key,
+            part_bytes: self.part_bytes,
+            upload: None,
+            pending: Vec::new(),
+        };
+        let written: Result<_, String> = async {
+            for (g, h) in hits.iter().enumerate() {
+                let range = file.group_range(g);
+                ranged.hold(file, range).await?;
+                eraser.push(file, g, *h == 0).map_err(|e| e.to_string())?;
+                if eraser.buffered() >= self.part_bytes {
+                    upload
+                        .write(eraser.take_output())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            let head = eraser.take_output();
+            let (rewrite, tail) = eraser.finish().map_err(|e| e.to_string())?;
+            upload.write(head).await.map_err(|e| e.to_string())?;
+            Ok((rewrite, tail))
+        }
+        .await;
+        let (rewrite, tail) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                upload.abandon().await;
+                return Err(e);
+            }
+        };
+        // S3 checks If-Match; the local stack checks it on a put only, so the version
+        // is compared here too (a cheap list) before the upload completes.
+        if let Err(e) = self.unchanged_since_read(v).await {
+            upload.abandon().await;
+            return Err(e);
+        }
+        let etag = v.etag.as_deref().unwrap_or_default();
+        if !upload.commit(tail, etag).await.map_err(|e| e.to_string())? {
+            return Err(CHANGED.into());
+        }
+        Ok((hex::encode(rewrite.kept_digest), rewrite.copied_groups))
+    }
+
+    /// Whether `v` is still the current version of its key.
+    async fn unchanged_since_read(&self, v: &ObjectVersion) -> Result<(), String> {
+        let current = self
+            .objects
+            .list_versions(&self.lake_bucket, &v.key)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|x| x.key == v.key && x.latest);
+        if current.map(|x| x.version_id) != Some(v.version_id.clone()) {
+            return Err(CHANGED.into());
+        }
+        Ok(())
     }
 
     /// The subjects' raw files in the archive (a seed file's name starts with the
@@ -341,47 +420,14 @@ where
         ])
     }
 
-    /// Two ranged reads (the last 8 bytes, then the footer): whether the footer's
-    /// statistics exclude every subject from the whole file. A file too small or not
-    /// Parquet is read in full instead (its error, if any, is reported there).
-    async fn footer_clears(
-        &self,
-        key: &str,
-        v: &ObjectVersion,
-        subjects: &BTreeSet<String>,
-    ) -> Result<bool, AwsError> {
-        if v.size < 12 {
-            return Ok(false);
-        }
-        let version = v.version_id.as_deref();
-        let tail = self
-            .objects
-            .read_range(&self.lake_bucket, key, version, v.size - 8, v.size - 1)
-            .await?;
-        let Ok(len) = footer_len(&tail) else {
-            return Ok(false);
-        };
-        if len == 0 || len + 8 > v.size {
-            return Ok(false);
-        }
-        let footer = self
-            .objects
-            .read_range(
-                &self.lake_bucket,
-                key,
-                version,
-                v.size - 8 - len,
-                v.size - 9,
-            )
-            .await?;
-        Ok(footer_clears(&footer, subjects).unwrap_or(false))
-    }
-
+    /// Every version of every file of the partitions a subject appeared in, read again
+    /// by ranged reads: rows of the subjects left, and each rewritten file's rows
+    /// against the rows kept.
     async fn verify(
         &self,
         partitions: &BTreeSet<Partition>,
         subjects: &BTreeSet<String>,
-        kept: &BTreeMap<String, (u64, String, Vec<usize>)>,
+        kept: &BTreeMap<String, Kept>,
     ) -> Result<Verification, AwsError> {
         let mut v = Verification {
             partitions: partitions.len(),
@@ -395,23 +441,18 @@ where
                 .list_versions(&self.lake_bucket, &prefix)
                 .await?;
             for ver in versions.iter().filter(|x| !x.delete_marker) {
-                let body = self
-                    .objects
-                    .open(&self.lake_bucket, &ver.key, ver.version_id.as_deref())
-                    .await?
-                    .bytes()
-                    .await?;
                 v.object_versions_read += 1;
-                match rows_of(body.clone(), p.metric, subjects) {
-                    Ok(n) => v.subject_rows_left += n,
-                    Err(_) => unreadable += 1,
-                }
-                if let Some((rows, sha, copied)) = kept.get(&ver.key) {
-                    let same = digest(body, p.metric, copied)
-                        .is_ok_and(|(n, d)| n == *rows && hex::encode(d) == *sha);
-                    if !same {
-                        v.files_changed_otherwise += 1;
+                let ranged = Ranged {
+                    objects: &self.objects,
+                    bucket: &self.lake_bucket,
+                    version: ver,
+                };
+                match ranged.check(p.metric, subjects, kept.get(&ver.key)).await {
+                    Ok((left, same)) => {
+                        v.subject_rows_left += left;
+                        v.files_changed_otherwise += u64::from(!same) as usize;
                     }
+                    Err(_) => unreadable += 1,
                 }
             }
         }
@@ -419,3 +460,166 @@ where
         Ok(v)
     }
 }
+
+const CHANGED: &str = "changed while it was rewritten; the next pass takes it again";
+
+/// One version of a lake file, read by ranged reads.
+struct Ranged<'a, O> {
+    objects: &'a O,
+    bucket: &'a str,
+    version: &'a ObjectVersion,
+}
+
+impl<O: VersionedObjects> Ranged<'_, O> {
+    /// The file's footer (two ranged reads: the last 8 bytes, then the metadata).
+    async fn footer(&self, metric: Metric) -> Result<LakeFile, String> {
+        let size = self.version.size;
+        let not_lake = |why: String| format!("not a lake Parquet file: {why}");
+        if size < 12 {
+            return Err(not_lake(format!("{size} bytes")));
+        }
+        let tail = self.read(size - 8, size).await?;
+        let len = footer_len(&tail).map_err(|e| not_lake(e.to_string()))?;
+        if len == 0 || len + 12 > size {
+            return Err(not_lake(format!("a footer of {len} bytes in {size}")));
+        }
+        let footer = self.read(size - 8 - len, size - 8).await?;
+        LakeFile::from_footer(&footer, size, metric).map_err(|e| not_lake(e.to_string()))
+    }
+
+    /// Bytes `start..end` of the file.
+    async fn read(&self, start: u64, end: u64) -> Result<Bytes, String> {
+        if end <= start {
+            return Ok(Bytes::new());
+        }
+        let v = self.version;
+        self.objects
+            .read_range(self.bucket, &v.key, v.version_id.as_deref(), start, end - 1)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Fetches a range of the file into `file` (what it holds from now on).
+    async fn hold(&self, file: &mut LakeFile, (start, end): (u64, u64)) -> Result<(), String> {
+        let bytes = self.read(start, end).await?;
+        if bytes.len() as u64 != end.saturating_sub(start) {
+            return Err(format!("a short read of bytes {start}..{end}"));
+        }
+        file.hold(start, bytes);
+        Ok(())
+    }
+
+    /// Rows of `subjects` in this version, and whether it holds exactly the rows
+    /// `kept` says (when it is a rewritten file).
+    async fn check(
+        &self,
+        metric: Metric,
+        subjects: &BTreeSet<String>,
+        kept: Option<&Kept>,
+    ) -> Result<(u64, bool), String> {
+        let mut file = self.footer(metric).await?;
+        let mut left = 0;
+        let Some((rows, sha, copied)) = kept else {
+            for g in groups_to_look_at(&file, subjects) {
+                let range = file.subject_chunk_range(g);
+                self.hold(&mut file, range).await?;
+                left += rows_in_group(&file, g, subjects).map_err(|e| e.to_string())?;
+            }
+            return Ok((left, true));
+        };
+        let mut digest = KeptDigest::default();
+        for g in 0..file.row_groups() {
+            let range = file.group_range(g);
+            self.hold(&mut file, range).await?;
+            left += rows_in_group(&file, g, subjects).map_err(|e| e.to_string())?;
+            digest
+                .push(&file, g, copied.contains(&g))
+                .map_err(|e| e.to_string())?;
+        }
+        let (n, d) = digest.finish();
+        Ok((left, n == *rows && hex::encode(d) == *sha))
+    }
+}
+
+/// A new version of a key, written as it is produced: one put when it stays under a
+/// part, else a multipart upload; either way only over the version read (If-Match).
+struct NewVersion<'a, O> {
+    objects: &'a O,
+    bucket: &'a str,
+    key: &'a str,
+    part_bytes: usize,
+    upload: Option<(String, Vec<(i32, String)>)>,
+    pending: Vec<u8>,
+}
+
+impl<O: ObjectUploads> NewVersion<'_, O> {
+    async fn write(&mut self, bytes: Vec<u8>) -> Result<(), AwsError> {
+        if self.pending.is_empty() {
+            self.pending = bytes;
+        } else {
+            self.pending.extend_from_slice(&bytes);
+        }
+        if self.pending.len() < self.part_bytes {
+            return Ok(());
+        }
+        if self.upload.is_none() {
+            let id = self
+                .objects
+                .start_upload(self.bucket, self.key, PARQUET)
+                .await?;
+            self.upload = Some((id, Vec::new()));
+        }
+        if let Some((id, parts)) = &mut self.upload {
+            let n = parts.len() as i32 + 1;
+            let body = std::mem::take(&mut self.pending);
+            let etag = self
+                .objects
+                .upload_part(self.bucket, self.key, id, n, body)
+                .await?;
+            parts.push((n, etag));
+        }
+        Ok(())
+    }
+
+    /// Writes the rest; `Ok(false)` when the key changed since it was read (nothing
+    /// written, the upload abandoned).
+    async fn commit(mut self, tail: Vec<u8>, if_match: &str) -> Result<bool, AwsError> {
+        self.pending.extend_from_slice(&tail);
+        let Some((id, mut parts)) = self.upload.take() else {
+            let body = std::mem::take(&mut self.pending);
+            return self
+                .objects
+                .put_if_match(self.bucket, self.key, body, PARQUET, if_match)
+                .await;
+        };
+        let n = parts.len() as i32 + 1;
+        let body = std::mem::take(&mut self.pending);
+        let last = self
+            .objects
+            .upload_part(self.bucket, self.key, &id, n, body);
+        match last.await {
+            Ok(etag) => parts.push((n, etag)),
+            Err(e) => {
+                let _ = self.objects.abort_upload(self.bucket, self.key, &id).await;
+                return Err(e);
+            }
+        }
+        let done = self
+            .objects
+            .complete_upload(self.bucket, self.key, &id, &parts, if_match)
+            .await;
+        if !matches!(done, Ok(true)) {
+            let _ = self.objects.abort_upload(self.bucket, self.key, &id).await;
+        }
+        done
+    }
+
+    /// Abandons the upload (the bucket's lifecycle rule is the backstop if this fails).
+    async fn abandon(mut self) {
+        if let Some((id, _)) = self.upload.take() {
+            let _ = self.objects.abort_upload(self.bucket, self.key, &id).await;
+        }
+    }
+}
+
+const PARQUET: &str = "application/vnd.apache.parquet";
