@@ -151,12 +151,12 @@ impl<'s> Eraser<'s> {
             self.rewrite.copied_groups.push(self.written);
         } else {
             self.rewrite.rows_removed += removed as u64;
-            let kept: Vec<RawColumn> = raw.iter().map(|c| c.filtered(&keep)).collect();
+            let kept: Vec<RawColumn> = raw.into_iter().map(|c| c.filtered(&keep)).collect();
             if kept.first().is_none_or(RawColumn::is_empty) {
                 return Ok(());
             }
             hash_group(&mut self.hasher, &kept);
-            self.out.write_raw(&kept)?;
+            self.out.write_raw(kept)?;
         }
         self.written += 1;
         Ok(())
@@ -285,37 +285,51 @@ fn hash_stored(h: &mut Sha256, chunks: &[Bytes]) {
     }
 }
 
-/// A row group's values, column by column, each value length-prefixed or marked null.
+/// A row group's values, column by column, each value length-prefixed or marked null
+/// (gathered into a buffer first: one hasher update per 64 KiB, not per value).
 fn hash_group(h: &mut Sha256, columns: &[RawColumn]) {
     h.update(b"values");
+    let mut buf = Vec::with_capacity(HASH_BUFFER + 1024);
+    let flush = |buf: &mut Vec<u8>, h: &mut Sha256, force: bool| {
+        if force || buf.len() >= HASH_BUFFER {
+            h.update(&buf[..]);
+            buf.clear();
+        }
+    };
     for c in columns {
         match c {
             RawColumn::Text(v) => {
                 for x in v {
                     match x {
                         Some(b) => {
-                            h.update((b.len() as u32).to_le_bytes());
-                            h.update(b.data());
+                            buf.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                            buf.extend_from_slice(b.data());
                         }
-                        None => h.update(u32::MAX.to_le_bytes()),
+                        None => buf.extend_from_slice(&u32::MAX.to_le_bytes()),
                     }
+                    flush(&mut buf, h, false);
                 }
             }
             RawColumn::Double(v) => {
                 for x in v {
-                    h.update(x.map_or(u64::MAX, f64::to_bits).to_le_bytes());
-                    h.update([u8::from(x.is_some())]);
+                    buf.extend_from_slice(&x.map_or(u64::MAX, f64::to_bits).to_le_bytes());
+                    buf.push(u8::from(x.is_some()));
+                    flush(&mut buf, h, false);
                 }
             }
             RawColumn::Millis(v) => {
                 for x in v {
-                    h.update(x.unwrap_or(i64::MIN).to_le_bytes());
-                    h.update([u8::from(x.is_some())]);
+                    buf.extend_from_slice(&x.unwrap_or(i64::MIN).to_le_bytes());
+                    buf.push(u8::from(x.is_some()));
+                    flush(&mut buf, h, false);
                 }
             }
         }
     }
+    flush(&mut buf, h, true);
 }
+
+const HASH_BUFFER: usize = 64 << 10;
 
 /// SHA-256 of one row (every column). Summed over rows, it checks that a rewrite that
 /// reorders rows (compaction) kept exactly the same rows.

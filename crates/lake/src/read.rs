@@ -30,13 +30,13 @@ pub enum RawColumn {
 }
 
 impl RawColumn {
-    /// The rows where `keep` is true, in order.
-    pub fn filtered(&self, keep: &[bool]) -> RawColumn {
-        fn pick<T: Clone>(v: &[Option<T>], keep: &[bool]) -> Vec<Option<T>> {
-            v.iter()
+    /// The rows where `keep` is true, in order (values moved, not copied).
+    pub fn filtered(self, keep: &[bool]) -> RawColumn {
+        fn pick<T>(v: Vec<Option<T>>, keep: &[bool]) -> Vec<Option<T>> {
+            v.into_iter()
                 .zip(keep)
                 .filter(|(_, k)| **k)
-                .map(|(x, _)| x.clone())
+                .map(|(x, _)| x)
                 .collect()
         }
         match self {

@@ -192,7 +192,7 @@ impl<'s, W: Write + Send> GroupWriter<'s, W> {
     /// possibly filtered): values are written as they are, nothing is rebuilt.
     ///
     /// [`LakeFile::raw_group`]: crate::LakeFile::raw_group
-    pub fn write_raw(&mut self, columns: &[RawColumn]) -> Result<(), LakeError> {
+    pub fn write_raw(&mut self, columns: Vec<RawColumn>) -> Result<(), LakeError> {
         let rows = columns.first().map_or(0, RawColumn::len);
         if columns.len() != self.schema.len() || columns.iter().any(|c| c.len() != rows) {
             return Err(LakeError::Column {
@@ -204,16 +204,16 @@ impl<'s, W: Write + Send> GroupWriter<'s, W> {
             return Ok(());
         }
         let mut rg = self.file.next_row_group()?;
-        for (i, column) in columns.iter().enumerate() {
+        for (i, column) in columns.into_iter().enumerate() {
             let Some(mut col) = rg.next_column()? else {
                 return Err(LakeError::Column {
                     column: self.schema[i].name,
                     problem: "the writer has fewer columns than the schema".into(),
                 });
             };
-            fn split<T: Clone>(v: &[Option<T>]) -> (Vec<T>, Vec<i16>) {
+            fn split<T>(v: Vec<Option<T>>) -> (Vec<T>, Vec<i16>) {
                 let defs = v.iter().map(|x| i16::from(x.is_some())).collect();
-                (v.iter().flatten().cloned().collect(), defs)
+                (v.into_iter().flatten().collect(), defs)
             }
             match column {
                 RawColumn::Text(v) => {
