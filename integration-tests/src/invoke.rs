@@ -209,3 +209,20 @@ impl Invoker for ExportWorkerFn {
         .await
     }
 }
+
+/// erasure, in process (behind the erasure queue's [`crate::sqs_esm`] mapping).
+pub struct ErasureFn {
+    pub job: erasure::AwsErasure,
+    pub timeout: Duration,
+    /// Where its metrics are counted (see [`crate::metrics`]).
+    pub metrics_scope: u64,
+}
+
+impl Invoker for ErasureFn {
+    async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
+        in_process(event, self.timeout, self.metrics_scope, |e| {
+            erasure::function_handler(e, &self.job)
+        })
+        .await
+    }
+}

@@ -207,14 +207,17 @@ impl LocalPlatform {
 }
 
 impl LocalPlatform {
-    /// The erasure job, configured as `template.yaml` configures it.
-    pub async fn erasure(&self) -> Result<erasure::AwsErasure> {
+    /// The erasure function, configured as `template.yaml` configures it, behind the
+    /// erasure queue as the template maps it.
+    pub async fn erasure(&self) -> Result<LocalErasure> {
         let sdk = moto::sdk_config_for(self.function_endpoint()).await;
         let names = &self.stack.names;
-        Ok(erasure::build(
+        let job = erasure::build(
             &erasure::Config {
                 lake_bucket: names.lake_bucket.clone(),
                 erasure_table: names.erasure_table.clone(),
+                passes_table: names.erasure_passes_table.clone(),
+                queue_url: self.stack.erasure_queue_url.clone(),
                 audit_bucket: names.audit_bucket.clone(),
                 staging_bucket: names.staging_bucket.clone(),
                 processed_bucket: names.processed_bucket.clone(),
@@ -223,7 +226,50 @@ impl LocalPlatform {
             },
             &sdk,
         )
-        .await?)
+        .await?;
+        let function = invoke::ErasureFn {
+            job,
+            timeout: Duration::from_secs(900),
+            metrics_scope: self.metrics_scope,
+        };
+        Ok(LocalErasure {
+            units: sqs_esm::SqsMapping::new(
+                self.stack.sqs.clone(),
+                &self.stack.erasure_queue_url,
+                function,
+            ),
+        })
+    }
+}
+
+/// The erasure function on the local stack: its scheduled run, then its queue drained
+/// through the function as Lambda would.
+pub struct LocalErasure {
+    pub units: sqs_esm::SqsMapping<invoke::ErasureFn>,
+}
+
+impl LocalErasure {
+    /// A whole pass: planned at `now_ms`, every unit run from the queue; the pass's
+    /// evidence (`None` when nothing was pending).
+    pub async fn run(&mut self, now_ms: i64) -> Result<Option<erasure::ErasureEvidence>> {
+        use pulselake_adapters::ErasurePasses;
+        let pass = match self.units.function().job.plan(now_ms).await? {
+            erasure::Planned::NothingPending => return Ok(None),
+            erasure::Planned::Running => return Err("an erasure pass is running already".into()),
+            erasure::Planned::Finished(ev) => return Ok(Some(*ev)),
+            erasure::Planned::Started { pass, .. } => pass,
+        };
+        self.units.drain(Duration::from_secs(300)).await?;
+        let evidence = self
+            .units
+            .function()
+            .job
+            .passes
+            .get(&pass)
+            .await?
+            .and_then(|p| p.evidence)
+            .ok_or("the erasure pass did not finish (see the queue's dead letters)")?;
+        Ok(Some(serde_json::from_str(&evidence)?))
     }
 }
 

@@ -45,6 +45,9 @@ pub struct Names {
     pub token_signing_key: String,
     /// Erasure requests (the tombstones).
     pub erasure_table: String,
+    pub erasure_passes_table: String,
+    pub erasure_queue: String,
+    pub erasure_dlq: String,
 }
 
 impl Default for Names {
@@ -86,6 +89,9 @@ impl Default for Names {
             export_dlq: "pulselake-exports-dlq".into(),
             token_signing_key: "alias/pulselake-token-signing".into(),
             erasure_table: "pulselake-erasure-requests".into(),
+            erasure_passes_table: "pulselake-erasure-passes".into(),
+            erasure_queue: "pulselake-erasure".into(),
+            erasure_dlq: "pulselake-erasure-dlq".into(),
         }
     }
 }

@@ -66,6 +66,16 @@ pub async fn provision(sdk: &aws_config::SdkConfig, names: &Names) -> Result<()>
         .key_schema(key("part", KeyType::Range)?)
         .send()
         .await?;
+    dynamodb
+        .create_table()
+        .table_name(&names.erasure_passes_table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pass")?)
+        .attribute_definitions(attr("unit")?)
+        .key_schema(key("pass", KeyType::Hash)?)
+        .key_schema(key("unit", KeyType::Range)?)
+        .send()
+        .await?;
 
     use aws_sdk_sqs::types::QueueAttributeName as Q;
     let sqs = aws_sdk_sqs::Client::new(sdk);
@@ -80,6 +90,21 @@ pub async fn provision(sdk: &aws_config::SdkConfig, names: &Names) -> Result<()>
         .attributes(
             Q::RedrivePolicy,
             serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}).to_string(),
+        )
+        .send()
+        .await?;
+    sqs.create_queue()
+        .queue_name(&names.erasure_dlq)
+        .send()
+        .await?;
+    let erasure_dlq_arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{}", names.erasure_dlq);
+    sqs.create_queue()
+        .queue_name(&names.erasure_queue)
+        .attributes(Q::VisibilityTimeout, EXPORT_VISIBILITY_SECONDS.to_string())
+        .attributes(
+            Q::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": erasure_dlq_arn, "maxReceiveCount": 3})
+                .to_string(),
         )
         .send()
         .await?;

@@ -42,6 +42,7 @@ pub struct Stack {
     pub alerts_inbox_url: String,
     pub export_queue_url: String,
     pub export_dlq_url: String,
+    pub erasure_queue_url: String,
 }
 
 async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
@@ -62,7 +63,9 @@ impl Stack {
         let alerts_inbox_url = queue_url(&sqs, &names.alerts_inbox).await?;
         let export_queue_url = queue_url(&sqs, &names.export_queue).await?;
         let export_dlq_url = queue_url(&sqs, &names.export_dlq).await?;
+        let erasure_queue_url = queue_url(&sqs, &names.erasure_queue).await?;
         Ok(Stack {
+            erasure_queue_url,
             export_queue_url,
             export_dlq_url,
             sns: aws_sdk_sns::Client::new(&sdk),

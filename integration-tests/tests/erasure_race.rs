@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use erasure::Erasure;
 use pulselake_adapters::{
-    AwsError, BucketAuditLog, DynamoErasures, ErasureRequest, ErasureRequests, ObjectBody,
-    ObjectReader, ObjectUploads, ObjectVersion, ObjectWriter, S3Objects, VersionedObjects,
+    AwsError, BucketAuditLog, DynamoErasures, ErasureRequest, ErasureRequests, MemoryErasurePasses,
+    MemoryQueue, ObjectBody, ObjectReader, ObjectUploads, ObjectVersion, ObjectWriter, S3Objects,
+    VersionedObjects,
 };
 use pulselake_domain::{Metric, Partition, Reading, ReadingId, Source};
 use pulselake_lake::{FileLayout, encode_readings, read_readings};
@@ -229,6 +230,9 @@ async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
             writer: S3Objects::from_config(&sdk),
             bucket: s.names.audit_bucket.clone(),
         },
+        // The pass's bookkeeping in memory: S3 is what races here.
+        passes: MemoryErasurePasses::default(),
+        queue: MemoryQueue::default(),
         lake_bucket: lake.clone(),
         copies: None,
         part_bytes: erasure::pass::PART_BYTES,
@@ -353,6 +357,9 @@ async fn a_file_larger_than_a_part_is_rewritten_by_a_multipart_upload() {
             writer: S3Objects::from_config(&sdk),
             bucket: s.names.audit_bucket.clone(),
         },
+        // The pass's bookkeeping in memory: S3 is what races here.
+        passes: MemoryErasurePasses::default(),
+        queue: MemoryQueue::default(),
         lake_bucket: lake.clone(),
         copies: None,
         part_bytes: pulselake_adapters::MIN_PART,

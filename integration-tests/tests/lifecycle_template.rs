@@ -50,13 +50,47 @@ fn the_retention_function_runs_daily_alone_with_the_configured_years() {
 }
 
 #[test]
-fn erasure_runs_daily_alone_over_the_table_the_cli_writes_and_can_remove_old_versions() {
+fn erasure_plans_daily_fans_out_per_partition_over_its_queue_and_can_remove_old_versions() {
     let t = template();
     let f = &t["Resources"]["ErasureFunction"]["Properties"];
+    let units = &f["Events"]["Units"]["Properties"];
+    assert_eq!(text(&units["Queue"]), "!GetAtt ErasureQueue.Arn");
+    assert_eq!(
+        units["BatchSize"].as_u64(),
+        Some(1),
+        "a unit is a partition"
+    );
+    let fan_out = units["ScalingConfig"]["MaximumConcurrency"]
+        .as_u64()
+        .unwrap();
     assert_eq!(
         f["ReservedConcurrentExecutions"].as_u64(),
-        Some(1),
-        "one pass at a time"
+        Some(fan_out + 1),
+        "the units at once, and the daily plan"
+    );
+    let queue = &t["Resources"]["ErasureQueue"]["Properties"];
+    assert_eq!(
+        text(&queue["RedrivePolicy"]["deadLetterTargetArn"]),
+        "!GetAtt ErasureDeadLetterQueue.Arn"
+    );
+    assert!(
+        queue["VisibilityTimeout"].as_u64().unwrap() >= 6 * f["Timeout"].as_u64().unwrap(),
+        "AWS's advice: 6x the function timeout"
+    );
+    for (var, value) in [
+        ("PASSES_TABLE", "!Ref ErasurePassesTable"),
+        ("ERASURE_QUEUE_URL", "!Ref ErasureQueue"),
+    ] {
+        assert_eq!(text(&f["Environment"]["Variables"][var]), value);
+    }
+    let rg = t["Resources"]["LakeDeliveryStream"]["Properties"]["ExtendedS3DestinationConfiguration"]
+        ["DataFormatConversionConfiguration"]["OutputFormatConfiguration"]["Serializer"]
+        ["ParquetSerDe"]["BlockSizeBytes"]
+        .as_u64();
+    assert_eq!(
+        rg,
+        Some(64 << 20),
+        "Firehose's row groups bound erasure's memory"
     );
     assert_eq!(
         text(&f["Environment"]["Variables"]["ERASURE_TABLE"]),
@@ -75,7 +109,10 @@ fn erasure_runs_daily_alone_over_the_table_the_cli_writes_and_can_remove_old_ver
         "s3:ListBucketVersions",
         "s3:DeleteObjectVersion",
         "s3:PutObject",
+        "s3:AbortMultipartUpload",
         "dynamodb:Scan",
+        "sqs:SendMessage",
+        "sqs:ReceiveMessage",
     ] {
         assert!(actions.contains(needed), "{needed}");
     }

@@ -6,6 +6,10 @@ use pulselake_adapters::{ConfigError, env_var};
 pub struct Config {
     pub lake_bucket: String,
     pub erasure_table: String,
+    /// Passes and their units' evidence.
+    pub passes_table: String,
+    /// The erasure queue's URL (a pass's units).
+    pub queue_url: String,
     pub audit_bucket: String,
     pub staging_bucket: String,
     pub processed_bucket: String,
@@ -18,6 +22,8 @@ impl Config {
         Ok(Config {
             lake_bucket: env_var("LAKE_BUCKET")?,
             erasure_table: env_var("ERASURE_TABLE")?,
+            passes_table: env_var("PASSES_TABLE")?,
+            queue_url: env_var("ERASURE_QUEUE_URL")?,
             audit_bucket: env_var("AUDIT_BUCKET")?,
             staging_bucket: env_var("STAGING_BUCKET")?,
             processed_bucket: env_var("PROCESSED_BUCKET")?,

@@ -1,22 +1,30 @@
-//! erasure: on a schedule (daily, well inside GDPR's month), every pending erasure
-//! request is processed in one pass over the lake (many subjects cost one pass): files
-//! holding a subject are rewritten without their rows and the old versions deleted, the
-//! partitions re-read to verify, and the evidence written to the audit store; requests
-//! are marked done only after verification passed. The log line carries counts only.
+//! erasure: GDPR erasure, fanned out per lake partition. On a schedule (daily, well
+//! inside GDPR's month) it plans a pass over every pending request (many subjects cost
+//! one pass): one unit per lake partition on the erasure queue. From the queue, each
+//! unit rewrites its partition's files without the subjects' rows, deletes the old
+//! versions and re-reads the partition to verify; the unit that finishes the pass
+//! removes the copies outside the lake, writes the evidence to the audit store and
+//! marks the requests done only if everything verified. Log lines carry counts only.
 
 pub mod config;
 pub mod pass;
 
+use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::LambdaEvent;
+use pulselake_adapters::lambda_batch::{sqs_messages, sqs_response};
 use pulselake_adapters::{
-    AuditLog, AwsError, BucketAuditLog, DynamoErasures, ErasureRequests, Metrics, ObjectReader,
-    ObjectUploads, ObjectWriter, S3Objects, SdkConfig, VersionedObjects,
+    AuditLog, AwsError, BucketAuditLog, DynamoErasurePasses, DynamoErasures, ErasurePasses,
+    ErasureRequests, Metrics, ObjectReader, ObjectUploads, ObjectWriter, S3Objects, SdkConfig,
+    SqsQueue, VersionedObjects, WorkQueue,
 };
 
 pub use config::Config;
-pub use pass::{Copies, Erasure, ErasureEvidence, RewrittenFile, Verification};
+pub use pass::{
+    Copies, Erasure, ErasureEvidence, Planned, RewrittenFile, Unit, UnitEvidence, Verification,
+};
 
-pub type AwsErasure = Erasure<S3Objects, DynamoErasures, BucketAuditLog<S3Objects>>;
+pub type AwsErasure =
+    Erasure<S3Objects, DynamoErasures, BucketAuditLog<S3Objects>, DynamoErasurePasses, SqsQueue>;
 
 /// Builds the job once per cold start (the naming key is read now).
 pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<AwsErasure, AwsError> {
@@ -30,6 +38,8 @@ pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<AwsErasure, AwsEr
             writer: S3Objects::from_config(sdk),
             bucket: config.audit_bucket.clone(),
         },
+        passes: DynamoErasurePasses::from_config(sdk, &config.passes_table),
+        queue: SqsQueue::from_config(sdk, &config.queue_url),
         lake_bucket: config.lake_bucket.clone(),
         copies: Some(Copies {
             staging_bucket: config.staging_bucket.clone(),
@@ -41,8 +51,8 @@ pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<AwsErasure, AwsEr
     })
 }
 
-/// A pass that could not list, read its requests or write its evidence; the schedule
-/// runs it again (nothing is marked done without evidence).
+/// A scheduled run that could not plan; the schedule runs it again (nothing is marked
+/// done without evidence).
 #[derive(Debug, thiserror::Error)]
 #[error("erasure pass failed: {0}")]
 pub struct PassError(#[from] pub AwsError);
@@ -56,40 +66,98 @@ impl From<PassError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// One scheduled pass.
-pub async fn function_handler<O, E, A>(
-    _event: LambdaEvent<serde_json::Value>,
-    job: &Erasure<O, E, A>,
-) -> Result<Option<ErasureEvidence>, PassError>
+/// One invocation: units from the erasure queue (a partial batch response: a failed
+/// unit is retried, then dead-lettered), or the schedule's event (a pass planned).
+pub async fn function_handler<O, E, A, P, Q>(
+    event: LambdaEvent<serde_json::Value>,
+    job: &Erasure<O, E, A, P, Q>,
+) -> Result<serde_json::Value, PassError>
 where
     O: ObjectReader + ObjectWriter + VersionedObjects + ObjectUploads,
     E: ErasureRequests,
     A: AuditLog,
+    P: ErasurePasses,
+    Q: WorkQueue,
 {
-    let result = job.run(now_ms()).await;
-    match &result {
-        Ok(Some(ev)) => {
-            Metrics::new("erasure")
-                .count("RequestsProcessed", ev.requests.len() as u64)
-                .count("RowsRemoved", ev.rows_removed)
-                .count("FilesRewritten", ev.files_rewritten.len() as u64)
-                .count("VerificationFailures", u64::from(!ev.verification.passed))
-                .flush();
-            tracing::info!(
-                requests = ev.requests.len(),
-                files_read = ev.files_read,
-                files_rewritten = ev.files_rewritten.len(),
-                rows_removed = ev.rows_removed,
-                old_versions_deleted = ev.old_versions_deleted,
-                failures = ev.failures.len(),
-                verified = ev.verification.passed,
-                "erasure pass done"
-            );
-        }
-        Ok(None) => tracing::info!("no pending erasure request"),
-        Err(e) => tracing::error!(error = %e, "erasure pass failed"),
+    let from_queue = event.payload["Records"]
+        .get(0)
+        .is_some_and(|r| r["eventSource"] == "aws:sqs");
+    if from_queue {
+        let sqs: SqsEvent = serde_json::from_value(event.payload)
+            .map_err(|e| AwsError::permanent("erasure:event", e.to_string()))?;
+        let response = Box::pin(units(&sqs, job)).await;
+        return serde_json::to_value(response)
+            .map_err(|e| PassError(AwsError::permanent("erasure:event", e.to_string())));
     }
-    Ok(result?)
+    let planned = Box::pin(job.plan(now_ms())).await;
+    match &planned {
+        Ok(Planned::Started { units, .. }) => {
+            tracing::info!(units, "erasure pass planned: one unit per lake partition")
+        }
+        Ok(Planned::Running) => tracing::info!("an erasure pass is running; none planned"),
+        Ok(Planned::NothingPending) => tracing::info!("no pending erasure request"),
+        Ok(Planned::Finished(ev)) => report(ev),
+        Err(e) => tracing::error!(error = %e, "erasure pass not planned"),
+    }
+    Ok(match planned? {
+        Planned::Started { units, .. } => serde_json::json!({ "planned_units": units }),
+        Planned::Running => serde_json::json!({ "running": true }),
+        Planned::NothingPending => serde_json::json!({ "pending": 0 }),
+        Planned::Finished(ev) => serde_json::json!({ "completed": ev.completed }),
+    })
+}
+
+async fn units<O, E, A, P, Q>(
+    event: &SqsEvent,
+    job: &Erasure<O, E, A, P, Q>,
+) -> aws_lambda_events::event::sqs::SqsBatchResponse
+where
+    O: ObjectReader + ObjectWriter + VersionedObjects + ObjectUploads,
+    E: ErasureRequests,
+    A: AuditLog,
+    P: ErasurePasses,
+    Q: WorkQueue,
+{
+    let mut failed = Vec::new();
+    for m in sqs_messages(event) {
+        let id = m.id.unwrap_or_default().to_owned();
+        let Some(unit) = m.body.and_then(|b| serde_json::from_str::<Unit>(b).ok()) else {
+            // Not a unit: retried, then kept in the DLQ for a person to look at.
+            tracing::error!("a message on the erasure queue is not a unit");
+            failed.push(id);
+            continue;
+        };
+        match job.unit(&unit, now_ms()).await {
+            Ok(Some(ev)) => report(&ev),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "erasure unit failed; retried");
+                failed.push(id);
+            }
+        }
+    }
+    sqs_response(failed)
+}
+
+/// The pass's metrics and its one log line (counts only).
+fn report(ev: &ErasureEvidence) {
+    Metrics::new("erasure")
+        .count("RequestsProcessed", ev.requests.len() as u64)
+        .count("RowsRemoved", ev.rows_removed)
+        .count("FilesRewritten", ev.files_rewritten.len() as u64)
+        .count("VerificationFailures", u64::from(!ev.verification.passed))
+        .flush();
+    tracing::info!(
+        requests = ev.requests.len(),
+        partitions = ev.partitions,
+        files_read = ev.files_read,
+        files_rewritten = ev.files_rewritten.len(),
+        rows_removed = ev.rows_removed,
+        old_versions_deleted = ev.old_versions_deleted,
+        failures = ev.failures.len(),
+        verified = ev.verification.passed,
+        "erasure pass done"
+    );
 }
 
 pub use pulselake_adapters::now_ms;
@@ -98,7 +166,10 @@ pub use pulselake_adapters::now_ms;
 mod tests {
     use std::borrow::Cow;
 
-    use pulselake_adapters::{ErasureRequest, MemoryAuditLog, MemoryErasures, MemoryObjects};
+    use pulselake_adapters::{
+        ErasureRequest, MemoryAuditLog, MemoryErasurePasses, MemoryErasures, MemoryObjects,
+        MemoryQueue,
+    };
     use pulselake_domain::{Metric, Partition, Reading, ReadingId, Source};
     use pulselake_lake::{FileLayout, encode_readings, read_readings};
 
@@ -122,7 +193,10 @@ mod tests {
         }
     }
 
-    fn job() -> Erasure<MemoryObjects, MemoryErasures, MemoryAuditLog> {
+    type MemoryJob =
+        Erasure<MemoryObjects, MemoryErasures, MemoryAuditLog, MemoryErasurePasses, MemoryQueue>;
+
+    fn job() -> MemoryJob {
         let objects = MemoryObjects::default();
         let p = Partition::of(Metric::HeartRate, AT);
         let mixed: Vec<_> = (0..30)
@@ -138,6 +212,8 @@ mod tests {
             objects,
             requests: MemoryErasures::default(),
             audit: MemoryAuditLog::default(),
+            passes: MemoryErasurePasses::default(),
+            queue: MemoryQueue::default(),
             lake_bucket: LAKE.into(),
             copies: None,
             part_bytes: pass::PART_BYTES,
@@ -194,6 +270,64 @@ mod tests {
             j.run(AT + 2000).await.unwrap().is_none(),
             "nothing pending: no pass"
         );
+    }
+
+    #[tokio::test]
+    async fn a_pass_fans_out_per_partition_and_the_last_unit_finishes_it_once() {
+        let j = job();
+        // Two more days of bob's readings: three partitions, three units.
+        for day in 1..3 {
+            let p = Partition::of(Metric::HeartRate, AT + day * 86_400_000);
+            let rows: Vec<_> = (0..4)
+                .map(|i| row(["bob", "cy"][i as usize % 2], day * 86_400_000 + i))
+                .collect();
+            let body = encode_readings(&rows, FileLayout::default()).unwrap();
+            j.objects
+                .insert(LAKE, &format!("readings/{p}/d{day}.parquet"), body);
+        }
+        j.requests.record(&request("bob")).await.unwrap();
+        let Planned::Started { pass, units } = j.plan(AT + 1000).await.unwrap() else {
+            panic!("a pass should start");
+        };
+        assert_eq!(units, 3);
+        assert_eq!(
+            j.plan(AT + 2000).await.unwrap(),
+            Planned::Running,
+            "one pass at a time"
+        );
+        let queued: Vec<Unit> = j
+            .queue
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect();
+        assert!(queued.iter().all(|u| u.pass == pass));
+        // In any order; a unit delivered twice counts once; only the last one finishes.
+        assert!(j.unit(&queued[2], AT + 3000).await.unwrap().is_none());
+        assert!(
+            j.unit(&queued[2], AT + 3000).await.unwrap().is_none(),
+            "redelivered"
+        );
+        assert!(j.unit(&queued[0], AT + 3000).await.unwrap().is_none());
+        let ev = j
+            .unit(&queued[1], AT + 4000)
+            .await
+            .unwrap()
+            .expect("the last unit");
+        assert!(ev.completed, "{ev:?}");
+        assert_eq!((ev.partitions, ev.rows_removed), (3, 19));
+        assert_eq!(
+            ev.verification.partitions, 3,
+            "each partition bob was in, verified"
+        );
+        assert!(
+            j.unit(&queued[1], AT + 5000).await.unwrap().is_none(),
+            "after the end: nothing"
+        );
+        assert_eq!(j.audit.0.lock().unwrap().len(), 1, "one evidence record");
+        assert_eq!(j.plan(AT + 6000).await.unwrap(), Planned::NothingPending);
     }
 
     #[tokio::test]

@@ -1,19 +1,21 @@
-//! One erasure pass over the lake for every pending request at once: each lake file
-//! (each version of it) is read; the current version of a file that holds a subject is
-//! rewritten without the subjects' rows as a new version of the same key, then every
-//! earlier version is deleted (so is an older version that holds a subject). Then every
-//! partition a subject appeared in is read again, every version of every file: zero
-//! rows of the subjects, and each rewritten file's rows are exactly the rows kept (count
-//! and SHA-256). Only then are the requests marked done, with the evidence in the audit
-//! store (request references, never the subjects).
+//! One erasure pass over the lake for every pending request at once, fanned out per
+//! lake partition: the scheduled run plans a pass (its requests, one unit per partition
+//! on the erasure queue); each unit reads every version of every file of its partition;
+//! the current version of a file that holds a subject is rewritten without the
+//! subjects' rows as a new version of the same key, then every earlier version is
+//! deleted (so is an older version that holds a subject). Then the partition, if a
+//! subject appeared in it, is read again, every version of every file: zero rows of the
+//! subjects, and each rewritten file's rows are exactly the rows kept (count and
+//! SHA-256). The unit that finishes the pass removes the copies outside the lake, writes
+//! the evidence to the audit store (request references, never the subjects) and only
+//! then marks the requests done, if every unit verified.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
 
 use bytes::Bytes;
 use pulselake_adapters::{
-    AuditLog, AwsError, ErasureRequests, ObjectReader, ObjectUploads, ObjectVersion, ObjectWriter,
-    VersionedObjects,
+    AuditLog, AwsError, ErasurePass, ErasurePasses, ErasureRequest, ErasureRequests, MemoryQueue,
+    ObjectReader, ObjectUploads, ObjectVersion, ObjectWriter, VersionedObjects, WorkQueue,
 };
 use pulselake_domain::partition::READINGS_PREFIX;
 use pulselake_domain::time::format_rfc3339_ms;
@@ -22,7 +24,7 @@ use pulselake_lake::erase::{
     Eraser, KeptDigest, footer_clears, footer_len, groups_to_look_at, rows_in_group,
 };
 use pulselake_lake::{FileLayout, LakeFile};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The new file is uploaded in parts of this size as it grows: memory holds one row
 /// group of the old file and at most a part of the new one, whatever their sizes.
@@ -32,11 +34,22 @@ pub const PART_BYTES: usize = 8 << 20;
 /// kept, and its row groups copied byte for byte.
 type Kept = (u64, String, Vec<usize>);
 
+/// A pass that has not finished a day after it started is replaced by the next
+/// scheduled run (its units were dead-lettered, or its last unit never finished).
+pub const STALE_AFTER_MS: i64 = 23 * 3_600_000;
+
+/// Pass and unit records expire after GDPR's month and some (the evidence itself is in
+/// the audit store for years).
+const RECORD_DAYS: i64 = 45;
+
 /// The erasure job over its ports.
-pub struct Erasure<O, E, A> {
+pub struct Erasure<O, E, A, P, Q> {
     pub objects: O,
     pub requests: E,
     pub audit: A,
+    pub passes: P,
+    /// The erasure queue: one message per unit (lake partition) of a pass.
+    pub queue: Q,
     pub lake_bucket: String,
     /// Where copies outside the lake live (raw files, their quarantine reports).
     pub copies: Option<Copies>,
@@ -53,8 +66,43 @@ pub struct Copies {
     pub naming: pulselake_domain::NamingKey,
 }
 
+/// One unit of a pass: a lake partition (`metric=…/year=…/month=…/day=…`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unit {
+    pub pass: String,
+    pub partition: String,
+}
+
+/// What a scheduled run did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Planned {
+    NothingPending,
+    /// A pass runs already (started less than a day ago).
+    Running,
+    /// A pass started: its units are on the queue.
+    Started {
+        pass: String,
+        units: usize,
+    },
+    /// A pass over a lake without partitions, finished at once.
+    Finished(Box<ErasureEvidence>),
+}
+
+/// One partition's share of a pass's evidence.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitEvidence {
+    pub partition: String,
+    pub files_read: usize,
+    pub versions_cleared_by_footer: usize,
+    pub rows_removed: u64,
+    pub files_rewritten: Vec<RewrittenFile>,
+    pub old_versions_deleted: usize,
+    pub failures: Vec<String>,
+    pub verification: Verification,
+}
+
 /// One rewritten file (a new version of the same key), or one removed whole.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RewrittenFile {
     pub key: String,
     /// It held only the subjects' rows: deleted, not rewritten.
@@ -65,7 +113,7 @@ pub struct RewrittenFile {
 }
 
 /// The re-read after the rewrite.
-#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verification {
     pub partitions: usize,
     pub object_versions_read: usize,
@@ -79,12 +127,14 @@ pub struct Verification {
 }
 
 /// The evidence of a pass, as the audit store keeps it.
-#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErasureEvidence {
     pub evidence_id: String,
     pub started_at: String,
     /// The requests processed (their references).
     pub requests: Vec<String>,
+    /// Lake partitions, each one unit of the pass.
+    pub partitions: usize,
     pub files_read: usize,
     /// File versions whose footer alone showed none of the subjects (not downloaded).
     pub versions_cleared_by_footer: usize,
@@ -100,62 +150,215 @@ pub struct ErasureEvidence {
     pub verification: Verification,
     /// Requests marked done (only when verification passed and nothing failed).
     pub completed: bool,
+    /// From the pass's start to its evidence (units run in parallel).
     pub seconds: f64,
 }
 
-impl<O, E, A> Erasure<O, E, A>
+impl<O, E, A, P, Q> Erasure<O, E, A, P, Q>
 where
     O: ObjectReader + ObjectWriter + VersionedObjects + ObjectUploads,
     E: ErasureRequests,
     A: AuditLog,
+    P: ErasurePasses,
+    Q: WorkQueue,
 {
-    /// Processes every pending request. `None` when there was none.
-    pub async fn run(&self, now_ms: i64) -> Result<Option<ErasureEvidence>, AwsError> {
-        let started = Instant::now();
-        let pending: Vec<_> = self
+    /// The scheduled run: a pass for every pending request, one unit per lake partition
+    /// (every key that has any version, including files deleted since: a replaced
+    /// upload's old outputs live on as older versions until they expire).
+    pub async fn plan(&self, now_ms: i64) -> Result<Planned, AwsError> {
+        let pending = self.pending().await?;
+        if pending.is_empty() {
+            return Ok(Planned::NothingPending);
+        }
+        let partitions: BTreeSet<Partition> = self
+            .objects
+            .list_versions(&self.lake_bucket, READINGS_PREFIX)
+            .await?
+            .iter()
+            .filter_map(|v| Partition::from_object_key(&v.key))
+            .collect();
+        let pass = ErasurePass {
+            id: format!("erasure-{now_ms}"),
+            requests: pending.iter().map(|r| r.request_id.clone()).collect(),
+            total: partitions.len() as u32,
+            done: 0,
+            started_at: now_ms,
+            evidence: None,
+        };
+        if !self
+            .passes
+            .start(&pass, now_ms - STALE_AFTER_MS, expiry(now_ms))
+            .await?
+        {
+            return Ok(Planned::Running);
+        }
+        if partitions.is_empty() {
+            let ev = self.finalize(&pass, now_ms).await?;
+            return Ok(Planned::Finished(Box::new(ev)));
+        }
+        let units: Vec<String> = partitions
+            .iter()
+            .map(|p| {
+                serde_json::to_string(&Unit {
+                    pass: pass.id.clone(),
+                    partition: p.to_string(),
+                })
+                .map_err(|e| AwsError::permanent("erasure:plan", e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        self.queue.send(&units).await?;
+        Ok(Planned::Started {
+            pass: pass.id,
+            units: units.len(),
+        })
+    }
+
+    /// One unit: the subjects erased from one partition, verified there; the unit that
+    /// finishes the pass finalizes it (its evidence returned). A unit of a pass that has
+    /// finished (a redelivery) does nothing.
+    pub async fn unit(
+        &self,
+        unit: &Unit,
+        now_ms: i64,
+    ) -> Result<Option<ErasureEvidence>, AwsError> {
+        let Some(pass) = self.passes.get(&unit.pass).await? else {
+            return Ok(None);
+        };
+        if pass.evidence.is_some() {
+            return Ok(None);
+        }
+        let p = Partition::from_object_key(&format!("{READINGS_PREFIX}{}/x", unit.partition))
+            .ok_or_else(|| {
+                AwsError::permanent(
+                    "erasure:unit",
+                    format!("not a partition: {}", unit.partition),
+                )
+            })?;
+        let subjects: BTreeSet<String> = self
+            .requests_of(&pass)
+            .await?
+            .into_iter()
+            .map(|r| r.subject_id)
+            .collect();
+        // Boxed: the rewrite's future is large (kept off the caller's stack).
+        let ev = Box::pin(self.erase_partition(p, &subjects)).await?;
+        let record = serde_json::to_string(&ev)
+            .map_err(|e| AwsError::permanent("erasure:unit", e.to_string()))?;
+        let pass = self
+            .passes
+            .finish_unit(&pass.id, &unit.partition, &record, expiry(now_ms))
+            .await?;
+        match pass {
+            Some(pass) if pass.done >= pass.total && pass.evidence.is_none() => {
+                Ok(Some(Box::pin(self.finalize(&pass, now_ms)).await?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn pending(&self) -> Result<Vec<ErasureRequest>, AwsError> {
+        Ok(self
             .requests
             .all()
             .await?
             .into_iter()
             .filter(|r| r.completed_at.is_none())
-            .collect();
-        if pending.is_empty() {
-            return Ok(None);
-        }
-        let subjects: BTreeSet<String> = pending.iter().map(|r| r.subject_id.clone()).collect();
-        let mut ev = ErasureEvidence {
-            evidence_id: format!("erasure-{now_ms}"),
-            started_at: format_rfc3339_ms(now_ms),
-            requests: pending.iter().map(|r| r.request_id.clone()).collect(),
-            ..ErasureEvidence::default()
+            .collect())
+    }
+
+    /// The pass's requests still pending (one done meanwhile stays done).
+    async fn requests_of(&self, pass: &ErasurePass) -> Result<Vec<ErasureRequest>, AwsError> {
+        Ok(self
+            .pending()
+            .await?
+            .into_iter()
+            .filter(|r| pass.requests.contains(&r.request_id))
+            .collect())
+    }
+
+    /// Every version of every file of one partition: the subjects erased, then (if any
+    /// file held them) the partition verified.
+    async fn erase_partition(
+        &self,
+        p: Partition,
+        subjects: &BTreeSet<String>,
+    ) -> Result<UnitEvidence, AwsError> {
+        let mut ev = UnitEvidence {
+            partition: p.to_string(),
+            ..UnitEvidence::default()
         };
-        let mut touched: BTreeSet<Partition> = BTreeSet::new();
-        let mut kept: BTreeMap<String, Kept> = BTreeMap::new();
-        // Every key that has any version, including files deleted since (a replaced
-        // upload's old outputs live on as older versions until they expire).
+        if subjects.is_empty() {
+            return Ok(ev);
+        }
+        let prefix = format!("{READINGS_PREFIX}{p}/");
         let keys: BTreeSet<String> = self
             .objects
-            .list_versions(&self.lake_bucket, READINGS_PREFIX)
+            .list_versions(&self.lake_bucket, &prefix)
             .await?
             .into_iter()
             .map(|v| v.key)
             .collect();
+        let mut touched = false;
+        let mut kept: BTreeMap<String, Kept> = BTreeMap::new();
         for key in keys {
-            let Some(p) = Partition::from_object_key(&key) else {
-                continue;
-            };
             ev.files_read += 1;
-            match self.erase_file(&key, p, &subjects, &mut ev).await {
+            match Box::pin(self.erase_file(&key, p, subjects, &mut ev)).await {
                 Ok((held, rewritten)) => {
-                    if held {
-                        touched.insert(p);
-                    }
+                    touched |= held;
                     if let Some((new_key, k)) = rewritten {
                         kept.insert(new_key, k);
                     }
                 }
                 Err(e) => ev.failures.push(format!("{key}: {e}")),
             }
+        }
+        ev.verification = if touched {
+            self.verify(p, subjects, &kept).await?
+        } else {
+            Verification {
+                passed: true,
+                ..Verification::default()
+            }
+        };
+        Ok(ev)
+    }
+
+    /// The last unit done: copies outside the lake removed, the units' evidence summed,
+    /// written to the audit store, and the requests marked done if everything verified.
+    async fn finalize(&self, pass: &ErasurePass, now_ms: i64) -> Result<ErasureEvidence, AwsError> {
+        let pending = self.requests_of(pass).await?;
+        let mut ev = ErasureEvidence {
+            evidence_id: pass.id.clone(),
+            started_at: format_rfc3339_ms(pass.started_at),
+            requests: pass.requests.clone(),
+            partitions: pass.total as usize,
+            ..ErasureEvidence::default()
+        };
+        ev.verification.passed = true;
+        let mut units = 0;
+        for record in self.passes.units(&pass.id).await? {
+            let u: UnitEvidence = serde_json::from_str(&record)
+                .map_err(|e| AwsError::permanent("erasure:finalize", e.to_string()))?;
+            units += 1;
+            ev.files_read += u.files_read;
+            ev.versions_cleared_by_footer += u.versions_cleared_by_footer;
+            ev.rows_removed += u.rows_removed;
+            ev.files_rewritten.extend(u.files_rewritten);
+            ev.old_versions_deleted += u.old_versions_deleted;
+            ev.failures.extend(u.failures);
+            let v = &mut ev.verification;
+            v.partitions += u.verification.partitions;
+            v.object_versions_read += u.verification.object_versions_read;
+            v.subject_rows_left += u.verification.subject_rows_left;
+            v.files_changed_otherwise += u.verification.files_changed_otherwise;
+            v.passed &= u.verification.passed;
+        }
+        if units < pass.total as usize {
+            ev.failures.push(format!(
+                "{} of {} partitions unfinished",
+                pass.total as usize - units,
+                pass.total
+            ));
         }
         if let Some(c) = &self.copies {
             for (bucket, keys) in self.copies_of(c, &pending).await? {
@@ -173,9 +376,6 @@ where
                     ev.quarantine_objects_deleted += keys.len();
                 }
             }
-        }
-        ev.verification = self.verify(&touched, &subjects, &kept).await?;
-        if let Some(c) = &self.copies {
             ev.verification.copies_left = self
                 .copies_of(c, &pending)
                 .await?
@@ -185,7 +385,7 @@ where
             ev.verification.passed &= ev.verification.copies_left == 0;
         }
         ev.completed = ev.verification.passed && ev.failures.is_empty();
-        ev.seconds = started.elapsed().as_secs_f64();
+        ev.seconds = (now_ms - pass.started_at).max(0) as f64 / 1000.0;
         let record =
             serde_json::to_value(&ev).map_err(|e| AwsError::permanent("audit", e.to_string()))?;
         self.audit.append("erasure", now_ms, &record).await?;
@@ -196,7 +396,16 @@ where
                     .await?;
             }
         }
-        Ok(Some(ev))
+        // The pass keeps its evidence (the audit store has it whole; a long list of
+        // files is left out here, as a table item holds at most 400 KB).
+        let mut summary = ev.clone();
+        if serde_json::to_string(&summary).map_or(0, |t| t.len()) > 300_000 {
+            summary.files_rewritten.clear();
+        }
+        let summary = serde_json::to_string(&summary)
+            .map_err(|e| AwsError::permanent("erasure:finalize", e.to_string()))?;
+        self.passes.finish(&pass.id, &summary).await?;
+        Ok(ev)
     }
 
     /// Erases the subjects from every version of one file: whether any version held
@@ -209,7 +418,7 @@ where
         key: &str,
         p: Partition,
         subjects: &BTreeSet<String>,
-        ev: &mut ErasureEvidence,
+        ev: &mut UnitEvidence,
     ) -> Result<(bool, Option<(String, Kept)>), String> {
         let bucket = &self.lake_bucket;
         let versions: Vec<ObjectVersion> = self
@@ -378,7 +587,7 @@ where
     async fn copies_of(
         &self,
         c: &Copies,
-        pending: &[pulselake_adapters::ErasureRequest],
+        pending: &[ErasureRequest],
     ) -> Result<Vec<(String, Vec<String>)>, AwsError> {
         let patients: BTreeSet<&str> = pending
             .iter()
@@ -420,21 +629,21 @@ where
         ])
     }
 
-    /// Every version of every file of the partitions a subject appeared in, read again
-    /// by ranged reads: rows of the subjects left, and each rewritten file's rows
-    /// against the rows kept.
+    /// Every version of every file of a partition a subject appeared in, read again by
+    /// ranged reads: rows of the subjects left, and each rewritten file's rows against
+    /// the rows kept.
     async fn verify(
         &self,
-        partitions: &BTreeSet<Partition>,
+        p: Partition,
         subjects: &BTreeSet<String>,
         kept: &BTreeMap<String, Kept>,
     ) -> Result<Verification, AwsError> {
         let mut v = Verification {
-            partitions: partitions.len(),
+            partitions: 1,
             ..Verification::default()
         };
         let mut unreadable = 0;
-        for p in partitions {
+        {
             let prefix = format!("{READINGS_PREFIX}{p}/");
             let versions = self
                 .objects
@@ -623,3 +832,36 @@ impl<O: ObjectUploads> NewVersion<'_, O> {
 }
 
 const PARQUET: &str = "application/vnd.apache.parquet";
+
+fn expiry(now_ms: i64) -> i64 {
+    now_ms / 1000 + RECORD_DAYS * 86_400
+}
+
+impl<O, E, A, P> Erasure<O, E, A, P, MemoryQueue>
+where
+    O: ObjectReader + ObjectWriter + VersionedObjects + ObjectUploads,
+    E: ErasureRequests,
+    A: AuditLog,
+    P: ErasurePasses,
+{
+    /// A whole pass in this process (tests, benchmarks): planned, then every unit the
+    /// in-memory queue holds, in turn. The evidence, or `None` when nothing was pending.
+    pub async fn run(&self, now_ms: i64) -> Result<Option<ErasureEvidence>, AwsError> {
+        match self.plan(now_ms).await? {
+            Planned::NothingPending | Planned::Running => return Ok(None),
+            Planned::Finished(ev) => return Ok(Some(*ev)),
+            Planned::Started { .. } => {}
+        }
+        let units: Vec<String> =
+            std::mem::take(&mut *self.queue.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut last = None;
+        for body in units {
+            let unit: Unit = serde_json::from_str(&body)
+                .map_err(|e| AwsError::permanent("erasure:unit", e.to_string()))?;
+            if let Some(ev) = self.unit(&unit, now_ms).await? {
+                last = Some(ev);
+            }
+        }
+        Ok(last)
+    }
+}
