@@ -4,7 +4,9 @@
 //! removed (new readings are quarantined as unassigned, never stored under them), and
 //! exports skip them. The erasure function then clears the lake and records the proof.
 
-use pulselake_adapters::{AliasAdmin, ErasureRequest, ErasureRequests, RegistryAdmin};
+use pulselake_adapters::{
+    AliasAdmin, ErasurePasses, ErasureRequest, ErasureRequests, RegistryAdmin,
+};
 use pulselake_domain::message::check_id;
 
 use crate::AdminError;
@@ -116,10 +118,81 @@ impl<E: ErasureRequests, R: RegistryAdmin, A: AliasAdmin> ErasureAdmin<'_, E, R,
     }
 }
 
+/// One line on the latest erasure pass: running (partitions done of all, since when) or
+/// finished (verified or not). `None` before the first pass.
+pub async fn pass_progress<P: ErasurePasses>(passes: &P) -> Result<Option<String>, AdminError> {
+    let Some(p) = passes.latest().await? else {
+        return Ok(None);
+    };
+    let started = pulselake_domain::time::format_rfc3339_ms(p.started_at);
+    let requests = p.requests.len();
+    Ok(Some(match &p.evidence {
+        None => format!(
+            "pass {}: running since {started}, {} of {} lake partitions done, {requests} request(s)",
+            p.id, p.done, p.total
+        ),
+        Some(ev) => {
+            let completed = serde_json::from_str::<serde_json::Value>(ev)
+                .ok()
+                .and_then(|v| v["completed"].as_bool())
+                .unwrap_or(false);
+            format!(
+                "pass {}: finished ({} lake partitions, {requests} request(s)); {}",
+                p.id,
+                p.total,
+                if completed {
+                    "verified, requests done"
+                } else {
+                    "NOT verified: its requests stay pending (see the evidence in the audit bucket)"
+                }
+            )
+        }
+    }))
+}
+
 fn new_reference() -> Result<String, AdminError> {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).map_err(|e| AdminError::Setup(format!("no randomness: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod pass_tests {
+    use pulselake_adapters::{ErasurePass, ErasurePasses, MemoryErasurePasses};
+
+    use super::pass_progress;
+
+    #[tokio::test]
+    async fn the_latest_pass_shows_its_progress_then_its_outcome() {
+        let passes = MemoryErasurePasses::default();
+        assert_eq!(pass_progress(&passes).await.unwrap(), None);
+        let pass = ErasurePass {
+            id: "erasure-1".into(),
+            requests: vec!["erasure-ab".into()],
+            total: 3,
+            started_at: 0,
+            ..ErasurePass::default()
+        };
+        assert!(passes.start(&pass, -1, 0).await.unwrap());
+        passes
+            .finish_unit("erasure-1", "p1", "{}", 0)
+            .await
+            .unwrap();
+        let running = pass_progress(&passes).await.unwrap().unwrap();
+        assert!(
+            running.contains("running") && running.contains("1 of 3"),
+            "{running}"
+        );
+        passes
+            .finish("erasure-1", r#"{"completed":true}"#)
+            .await
+            .unwrap();
+        let done = pass_progress(&passes).await.unwrap().unwrap();
+        assert!(
+            done.contains("finished") && done.contains("verified"),
+            "{done}"
+        );
+    }
 }
 
 #[cfg(test)]

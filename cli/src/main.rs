@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pulselake_adapters::{
-    DynamoAliases, DynamoErasures, DynamoPartners, DynamoRegistry, IotIdentities, SecretsManager,
-    now_ms,
+    DynamoAliases, DynamoErasurePasses, DynamoErasures, DynamoPartners, DynamoRegistry,
+    IotIdentities, SecretsManager, now_ms,
 };
 use pulselake_cli::devices::Devices;
 use pulselake_cli::erasure::ErasureAdmin;
@@ -57,7 +57,8 @@ enum ErasureCommand {
         #[arg(long)]
         reason: String,
     },
-    /// Requests with their status and evidence (no subject ids).
+    /// Requests with their status and evidence (no subject ids), and the latest pass's
+    /// progress.
     List,
 }
 
@@ -88,6 +89,10 @@ async fn erasure(
         }
         ErasureCommand::List => {
             for line in admin.list().await? {
+                println!("{line}");
+            }
+            let passes = DynamoErasurePasses::from_config(sdk, &names.erasure_passes_table);
+            if let Some(line) = pulselake_cli::erasure::pass_progress(&passes).await? {
                 println!("{line}");
             }
         }

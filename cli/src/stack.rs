@@ -5,6 +5,17 @@ use aws_config::SdkConfig;
 
 use crate::AdminError;
 
+/// The deployed stack's outputs the admin commands read (`template.yaml` declares them).
+pub const STACK_OUTPUTS: [&str; 7] = [
+    "DeviceRegistryTableName",
+    "SubjectAliasTableName",
+    "DevicePolicyName",
+    "PartnersTableName",
+    "DataKeyArn",
+    "ErasureTableName",
+    "ErasurePassesTableName",
+];
+
 /// The resources the admin commands work on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StackNames {
@@ -17,6 +28,8 @@ pub struct StackNames {
     /// The stack's KMS key (none locally).
     pub kms_key: Option<String>,
     pub erasure_table: String,
+    /// Erasure passes and their progress.
+    pub erasure_passes_table: String,
 }
 
 impl StackNames {
@@ -31,6 +44,7 @@ impl StackNames {
             partner_secret_prefix: format!("{stack}/partners/"),
             kms_key: None,
             erasure_table: format!("{stack}-erasure-requests"),
+            erasure_passes_table: format!("{stack}-erasure-passes"),
         }
     }
 
@@ -64,6 +78,7 @@ impl StackNames {
             partner_secret_prefix: format!("{stack}/partners/"),
             kms_key: Some(output("DataKeyArn")?),
             erasure_table: output("ErasureTableName")?,
+            erasure_passes_table: output("ErasurePassesTableName")?,
         })
     }
 }

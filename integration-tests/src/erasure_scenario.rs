@@ -119,7 +119,8 @@ pub async fn run_erasure(
         .await?
         .ok_or("the erasure pass found no pending request")?;
     progress(format!(
-        "erasure pass: {} lake files ({} cleared by their footer alone), {} rewritten, {} rows removed, verification {}",
+        "erasure pass over {} lake partitions (one unit each on the erasure queue): {} files ({} cleared by their footer alone), {} rewritten, {} rows removed, verification {}",
+        report.evidence.partitions,
         report.evidence.files_read,
         report.evidence.versions_cleared_by_footer,
         report.evidence.files_rewritten.len(),

@@ -139,3 +139,14 @@ fn compaction_runs_daily_alone_and_may_touch_only_the_lake_and_its_plans() {
         "compaction reads no table"
     );
 }
+
+#[test]
+fn every_output_the_cli_reads_is_declared() {
+    let t = template();
+    for name in pulselake_cli::stack::STACK_OUTPUTS {
+        assert!(
+            !t["Outputs"][name]["Value"].is_null(),
+            "the CLI reads output {name}; template.yaml must declare it"
+        );
+    }
+}

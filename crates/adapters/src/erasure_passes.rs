@@ -48,6 +48,8 @@ pub trait ErasurePasses: Send + Sync {
     ) -> impl Future<Output = Result<Option<ErasurePass>, AwsError>> + Send;
     /// Every finished unit's evidence.
     fn units(&self, id: &str) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+    /// The pass the pointer names (the running one, or the last): whether it finished.
+    fn latest(&self) -> impl Future<Output = Result<Option<ErasurePass>, AwsError>> + Send;
     /// Ends the pass with its evidence: the next scheduled run may start another.
     fn finish(&self, id: &str, evidence: &str)
     -> impl Future<Output = Result<(), AwsError>> + Send;
@@ -242,6 +244,23 @@ impl ErasurePasses for DynamoErasurePasses {
         }
     }
 
+    async fn latest(&self) -> Result<Option<ErasurePass>, AwsError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pass", s(RUNNING))
+            .key("unit", s(PASS))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))?;
+        match out.item().and_then(|i| i.get("id")?.as_s().ok().cloned()) {
+            Some(id) => self.get(&id).await,
+            None => Ok(None),
+        }
+    }
+
     async fn finish(&self, id: &str, evidence: &str) -> Result<(), AwsError> {
         self.client
             .update_item()
@@ -286,6 +305,7 @@ struct MemoryPassState {
     units: BTreeMap<String, BTreeMap<String, String>>,
     /// The running pass and when it started; `None` once finished.
     running: Option<(String, i64)>,
+    latest: Option<String>,
 }
 
 impl ErasurePasses for MemoryErasurePasses {
@@ -300,6 +320,7 @@ impl ErasurePasses for MemoryErasurePasses {
         }
         st.passes.insert(pass.id.clone(), pass.clone());
         st.running = Some((pass.id.clone(), pass.started_at));
+        st.latest = Some(pass.id.clone());
         Ok(true)
     }
 
@@ -334,6 +355,11 @@ impl ErasurePasses for MemoryErasurePasses {
             .get(id)
             .map(|u| u.values().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn latest(&self) -> Result<Option<ErasurePass>, AwsError> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(st.latest.as_ref().and_then(|id| st.passes.get(id)).cloned())
     }
 
     async fn finish(&self, id: &str, evidence: &str) -> Result<(), AwsError> {
