@@ -57,6 +57,12 @@ impl<E: ErasureRequests, R: RegistryAdmin, A: AliasAdmin> ErasureAdmin<'_, E, R,
         // The request keeps the subject's aliases, so the pass can find their raw files
         // by the legacy keys in the names; the aliases go once the request is recorded.
         let aliases = self.aliases.aliases_of(subject).await?;
+        let devices: Vec<_> = self.registry.all().await?;
+        let theirs: Vec<String> = devices
+            .iter()
+            .filter(|d| d.assignments.iter().any(|a| a.subject_id == subject))
+            .map(|d| d.device_id.clone())
+            .collect();
         let fresh = self
             .requests
             .record(&ErasureRequest {
@@ -65,13 +71,14 @@ impl<E: ErasureRequests, R: RegistryAdmin, A: AliasAdmin> ErasureAdmin<'_, E, R,
                 requested_by: requested_by.to_owned(),
                 reason: reason.to_owned(),
                 aliases: aliases.clone(),
+                devices: theirs,
                 requested_at: now_ms,
                 completed_at: None,
                 evidence: None,
             })
             .await?;
         let mut assignments_removed = 0;
-        for mut device in self.registry.all().await? {
+        for mut device in devices {
             let before = device.assignments.len();
             device.assignments.retain(|a| a.subject_id != subject);
             if device.assignments.len() != before {

@@ -128,3 +128,95 @@ async fn a_legacy_patient_s_raw_files_go_with_their_lake_rows() {
     );
     assert_eq!(lake_rows(&inspect::lake(s).await.unwrap().rows), 0);
 }
+
+/// A patient whose device's rows came in files that hold other patients' rows too: the
+/// archived raw files are rewritten without the patient's lines (the ones that reached
+/// the lake, found by the lake rows' source, and the rejected ones, by the device), and
+/// the quarantine report loses the patient's entries; everyone else's lines stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_s_lines_leave_the_raw_files_and_reports_they_share_with_others() {
+    let p = LocalPlatform::start(None).await.unwrap();
+    let s = &p.stack;
+    scenario::run_files(&p, &mut |_| {}).await.unwrap();
+    let text = |key: &'static str| async move {
+        String::from_utf8(
+            inspect::get_bytes(s, &s.names.processed_bucket, key)
+                .await
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap()
+    };
+    let export_before = text("csv/partner-a/2026-11-01.csv").await;
+    let reports = || async {
+        let mut entries = Vec::new();
+        for key in inspect::list_keys(s, &s.names.quarantine_bucket, "files/")
+            .await
+            .unwrap()
+            .iter()
+            .filter(|k| k.contains("/rows-"))
+        {
+            let body = inspect::get_bytes(s, &s.names.quarantine_bucket, key)
+                .await
+                .unwrap();
+            entries.extend(
+                String::from_utf8_lossy(&body)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
+            );
+        }
+        entries
+    };
+    let before = reports().await;
+    assert!(before.iter().any(|e| e.contains("dev-file-000")));
+
+    let now = pulselake_local::invoke_now_ms();
+    onboard::request_erasure(s, "subj-f000", now).await.unwrap();
+    let ev = p
+        .erasure()
+        .await
+        .unwrap()
+        .run(now + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ev.completed && ev.verification.passed, "{ev:?}");
+    assert_eq!(
+        ev.rows_removed, 721,
+        "720 from the export, 1 from the mixed file"
+    );
+    assert_eq!(ev.raw_files_rewritten, 2, "{ev:?}");
+    assert_eq!(
+        ev.raw_lines_removed,
+        720 + 4,
+        "the mixed file's 3 rejected lines too"
+    );
+    assert_eq!(ev.quarantine_entries_removed, 3);
+
+    let export = text("csv/partner-a/2026-11-01.csv").await;
+    assert!(!export.contains("dev-file-000"));
+    let kept: Vec<&str> = export_before
+        .lines()
+        .filter(|l| !l.starts_with("dev-file-000,"))
+        .collect();
+    assert_eq!(
+        export.lines().collect::<Vec<_>>(),
+        kept,
+        "everyone else's lines, in order"
+    );
+    let mixed = text("csv/partner-a/2026-11-02-mixed.csv").await;
+    assert_eq!(
+        mixed,
+        "device_id,sensor_id,metric,value,unit,measured_at\n\
+         dev-unknown,hr-1,heart_rate,74,/min,2026-11-02T08:04:00Z\n\
+         dev-file-001,glu-0,glucose,5.4,mmol/L,2026-11-02T08:05:00Z\n"
+    );
+    let after = reports().await;
+    assert!(
+        after.iter().all(|e| !e.contains("dev-file-000")),
+        "{after:?}"
+    );
+    assert_eq!(after.len(), before.len() - 3, "the others' entries stay");
+    assert!(after.iter().any(|e| e.contains("dev-unknown")));
+}

@@ -208,6 +208,7 @@ async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
         .record(&ErasureRequest {
             subject_id: "subj-gone".into(),
             aliases: Vec::new(),
+            devices: Vec::new(),
             request_id: "erasure-race".into(),
             requested_by: "dpo".into(),
             reason: "Art. 17".into(),
@@ -341,6 +342,7 @@ async fn a_file_larger_than_a_part_is_rewritten_by_a_multipart_upload() {
         .record(&ErasureRequest {
             subject_id: "subj-gone".into(),
             aliases: Vec::new(),
+            devices: Vec::new(),
             request_id: "erasure-big".into(),
             requested_by: "dpo".into(),
             reason: "Art. 17".into(),

@@ -22,6 +22,10 @@ pub struct ErasureRequest {
     /// The legacy patient keys that named the subject (`seed:P1`), removed from the
     /// alias table at the request: the pass finds the subject's raw files by them.
     pub aliases: Vec<String>,
+    /// The devices assigned to the subject when the request was recorded (their
+    /// assignments removed then): the pass finds the subject's rows among the rejected
+    /// rows of raw files and quarantine reports by them.
+    pub devices: Vec<String>,
     pub requested_at: i64,
     /// When the lake was verified free of the subject; `None` while pending.
     pub completed_at: Option<i64>,
@@ -83,6 +87,11 @@ fn from_item(item: &std::collections::HashMap<String, AttributeValue>) -> Option
             .and_then(|v| v.as_l().ok())
             .map(|l| l.iter().filter_map(|a| a.as_s().ok().cloned()).collect())
             .unwrap_or_default(),
+        devices: item
+            .get("devices")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| l.iter().filter_map(|a| a.as_s().ok().cloned()).collect())
+            .unwrap_or_default(),
         requested_at: num("requested_at")?,
         completed_at: num("completed_at"),
         evidence: text("evidence"),
@@ -102,6 +111,10 @@ impl ErasureRequests for DynamoErasures {
             .item(
                 "aliases",
                 AttributeValue::L(r.aliases.iter().map(|a| s(a)).collect()),
+            )
+            .item(
+                "devices",
+                AttributeValue::L(r.devices.iter().map(|d| s(d)).collect()),
             )
             .item("requested_at", n(r.requested_at))
             .condition_expression("attribute_not_exists(subject_id)")

@@ -6,7 +6,7 @@
 //! holds none of them is left alone. The digest of the rows kept is what verification
 //! compares with the rewritten file's [`KeptDigest`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use parquet::data_type::ByteArray;
@@ -30,6 +30,16 @@ pub struct Rewrite {
     /// Row groups of the new file copied byte for byte from the old one (no subject
     /// row in them): verification hashes their stored bytes, not their values.
     pub copied_groups: Vec<usize>,
+    /// The rows removed that came from files: per source file (its keyed reference, as
+    /// in `source_ref`), their line numbers. The raw file's copies go by them.
+    pub file_lines: BTreeMap<String, BTreeSet<u64>>,
+}
+
+/// A file row's source: `file:<source reference>:L<line>`.
+fn file_line(source_ref: &[u8]) -> Option<(&str, u64)> {
+    let text = std::str::from_utf8(source_ref).ok()?;
+    let (file, line) = text.strip_prefix("file:")?.rsplit_once(":L")?;
+    Some((file, line.parse().ok()?))
 }
 
 /// The length of a Parquet file's footer (metadata), from the file's last 8 bytes.
@@ -115,6 +125,7 @@ impl<'s> Eraser<'s> {
                 groups_cleared_by_statistics: 0,
                 kept_digest: [0; 32],
                 copied_groups: Vec::new(),
+                file_lines: BTreeMap::new(),
             },
             written: 0,
         })
@@ -151,6 +162,14 @@ impl<'s> Eraser<'s> {
             self.rewrite.copied_groups.push(self.written);
         } else {
             self.rewrite.rows_removed += removed as u64;
+            if let Some(RawColumn::Text(refs)) = raw.get(SOURCE_REF) {
+                for (r, _) in refs.iter().zip(&keep).filter(|(_, k)| !**k) {
+                    if let Some((file, line)) = r.as_ref().and_then(|r| file_line(r.data())) {
+                        let lines = self.rewrite.file_lines.entry(file.to_owned()).or_default();
+                        lines.insert(line);
+                    }
+                }
+            }
             let kept: Vec<RawColumn> = raw.into_iter().map(|c| c.filtered(&keep)).collect();
             if kept.first().is_none_or(RawColumn::is_empty) {
                 return Ok(());
@@ -178,6 +197,9 @@ impl<'s> Eraser<'s> {
         Ok((self.rewrite, self.out.finish()?))
     }
 }
+
+/// The `source_ref` column's position.
+const SOURCE_REF: usize = 10;
 
 fn subject_column() -> usize {
     crate::COLUMNS
@@ -215,6 +237,7 @@ pub fn erase_subjects(
                 .count(),
             kept_digest,
             copied_groups: all,
+            file_lines: BTreeMap::new(),
         };
         return Ok((rewrite, None));
     }
@@ -435,6 +458,29 @@ mod tests {
         out.extend(tail);
         assert_eq!(streamed, whole);
         assert_eq!(Some(out), whole_file, "the same bytes");
+    }
+
+    #[test]
+    fn the_lines_of_file_rows_removed_are_named_by_their_source() {
+        let mut all = rows(&["a", "b"], 3);
+        for (i, r) in all.iter_mut().enumerate() {
+            r.source = Source::File;
+            r.source_ref = Cow::Owned(format!("file:f{}:L{}", i % 2, 10 + i));
+        }
+        let file = Bytes::from(encode_readings(&all, small_groups(false)).unwrap());
+        let gone = BTreeSet::from(["b".to_owned()]);
+        let (r, _) = erase_subjects(file, Metric::Spo2, &gone, small_groups(false)).unwrap();
+        // b's rows are rows 3, 4, 5: lines 13 (f1), 14 (f0), 15 (f1).
+        let expected = BTreeMap::from([
+            ("f0".to_owned(), BTreeSet::from([14])),
+            ("f1".to_owned(), BTreeSet::from([13, 15])),
+        ]);
+        assert_eq!(r.file_lines, expected);
+        assert_eq!(
+            file_line(b"shardId-1:42"),
+            None,
+            "a stream row names no file"
+        );
     }
 
     #[test]

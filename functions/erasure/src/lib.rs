@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod pass;
+pub mod raw;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::LambdaEvent;
@@ -224,6 +225,7 @@ mod tests {
         ErasureRequest {
             subject_id: subject.into(),
             aliases: Vec::new(),
+            devices: Vec::new(),
             request_id: format!("req-{subject}"),
             requested_by: "dpo@example.org".into(),
             reason: "GDPR Art. 17".into(),

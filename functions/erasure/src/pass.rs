@@ -24,6 +24,8 @@ use pulselake_lake::erase::{
     Eraser, KeptDigest, footer_clears, footer_len, groups_to_look_at, rows_in_group,
 };
 use pulselake_lake::{FileLayout, LakeFile};
+
+use crate::raw;
 use serde::{Deserialize, Serialize};
 
 /// The new file is uploaded in parts of this size as it grows: memory holds one row
@@ -99,6 +101,10 @@ pub struct UnitEvidence {
     pub old_versions_deleted: usize,
     pub failures: Vec<String>,
     pub verification: Verification,
+    /// Lines of raw files (by source reference) whose rows were removed: the finishing
+    /// unit clears the raw copies by them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub raw_lines: BTreeMap<String, BTreeSet<u64>>,
 }
 
 /// One rewritten file (a new version of the same key), or one removed whole.
@@ -145,6 +151,12 @@ pub struct ErasureEvidence {
     /// quarantine reports of those files, deleted with every version.
     pub raw_files_deleted: usize,
     pub quarantine_objects_deleted: usize,
+    /// Archived raw files that hold other patients' rows too (found by the source of the
+    /// lake rows removed), rewritten without the subjects' lines, and those lines.
+    pub raw_files_rewritten: usize,
+    pub raw_lines_removed: u64,
+    /// Entries of those files' quarantine reports that were the subjects'.
+    pub quarantine_entries_removed: usize,
     /// Files that could not be read or rewritten (nothing of them was deleted).
     pub failures: Vec<String>,
     pub verification: Verification,
@@ -336,6 +348,7 @@ where
         };
         ev.verification.passed = true;
         let mut units = 0;
+        let mut raw_lines: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
         for record in self.passes.units(&pass.id).await? {
             let u: UnitEvidence = serde_json::from_str(&record)
                 .map_err(|e| AwsError::permanent("erasure:finalize", e.to_string()))?;
@@ -352,6 +365,9 @@ where
             v.subject_rows_left += u.verification.subject_rows_left;
             v.files_changed_otherwise += u.verification.files_changed_otherwise;
             v.passed &= u.verification.passed;
+            for (source, lines) in u.raw_lines {
+                raw_lines.entry(source).or_default().extend(lines);
+            }
         }
         if units < pass.total as usize {
             ev.failures.push(format!(
@@ -376,12 +392,17 @@ where
                     ev.quarantine_objects_deleted += keys.len();
                 }
             }
-            ev.verification.copies_left = self
-                .copies_of(c, &pending)
-                .await?
-                .iter()
-                .map(|(_, keys)| keys.len())
-                .sum();
+            let devices: Vec<String> = pending.iter().flat_map(|r| r.devices.clone()).collect();
+            let left = self
+                .clear_raw_copies(c, &raw_lines, &devices, &mut ev)
+                .await?;
+            ev.verification.copies_left = left
+                + self
+                    .copies_of(c, &pending)
+                    .await?
+                    .iter()
+                    .map(|(_, keys)| keys.len())
+                    .sum::<usize>();
             ev.verification.passed &= ev.verification.copies_left == 0;
         }
         ev.completed = ev.verification.passed && ev.failures.is_empty();
@@ -460,16 +481,24 @@ where
             // In place: a new version of the same key, so whatever names this file
             // (file-ingest's record of a source's outputs, which a corrected re-upload
             // deletes) still names it. A file of the subjects' rows only just goes.
-            let rewritten = if rows_removed < rows_in {
-                let (digest, copied) = self.rewrite(&ranged, &mut file, &hits, subjects).await?;
+            // A file of the subjects' rows only is read through too (nothing put): the
+            // lines of its file rows name the raw copies to clear.
+            let whole = rows_removed == rows_in;
+            let (digest, copied, lines) = self
+                .rewrite(&ranged, &mut file, &hits, subjects, !whole)
+                .await?;
+            for (source, l) in lines {
+                ev.raw_lines.entry(source).or_default().extend(l);
+            }
+            let rewritten = if whole {
+                self.unchanged_since_read(v).await?;
+                hex::encode(pulselake_lake::erase::KeptDigest::default().finish().1)
+            } else {
                 result = Some((
                     key.to_owned(),
                     (rows_in - rows_removed, digest.clone(), copied),
                 ));
                 digest
-            } else {
-                self.unchanged_since_read(v).await?;
-                hex::encode(pulselake_lake::erase::KeptDigest::default().finish().1)
             };
             ev.rows_removed += rows_removed;
             ev.files_rewritten.push(RewrittenFile {
@@ -510,13 +539,15 @@ where
     /// If-Match on its ETag). A version written meanwhile (a corrected re-upload) is
     /// left for the next pass, and the request stays pending. The SHA-256 of the rows
     /// kept and the groups copied as stored.
+    /// `put`: false to read it through without writing (what it removes, nothing more).
     async fn rewrite(
         &self,
         ranged: &Ranged<'_, O>,
         file: &mut LakeFile,
         hits: &[u64],
         subjects: &BTreeSet<String>,
-    ) -> Result<(String, Vec<usize>), String> {
+        put: bool,
+    ) -> Result<(String, Vec<usize>, BTreeMap<String, BTreeSet<u64>>), String> {
         let v = ranged.version;
         let mut eraser =
             Eraser::new(file, subjects, FileLayout::default()).map_err(|e| e.to_string())?;
@@ -524,6 +555,7 @@ where
             objects: &self.objects,
             bucket: &self.lake_bucket,
             key: &v.key,
+            content_type: PARQUET,
             part_bytes: self.part_bytes,
             upload: None,
             pending: Vec::new(),
@@ -533,7 +565,9 @@ where
                 let range = file.group_range(g);
                 ranged.hold(file, range).await?;
                 eraser.push(file, g, *h == 0).map_err(|e| e.to_string())?;
-                if eraser.buffered() >= self.part_bytes {
+                if !put {
+                    eraser.take_output();
+                } else if eraser.buffered() >= self.part_bytes {
                     upload
                         .write(eraser.take_output())
                         .await
@@ -542,7 +576,9 @@ where
             }
             let head = eraser.take_output();
             let (rewrite, tail) = eraser.finish().map_err(|e| e.to_string())?;
-            upload.write(head).await.map_err(|e| e.to_string())?;
+            if put {
+                upload.write(head).await.map_err(|e| e.to_string())?;
+            }
             Ok((rewrite, tail))
         }
         .await;
@@ -553,6 +589,11 @@ where
                 return Err(e);
             }
         };
+        let digest = hex::encode(rewrite.kept_digest);
+        if !put {
+            upload.abandon().await;
+            return Ok((digest, rewrite.copied_groups, rewrite.file_lines));
+        }
         // S3 checks If-Match; the local stack checks it on a put only, so the version
         // is compared here too (a cheap list) before the upload completes.
         if let Err(e) = self.unchanged_since_read(v).await {
@@ -563,14 +604,18 @@ where
         if !upload.commit(tail, etag).await.map_err(|e| e.to_string())? {
             return Err(CHANGED.into());
         }
-        Ok((hex::encode(rewrite.kept_digest), rewrite.copied_groups))
+        Ok((digest, rewrite.copied_groups, rewrite.file_lines))
     }
 
     /// Whether `v` is still the current version of its key.
     async fn unchanged_since_read(&self, v: &ObjectVersion) -> Result<(), String> {
+        self.unchanged_in(&self.lake_bucket, v).await
+    }
+
+    async fn unchanged_in(&self, bucket: &str, v: &ObjectVersion) -> Result<(), String> {
         let current = self
             .objects
-            .list_versions(&self.lake_bucket, &v.key)
+            .list_versions(bucket, &v.key)
             .await
             .map_err(|e| e.to_string())?
             .into_iter()
@@ -579,6 +624,237 @@ where
             return Err(CHANGED.into());
         }
         Ok(())
+    }
+
+    /// The archived raw files the removed lake rows came from (seed files, one patient
+    /// each, go whole by their alias instead) rewritten without the subjects' lines, and
+    /// their quarantine reports without the subjects' entries. Returns the copies still
+    /// holding a subject's device afterwards (verification). A file that fails is
+    /// reported by its reference (keys may carry patient ids), nothing of it deleted.
+    async fn clear_raw_copies(
+        &self,
+        c: &Copies,
+        lines: &BTreeMap<String, BTreeSet<u64>>,
+        devices: &[String],
+        ev: &mut ErasureEvidence,
+    ) -> Result<usize, AwsError> {
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        let mut left = 0;
+        let reports = self.objects.list(&c.quarantine_bucket, "files/").await?;
+        let mut archived = self.objects.list(&c.processed_bucket, "csv/").await?;
+        archived.extend(self.objects.list(&c.processed_bucket, "ndjson/").await?);
+        for key in archived {
+            let reference = c.naming.reference(&format!("{}/{key}", c.staging_bucket));
+            let Some(l) = lines.get(&reference) else {
+                continue;
+            };
+            let marks = raw::Marks {
+                lines: l.clone(),
+                devices: devices.to_vec(),
+            };
+            let filtered = match self.rewrite_raw(&c.processed_bucket, &key, &marks).await {
+                Ok(f) => f,
+                Err(e) => {
+                    ev.failures.push(format!("raw file {reference}: {e}"));
+                    continue;
+                }
+            };
+            ev.raw_files_rewritten += 1;
+            ev.raw_lines_removed += filtered.removed;
+            let after = raw::Marks {
+                lines: BTreeSet::new(),
+                devices: devices.to_vec(),
+            };
+            if !devices.is_empty() {
+                let check = self.filter_stream(&c.processed_bucket, &key, None, &after, None);
+                match check.await {
+                    Ok(f) if f.removed > 0 => left += 1,
+                    Ok(_) => {}
+                    Err(e) => ev.failures.push(format!("raw file {reference}: {e}")),
+                }
+            }
+            let ours = format!("/{reference}-");
+            for report in reports.iter().filter(|k| {
+                k.contains(&ours)
+                    && k.rsplit('/')
+                        .next()
+                        .is_some_and(|n| n.starts_with("rows-") && n.ends_with(".ndjson"))
+            }) {
+                match self
+                    .clear_report(
+                        &c.quarantine_bucket,
+                        report,
+                        &marks,
+                        &filtered.removed_lines,
+                    )
+                    .await
+                {
+                    Ok(n) => ev.quarantine_entries_removed += n,
+                    Err(e) => ev.failures.push(format!("report of {reference}: {e}")),
+                }
+            }
+        }
+        Ok(left)
+    }
+
+    /// One raw file without the lines `marks` names, as a new version put only over the
+    /// version read; every earlier version deleted. A file left with no data goes.
+    async fn rewrite_raw(
+        &self,
+        bucket: &str,
+        key: &str,
+        marks: &raw::Marks,
+    ) -> Result<raw::Filtered, String> {
+        let versions: Vec<ObjectVersion> = self
+            .objects
+            .list_versions(bucket, key)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|v| v.key == key)
+            .collect();
+        let Some(current) = versions.iter().find(|v| v.latest && !v.delete_marker) else {
+            return Err("no current version".into());
+        };
+        let mut upload = NewVersion {
+            objects: &self.objects,
+            bucket,
+            key,
+            content_type: RAW,
+            part_bytes: self.part_bytes,
+            upload: None,
+            pending: Vec::new(),
+        };
+        let version = current.version_id.as_deref();
+        let filtered = match self
+            .filter_stream(bucket, key, version, marks, Some(&mut upload))
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                upload.abandon().await;
+                return Err(e);
+            }
+        };
+        let replaced = filtered.kept_data > 0;
+        if filtered.removed == 0 || !replaced {
+            upload.abandon().await;
+            if filtered.removed == 0 {
+                return Ok(filtered);
+            }
+        } else {
+            if let Err(e) = self.unchanged_in(bucket, current).await {
+                upload.abandon().await;
+                return Err(e);
+            }
+            let etag = current.etag.as_deref().unwrap_or_default();
+            if !upload
+                .commit(Vec::new(), etag)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                return Err(CHANGED.into());
+            }
+        }
+        let old: Vec<ObjectVersion> = versions
+            .into_iter()
+            .filter(|v| v.version_id.is_some() || !replaced)
+            .collect();
+        for batch in old.chunks(pulselake_adapters::DELETE_BATCH) {
+            self.objects
+                .delete_versions(bucket, batch)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(filtered)
+    }
+
+    /// Streams a version of a raw file through the filter (on a blocking thread, as
+    /// file-ingest reads files); with `upload`, the output goes to it as produced.
+    async fn filter_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        marks: &raw::Marks,
+        mut upload: Option<&mut NewVersion<'_, O>>,
+    ) -> Result<raw::Filtered, String> {
+        let body = self
+            .objects
+            .open(bucket, key, version)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_async_read();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+        let (gz, csv) = (key.ends_with(".gz"), key.starts_with("csv/"));
+        let (marks, part) = (marks.clone(), self.part_bytes);
+        let task = tokio::task::spawn_blocking(move || {
+            let input = tokio_util::io::SyncIoBridge::new(body);
+            raw::filter_raw(input, raw::Parts::new(tx, part), gz, csv, &marks)
+        });
+        let mut sent = Ok(());
+        while let Some(bytes) = rx.recv().await {
+            if let (Some(u), Ok(())) = (upload.as_mut(), &sent) {
+                sent = u.write(bytes).await;
+            }
+        }
+        let filtered = task
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("not readable as it was ingested: {e}"))?;
+        sent.map_err(|e| e.to_string())?;
+        Ok(filtered)
+    }
+
+    /// The subjects' rows in a quarantine report part removed (the part put again, or
+    /// deleted when nothing is left, every earlier version too); how many entries.
+    async fn clear_report(
+        &self,
+        bucket: &str,
+        key: &str,
+        marks: &raw::Marks,
+        removed_lines: &BTreeSet<u64>,
+    ) -> Result<usize, String> {
+        let versions: Vec<ObjectVersion> = self
+            .objects
+            .list_versions(bucket, key)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|v| v.key == key)
+            .collect();
+        let body = self
+            .objects
+            .open(bucket, key, None)
+            .await
+            .map_err(|e| e.to_string())?
+            .bytes()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (kept, removed) = raw::filter_report(&body, marks, removed_lines);
+        if removed == 0 {
+            return Ok(0);
+        }
+        let replaced = !kept.is_empty();
+        if replaced {
+            self.objects
+                .put(bucket, key, kept, "application/x-ndjson")
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let old: Vec<ObjectVersion> = versions
+            .into_iter()
+            .filter(|v| v.version_id.is_some() || !replaced)
+            .collect();
+        for batch in old.chunks(pulselake_adapters::DELETE_BATCH) {
+            self.objects
+                .delete_versions(bucket, batch)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(removed)
     }
 
     /// The subjects' raw files in the archive (a seed file's name starts with the
@@ -756,6 +1032,7 @@ struct NewVersion<'a, O> {
     objects: &'a O,
     bucket: &'a str,
     key: &'a str,
+    content_type: &'static str,
     part_bytes: usize,
     upload: Option<(String, Vec<(i32, String)>)>,
     pending: Vec<u8>,
@@ -774,7 +1051,7 @@ impl<O: ObjectUploads> NewVersion<'_, O> {
         if self.upload.is_none() {
             let id = self
                 .objects
-                .start_upload(self.bucket, self.key, PARQUET)
+                .start_upload(self.bucket, self.key, self.content_type)
                 .await?;
             self.upload = Some((id, Vec::new()));
         }
@@ -798,7 +1075,7 @@ impl<O: ObjectUploads> NewVersion<'_, O> {
             let body = std::mem::take(&mut self.pending);
             return self
                 .objects
-                .put_if_match(self.bucket, self.key, body, PARQUET, if_match)
+                .put_if_match(self.bucket, self.key, body, self.content_type, if_match)
                 .await;
         };
         let n = parts.len() as i32 + 1;
@@ -832,6 +1109,8 @@ impl<O: ObjectUploads> NewVersion<'_, O> {
 }
 
 const PARQUET: &str = "application/vnd.apache.parquet";
+/// Raw files are archived as uploaded; their rewrite is stored as bytes.
+const RAW: &str = "application/octet-stream";
 
 fn expiry(now_ms: i64) -> i64 {
     now_ms / 1000 + RECORD_DAYS * 86_400
