@@ -131,8 +131,9 @@ async fn a_legacy_patient_s_raw_files_go_with_their_lake_rows() {
 
 /// A patient whose device's rows came in files that hold other patients' rows too: the
 /// archived raw files are rewritten without the patient's lines (the ones that reached
-/// the lake, found by the lake rows' source, and the rejected ones, by the device), and
-/// the quarantine report loses the patient's entries; everyone else's lines stay.
+/// the lake, found by the lake rows' source, and the rejected ones, by the device), so
+/// is a copy of such a file archived under another name and a file quarantined whole,
+/// and the quarantine report loses the patient's entries; everyone else's lines stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patient_s_lines_leave_the_raw_files_and_reports_they_share_with_others() {
     let p = LocalPlatform::start(None).await.unwrap();
@@ -186,13 +187,31 @@ async fn a_patient_s_lines_leave_the_raw_files_and_reports_they_share_with_other
         ev.rows_removed, 721,
         "720 from the export, 1 from the mixed file"
     );
-    assert_eq!(ev.raw_files_rewritten, 2, "{ev:?}");
+    assert_eq!(
+        ev.raw_files_rewritten, 3,
+        "the export, its resend under another name (skipped as a copy, archived), the mixed file: {ev:?}"
+    );
     assert_eq!(
         ev.raw_lines_removed,
-        720 + 4,
-        "the mixed file's 3 rejected lines too"
+        720 + 720 + 4 + 1,
+        "the mixed file's 3 rejected lines, and the line of a file quarantined whole"
     );
     assert_eq!(ev.quarantine_entries_removed, 3);
+    assert_eq!(ev.quarantined_files_rewritten, 1);
+    let resend = text("csv/partner-b/resend-2026-11-01.csv").await;
+    assert_eq!(resend.lines().count(), 1 + 19 * 720);
+    assert!(!resend.contains("dev-file-000"));
+    for key in inspect::list_keys(s, &s.names.quarantine_bucket, "files/")
+        .await
+        .unwrap()
+        .iter()
+        .filter(|k| k.ends_with("/raw"))
+    {
+        let copy = inspect::get_bytes(s, &s.names.quarantine_bucket, key)
+            .await
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&copy).contains("dev-file-000"));
+    }
 
     let export = text("csv/partner-a/2026-11-01.csv").await;
     assert!(!export.contains("dev-file-000"));

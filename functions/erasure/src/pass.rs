@@ -157,6 +157,9 @@ pub struct ErasureEvidence {
     pub raw_lines_removed: u64,
     /// Entries of those files' quarantine reports that were the subjects'.
     pub quarantine_entries_removed: usize,
+    /// Copies of files quarantined whole (never in the lake) that named a subject's
+    /// device, rewritten without those lines.
+    pub quarantined_files_rewritten: usize,
     /// Files that could not be read or rewritten (nothing of them was deleted).
     pub failures: Vec<String>,
     pub verification: Verification,
@@ -638,15 +641,26 @@ where
         devices: &[String],
         ev: &mut ErasureEvidence,
     ) -> Result<usize, AwsError> {
-        if lines.is_empty() {
-            return Ok(0);
-        }
         let mut left = 0;
         let reports = self.objects.list(&c.quarantine_bucket, "files/").await?;
-        let mut archived = self.objects.list(&c.processed_bucket, "csv/").await?;
-        archived.extend(self.objects.list(&c.processed_bucket, "ndjson/").await?);
-        for key in archived {
-            let reference = c.naming.reference(&format!("{}/{key}", c.staging_bucket));
+        let mut archived = self
+            .objects
+            .list_versions(&c.processed_bucket, "csv/")
+            .await?;
+        archived.extend(
+            self.objects
+                .list_versions(&c.processed_bucket, "ndjson/")
+                .await?,
+        );
+        archived.retain(|v| v.latest && !v.delete_marker);
+        // (size, SHA-256, marks) of each file rewritten: a copy of one under another
+        // name (ingested once, archived twice) has the same lines.
+        let mut originals: Vec<(u64, String, raw::Marks)> = Vec::new();
+        let mut done = BTreeSet::new();
+        for v in &archived {
+            let reference = c
+                .naming
+                .reference(&format!("{}/{}", c.staging_bucket, v.key));
             let Some(l) = lines.get(&reference) else {
                 continue;
             };
@@ -654,58 +668,139 @@ where
                 lines: l.clone(),
                 devices: devices.to_vec(),
             };
-            let filtered = match self.rewrite_raw(&c.processed_bucket, &key, &marks).await {
-                Ok(f) => f,
+            done.insert(v.key.clone());
+            if let Some(f) = self
+                .clear_raw_file(c, &v.key, &reference, &marks, &reports, ev, &mut left)
+                .await
+            {
+                originals.push((v.size, f.input_sha256, marks));
+            }
+        }
+        for v in archived.iter().filter(|v| !done.contains(&v.key)) {
+            if !originals.iter().any(|o| o.0 == v.size) {
+                continue;
+            }
+            let reference = c
+                .naming
+                .reference(&format!("{}/{}", c.staging_bucket, v.key));
+            let sha = match self
+                .filter_stream(
+                    &c.processed_bucket,
+                    &v.key,
+                    None,
+                    &raw::Marks::default(),
+                    None,
+                )
+                .await
+            {
+                Ok(f) => f.input_sha256,
                 Err(e) => {
                     ev.failures.push(format!("raw file {reference}: {e}"));
                     continue;
                 }
             };
-            ev.raw_files_rewritten += 1;
-            ev.raw_lines_removed += filtered.removed;
-            let after = raw::Marks {
+            if let Some((_, _, marks)) = originals.iter().find(|o| o.0 == v.size && o.1 == sha) {
+                let marks = marks.clone();
+                self.clear_raw_file(c, &v.key, &reference, &marks, &reports, ev, &mut left)
+                    .await;
+            }
+        }
+        // Files quarantined whole never reached the lake: their copies in quarantine
+        // lose the lines that name a subject's device.
+        if !devices.is_empty() {
+            let marks = raw::Marks {
                 lines: BTreeSet::new(),
                 devices: devices.to_vec(),
             };
-            if !devices.is_empty() {
-                let check = self.filter_stream(&c.processed_bucket, &key, None, &after, None);
-                match check.await {
-                    Ok(f) if f.removed > 0 => left += 1,
-                    Ok(_) => {}
-                    Err(e) => ev.failures.push(format!("raw file {reference}: {e}")),
-                }
-            }
-            let ours = format!("/{reference}-");
-            for report in reports.iter().filter(|k| {
-                k.contains(&ours)
-                    && k.rsplit('/')
-                        .next()
-                        .is_some_and(|n| n.starts_with("rows-") && n.ends_with(".ndjson"))
-            }) {
+            for key in reports.iter().filter(|k| k.ends_with("/raw")) {
                 match self
-                    .clear_report(
-                        &c.quarantine_bucket,
-                        report,
-                        &marks,
-                        &filtered.removed_lines,
-                    )
+                    .rewrite_raw(&c.quarantine_bucket, key, &marks, None, false)
                     .await
                 {
-                    Ok(n) => ev.quarantine_entries_removed += n,
-                    Err(e) => ev.failures.push(format!("report of {reference}: {e}")),
+                    Ok(f) if f.removed > 0 => {
+                        ev.quarantined_files_rewritten += 1;
+                        ev.raw_lines_removed += f.removed;
+                    }
+                    Ok(_) => {}
+                    Err(e) => ev.failures.push(format!("a file quarantined whole: {e}")),
                 }
             }
         }
         Ok(left)
     }
 
+    /// One archived raw file without the subjects' lines, checked afterwards, and its
+    /// quarantine report parts without their entries. `None` when it failed (reported).
+    #[allow(clippy::too_many_arguments)]
+    async fn clear_raw_file(
+        &self,
+        c: &Copies,
+        key: &str,
+        reference: &str,
+        marks: &raw::Marks,
+        reports: &[String],
+        ev: &mut ErasureEvidence,
+        left: &mut usize,
+    ) -> Option<raw::Filtered> {
+        let (gz, csv) = (key.ends_with(".gz"), key.starts_with("csv/"));
+        let filtered = match self
+            .rewrite_raw(&c.processed_bucket, key, marks, Some(gz), csv)
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                ev.failures.push(format!("raw file {reference}: {e}"));
+                return None;
+            }
+        };
+        if filtered.removed == 0 {
+            return Some(filtered);
+        }
+        ev.raw_files_rewritten += 1;
+        ev.raw_lines_removed += filtered.removed;
+        if !marks.devices.is_empty() && filtered.kept_data > 0 {
+            let after = raw::Marks {
+                lines: BTreeSet::new(),
+                devices: marks.devices.clone(),
+            };
+            match self
+                .filter_stream(&c.processed_bucket, key, None, &after, None)
+                .await
+            {
+                Ok(f) if f.removed > 0 => *left += 1,
+                Ok(_) => {}
+                Err(e) => ev.failures.push(format!("raw file {reference}: {e}")),
+            }
+        }
+        let ours = format!("/{reference}-");
+        for report in reports.iter().filter(|k| {
+            k.contains(&ours)
+                && k.rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.starts_with("rows-") && n.ends_with(".ndjson"))
+        }) {
+            match self
+                .clear_report(&c.quarantine_bucket, report, marks, &filtered.removed_lines)
+                .await
+            {
+                Ok(n) => ev.quarantine_entries_removed += n,
+                Err(e) => ev.failures.push(format!("report of {reference}: {e}")),
+            }
+        }
+        Some(filtered)
+    }
+
     /// One raw file without the lines `marks` names, as a new version put only over the
     /// version read; every earlier version deleted. A file left with no data goes.
+    /// `gz`: whether it is gzip (`None`: as its first bytes say); `csv`: CSV records
+    /// (else lines).
     async fn rewrite_raw(
         &self,
         bucket: &str,
         key: &str,
         marks: &raw::Marks,
+        gz: Option<bool>,
+        csv: bool,
     ) -> Result<raw::Filtered, String> {
         let versions: Vec<ObjectVersion> = self
             .objects
@@ -729,7 +824,7 @@ where
         };
         let version = current.version_id.as_deref();
         let filtered = match self
-            .filter_stream(bucket, key, version, marks, Some(&mut upload))
+            .filter_stream_as(bucket, key, version, marks, Some(&mut upload), gz, csv)
             .await
         {
             Ok(f) => f,
@@ -779,7 +874,23 @@ where
         key: &str,
         version: Option<&str>,
         marks: &raw::Marks,
+        upload: Option<&mut NewVersion<'_, O>>,
+    ) -> Result<raw::Filtered, String> {
+        let (gz, csv) = (key.ends_with(".gz"), key.starts_with("csv/"));
+        self.filter_stream_as(bucket, key, version, marks, upload, Some(gz), csv)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn filter_stream_as(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        marks: &raw::Marks,
         mut upload: Option<&mut NewVersion<'_, O>>,
+        gz: Option<bool>,
+        csv: bool,
     ) -> Result<raw::Filtered, String> {
         let body = self
             .objects
@@ -788,7 +899,6 @@ where
             .map_err(|e| e.to_string())?
             .into_async_read();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
-        let (gz, csv) = (key.ends_with(".gz"), key.starts_with("csv/"));
         let (marks, part) = (marks.clone(), self.part_bytes);
         let task = tokio::task::spawn_blocking(move || {
             let input = tokio_util::io::SyncIoBridge::new(body);

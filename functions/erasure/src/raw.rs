@@ -9,9 +9,9 @@
 //! written back without those records, streamed in both directions.
 
 use std::collections::BTreeSet;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 
-use file_ingest::intake::GzMembers;
+use file_ingest::intake::{GzMembers, Hashed};
 use file_ingest::records::Records;
 use memchr::memmem;
 
@@ -51,6 +51,8 @@ pub struct Filtered {
     pub removed: u64,
     /// The lines of the records removed (their report entries go too).
     pub removed_lines: BTreeSet<u64>,
+    /// SHA-256 of the file as read (hex): a copy of it elsewhere has the same lines.
+    pub input_sha256: String,
 }
 
 /// The rewritten file's bytes, handed over in parts as they are produced (to the task
@@ -103,12 +105,20 @@ const MAX_LINE: usize = 16 << 20;
 pub fn filter_raw<R: Read, W: Write>(
     input: R,
     out: W,
-    gz: bool,
+    gz: Option<bool>,
     csv: bool,
     marks: &Marks,
 ) -> std::io::Result<Filtered> {
+    let hashed = Hashed::new(input);
+    let tally = hashed.tally();
+    let mut input = BufReader::new(hashed);
+    // `None`: gzip if it starts as gzip does (a copy kept without its name).
+    let gz = match gz {
+        Some(gz) => gz,
+        None => input.fill_buf()?.starts_with(&[0x1f, 0x8b]),
+    };
     let decoded: Box<dyn Read> = if gz {
-        Box::new(GzMembers::new(BufReader::new(input)))
+        Box::new(GzMembers::new(input))
     } else {
         Box::new(input)
     };
@@ -149,7 +159,9 @@ pub fn filter_raw<R: Read, W: Write>(
         }
         header &= blank;
     }
+    drop(records);
     out.finish()?;
+    f.input_sha256 = tally.finish().1;
     Ok(f)
 }
 
@@ -241,7 +253,7 @@ mod tests {
         let f = filter_raw(
             csv.as_bytes(),
             &mut out,
-            false,
+            Some(false),
             true,
             &marks(&[5], &["dev-1"]),
         )
@@ -262,7 +274,7 @@ mod tests {
         gz.write_all(text.as_bytes()).unwrap();
         let gz = gz.finish().unwrap();
         let mut out = Vec::new();
-        let f = filter_raw(&gz[..], &mut out, true, false, &marks(&[], &["dev-7"])).unwrap();
+        let f = filter_raw(&gz[..], &mut out, None, false, &marks(&[], &["dev-7"])).unwrap();
         let mut back = String::new();
         flate2::read::GzDecoder::new(&out[..])
             .read_to_string(&mut back)
