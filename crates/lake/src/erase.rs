@@ -14,7 +14,8 @@ use pulselake_domain::{Metric, Reading};
 use sha2::{Digest, Sha256};
 
 use crate::LakeError;
-use crate::read::{LakeFile, RawColumn};
+use crate::batch;
+use crate::read::LakeFile;
 use crate::write::{FileLayout, GroupWriter};
 
 /// What the rewrite did.
@@ -145,37 +146,31 @@ impl<'s> Eraser<'s> {
             self.written += 1;
             return Ok(());
         }
-        let raw = file.raw_group(g)?;
-        let keep: Vec<bool> = match raw.get(subject_column()) {
-            Some(RawColumn::Text(v)) => v.iter().map(|x| !is_subject(x, self.subjects)).collect(),
-            _ => {
-                return Err(LakeError::Column {
-                    column: "subject_id",
-                    problem: "not a text column".into(),
-                });
-            }
-        };
-        let removed = keep.iter().filter(|k| !**k).count();
+        let batch = file.batch(g)?;
+        let keep = batch::keep_mask(&batch, self.subjects)?;
+        let removed = keep.false_count();
         if removed == 0 {
             hash_stored(&mut self.hasher, &file.group_bytes(g)?);
             self.out.copy_group(file, g)?;
             self.rewrite.copied_groups.push(self.written);
         } else {
             self.rewrite.rows_removed += removed as u64;
-            if let Some(RawColumn::Text(refs)) = raw.get(SOURCE_REF) {
-                for (r, _) in refs.iter().zip(&keep).filter(|(_, k)| !**k) {
-                    if let Some((file, line)) = r.as_ref().and_then(|r| file_line(r.data())) {
-                        let lines = self.rewrite.file_lines.entry(file.to_owned()).or_default();
-                        lines.insert(line);
-                    }
+            for r in batch::dropped_refs(&batch, &keep) {
+                if let Some((source, line)) = file_line(r.as_bytes()) {
+                    let lines = self
+                        .rewrite
+                        .file_lines
+                        .entry(source.to_owned())
+                        .or_default();
+                    lines.insert(line);
                 }
             }
-            let kept: Vec<RawColumn> = raw.into_iter().map(|c| c.filtered(&keep)).collect();
-            if kept.first().is_none_or(RawColumn::is_empty) {
+            let kept = batch::filter(&batch, &keep)?;
+            if kept.num_rows() == 0 {
                 return Ok(());
             }
-            hash_group(&mut self.hasher, &kept);
-            self.out.write_raw(kept)?;
+            batch::hash_batch(&mut self.hasher, &kept)?;
+            self.out.write_batch(&kept)?;
         }
         self.written += 1;
         Ok(())
@@ -196,16 +191,6 @@ impl<'s> Eraser<'s> {
         self.rewrite.kept_digest = self.hasher.finalize().into();
         Ok((self.rewrite, self.out.finish()?))
     }
-}
-
-/// The `source_ref` column's position.
-const SOURCE_REF: usize = 10;
-
-fn subject_column() -> usize {
-    crate::COLUMNS
-        .iter()
-        .position(|c| c.name == "subject_id")
-        .unwrap_or(1)
 }
 
 /// Rewrites a whole file held in memory without the rows of `subjects` (what the
@@ -267,9 +252,9 @@ impl KeptDigest {
             hash_stored(&mut self.hasher, &file.group_bytes(g)?);
             return Ok(());
         }
-        let raw = file.raw_group(g)?;
-        if raw.first().is_some_and(|c| !c.is_empty()) {
-            hash_group(&mut self.hasher, &raw);
+        let batch = file.batch(g)?;
+        if batch.num_rows() > 0 {
+            batch::hash_batch(&mut self.hasher, &batch)?;
         }
         Ok(())
     }
@@ -307,52 +292,6 @@ fn hash_stored(h: &mut Sha256, chunks: &[Bytes]) {
         h.update(c);
     }
 }
-
-/// A row group's values, column by column, each value length-prefixed or marked null
-/// (gathered into a buffer first: one hasher update per 64 KiB, not per value).
-fn hash_group(h: &mut Sha256, columns: &[RawColumn]) {
-    h.update(b"values");
-    let mut buf = Vec::with_capacity(HASH_BUFFER + 1024);
-    let flush = |buf: &mut Vec<u8>, h: &mut Sha256, force: bool| {
-        if force || buf.len() >= HASH_BUFFER {
-            h.update(&buf[..]);
-            buf.clear();
-        }
-    };
-    for c in columns {
-        match c {
-            RawColumn::Text(v) => {
-                for x in v {
-                    match x {
-                        Some(b) => {
-                            buf.extend_from_slice(&(b.len() as u32).to_le_bytes());
-                            buf.extend_from_slice(b.data());
-                        }
-                        None => buf.extend_from_slice(&u32::MAX.to_le_bytes()),
-                    }
-                    flush(&mut buf, h, false);
-                }
-            }
-            RawColumn::Double(v) => {
-                for x in v {
-                    buf.extend_from_slice(&x.map_or(u64::MAX, f64::to_bits).to_le_bytes());
-                    buf.push(u8::from(x.is_some()));
-                    flush(&mut buf, h, false);
-                }
-            }
-            RawColumn::Millis(v) => {
-                for x in v {
-                    buf.extend_from_slice(&x.unwrap_or(i64::MIN).to_le_bytes());
-                    buf.push(u8::from(x.is_some()));
-                    flush(&mut buf, h, false);
-                }
-            }
-        }
-    }
-    flush(&mut buf, h, true);
-}
-
-const HASH_BUFFER: usize = 64 << 10;
 
 /// SHA-256 of one row (every column). Summed over rows, it checks that a rewrite that
 /// reorders rows (compaction) kept exactly the same rows.
@@ -481,6 +420,27 @@ mod tests {
             None,
             "a stream row names no file"
         );
+    }
+
+    #[test]
+    fn a_removed_subject_leaves_no_trace_in_dictionaries_or_statistics() {
+        let gone_id = "patient-to-forget-000001";
+        let mut mixed = rows(&["a", gone_id, "c"], 200);
+        mixed.sort_by_key(|r| r.measured_at);
+        let file = encode_readings(&mixed, small_groups(false)).unwrap();
+        let found = |bytes: &[u8]| {
+            bytes
+                .windows(gone_id.len())
+                .any(|w| w == gone_id.as_bytes())
+        };
+        assert!(
+            found(&file),
+            "the id is in the file before (dictionary, statistics)"
+        );
+        let gone = BTreeSet::from([gone_id.to_owned()]);
+        let (_, new) =
+            erase_subjects(Bytes::from(file), Metric::Spo2, &gone, small_groups(false)).unwrap();
+        assert!(!found(&new.unwrap()), "no byte of it after");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! Glue table in `template.yaml`, the JSON keys of the records sent to Firehose and the
 //! local Firehose's writer are tested against it.
 
+mod batch;
 mod columns;
 pub mod erase;
 mod read;

@@ -30,22 +30,6 @@ pub enum RawColumn {
 }
 
 impl RawColumn {
-    /// The rows where `keep` is true, in order (values moved, not copied).
-    pub fn filtered(self, keep: &[bool]) -> RawColumn {
-        fn pick<T>(v: Vec<Option<T>>, keep: &[bool]) -> Vec<Option<T>> {
-            v.into_iter()
-                .zip(keep)
-                .filter(|(_, k)| **k)
-                .map(|(x, _)| x)
-                .collect()
-        }
-        match self {
-            RawColumn::Text(v) => RawColumn::Text(pick(v, keep)),
-            RawColumn::Double(v) => RawColumn::Double(pick(v, keep)),
-            RawColumn::Millis(v) => RawColumn::Millis(pick(v, keep)),
-        }
-    }
-
     pub fn len(&self) -> usize {
         match self {
             RawColumn::Text(v) => v.len(),
@@ -175,6 +159,19 @@ impl LakeFile {
             props: Arc::new(ReaderProperties::builder().build()),
             metric,
         })
+    }
+
+    pub(crate) fn metadata(&self) -> &ParquetMetaData {
+        &self.meta
+    }
+
+    pub(crate) fn metadata_arc(&self) -> Arc<ParquetMetaData> {
+        Arc::clone(&self.meta)
+    }
+
+    /// The bytes held (a cheap copy: the bytes are shared).
+    pub(crate) fn window(&self) -> Window {
+        (*self.data).clone()
     }
 
     /// The byte range (start, end exclusive) of row group `i`'s column chunks: what a

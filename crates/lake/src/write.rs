@@ -18,7 +18,6 @@ use parquet::schema::types::ColumnPath;
 use pulselake_domain::{Reading, ReadingId};
 
 use crate::columns::{Columns, Strings, Values, check};
-use crate::read::RawColumn;
 use crate::{COLUMNS, Column, LakeError, parquet_schema_of};
 
 /// How a file is laid out.
@@ -48,7 +47,7 @@ impl Default for FileLayout {
 
 /// Columns unique per row: no dictionary (it could not shrink them) and no statistics
 /// (they would prune nothing).
-const UNIQUE: [&str; 2] = ["reading_id", "source_ref"];
+pub(crate) const UNIQUE: [&str; 2] = ["reading_id", "source_ref"];
 
 fn properties(schema: &[Column], sorted_by_subject: bool) -> Arc<WriterProperties> {
     static SORTED: OnceLock<Arc<WriterProperties>> = OnceLock::new();
@@ -188,54 +187,31 @@ impl<'s, W: Write + Send> GroupWriter<'s, W> {
         Ok(())
     }
 
-    /// Appends one row group of columns as a reader returned them ([`LakeFile::raw_group`],
-    /// possibly filtered): values are written as they are, nothing is rebuilt.
+    /// Appends a record batch (a filtered row group, [`LakeFile::batch`]) as one row
+    /// group, encoded by the parquet crate's Arrow column writers under this file's
+    /// properties (an empty batch adds nothing).
     ///
-    /// [`LakeFile::raw_group`]: crate::LakeFile::raw_group
-    pub fn write_raw(&mut self, columns: Vec<RawColumn>) -> Result<(), LakeError> {
-        let rows = columns.first().map_or(0, RawColumn::len);
-        if columns.len() != self.schema.len() || columns.iter().any(|c| c.len() != rows) {
-            return Err(LakeError::Column {
-                column: "*",
-                problem: "the raw columns do not match the schema".into(),
-            });
-        }
-        if rows == 0 {
+    /// [`LakeFile::batch`]: crate::LakeFile::batch
+    pub fn write_batch(&mut self, batch: &arrow_array::RecordBatch) -> Result<(), LakeError> {
+        use parquet::arrow::arrow_writer::{ArrowRowGroupWriterFactory, compute_leaves};
+        if batch.num_rows() == 0 {
             return Ok(());
         }
+        let index = self.file.flushed_row_groups().len();
+        let writers = ArrowRowGroupWriterFactory::new(&self.file, batch.schema())
+            .create_column_writers(index)?;
         let mut rg = self.file.next_row_group()?;
-        for (i, column) in columns.into_iter().enumerate() {
-            let Some(mut col) = rg.next_column()? else {
-                return Err(LakeError::Column {
-                    column: self.schema[i].name,
-                    problem: "the writer has fewer columns than the schema".into(),
-                });
-            };
-            fn split<T>(v: Vec<Option<T>>) -> (Vec<T>, Vec<i16>) {
-                let defs = v.iter().map(|x| i16::from(x.is_some())).collect();
-                (v.into_iter().flatten().collect(), defs)
+        let schema = batch.schema();
+        for ((field, column), mut writer) in
+            schema.fields().iter().zip(batch.columns()).zip(writers)
+        {
+            for leaf in compute_leaves(field, column)? {
+                writer.write(&leaf)?;
             }
-            match column {
-                RawColumn::Text(v) => {
-                    let (vals, defs) = split(v);
-                    col.typed::<ByteArrayType>()
-                        .write_batch(&vals, Some(&defs), None)?;
-                }
-                RawColumn::Double(v) => {
-                    let (vals, defs) = split(v);
-                    col.typed::<DoubleType>()
-                        .write_batch(&vals, Some(&defs), None)?;
-                }
-                RawColumn::Millis(v) => {
-                    let (vals, defs) = split(v);
-                    col.typed::<Int64Type>()
-                        .write_batch(&vals, Some(&defs), None)?;
-                }
-            }
-            col.close()?;
+            writer.close()?.append_to_row_group(&mut rg)?;
         }
         rg.close()?;
-        self.rows += rows as u64;
+        self.rows += batch.num_rows() as u64;
         Ok(())
     }
 
