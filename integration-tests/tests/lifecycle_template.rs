@@ -124,6 +124,10 @@ fn erasure_plans_daily_fans_out_per_partition_over_its_queue_and_can_remove_old_
 fn compaction_runs_daily_alone_and_may_touch_only_the_lake_and_its_plans() {
     let t = template();
     let f = &t["Resources"]["CompactionFunction"]["Properties"];
+    assert!(
+        f["EphemeralStorage"]["Size"].as_u64().unwrap() >= 4096,
+        "a busy day's spill files fit in /tmp"
+    );
     assert_eq!(
         f["ReservedConcurrentExecutions"].as_u64(),
         Some(1),

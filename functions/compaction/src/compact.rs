@@ -21,7 +21,7 @@ use pulselake_adapters::{AwsError, ObjectReader, ObjectVersion, ObjectWriter, Ve
 use pulselake_domain::partition::READINGS_PREFIX;
 use pulselake_domain::{Partition, Reading};
 use pulselake_lake::erase::row_hash;
-use pulselake_lake::{FileLayout, LakeFile, encode_readings, row_count};
+use pulselake_lake::{FileLayout, GroupWriter, LakeFile, encode_readings, row_count, with_columns};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of compaction plans (outside `readings/`: no catalog notification).
@@ -81,6 +81,11 @@ pub struct Compaction<O> {
     pub max_rows: u64,
     /// Rows per output file at most ([`FILE_ROWS`]; tests use fewer).
     pub file_rows: u64,
+    /// Inputs up to this many bytes are held between ranges ([`CACHE_BYTES`]); a larger
+    /// day is read once, into a spill file per range under `spill_dir`, instead of once
+    /// per range.
+    pub cache_bytes: u64,
+    pub spill_dir: std::path::PathBuf,
 }
 
 /// Sum (mod 2^128) of every row's SHA-256, first 16 bytes: the same rows in any order
@@ -96,7 +101,11 @@ fn checksum(rows: &[Reading<'_>]) -> u128 {
 
 /// Input files kept in memory between the ranges' passes up to this size; beyond it,
 /// each range reads them again.
-const CACHE_BYTES: usize = 1 << 30;
+/// Inputs held in memory between ranges (the function has 4 GB).
+pub const CACHE_BYTES: u64 = 1 << 30;
+
+/// Rows a spill file's row groups hold (what is buffered per range while spilling).
+const SPILL_GROUP_ROWS: usize = 64 * 1024;
 
 /// Subjects `first..=last` (by byte order), and the rows they have.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +139,24 @@ fn skipped(key: &str, e: impl std::fmt::Display) -> Outcome {
     Outcome::Skipped {
         why: format!("{key}: {e}"),
     }
+}
+
+/// Spill files of one run, removed with it.
+struct Spill {
+    dir: std::path::PathBuf,
+    paths: Vec<std::path::PathBuf>,
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn spill_error(e: impl std::fmt::Display) -> AwsError {
+    AwsError::permanent("compaction spill", e.to_string())
 }
 
 fn verify_failed() -> AwsError {
@@ -236,6 +263,80 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
         self.carry_out(p, &plan, false, &mut keep_going).await
     }
 
+    /// Reads every input once, each row to the spill file of the pending range that
+    /// holds its subject (lake Parquet, unsorted, row groups of 64 K rows): the spill
+    /// files, or the outcome when an input cannot be read.
+    async fn spill(
+        &self,
+        p: Partition,
+        plan: &Plan,
+        pending: &[&PlannedFile],
+    ) -> Result<Result<Spill, Outcome>, AwsError> {
+        let dir = self.spill_dir.join(format!(
+            "pulselake-spill-{}-{}",
+            plan.run,
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).map_err(spill_error)?;
+        let spill = Spill {
+            paths: (0..pending.len())
+                .map(|i| dir.join(format!("range-{i:03}.parquet")))
+                .collect(),
+            dir,
+        };
+        let mut writers = Vec::with_capacity(pending.len());
+        for path in &spill.paths {
+            let sink = std::io::BufWriter::new(std::fs::File::create(path).map_err(spill_error)?);
+            let writer = GroupWriter::new(sink, FileLayout::default()).map_err(spill_error)?;
+            writers.push((writer, Vec::<Reading<'static>>::new()));
+        }
+        let flush = |(writer, rows): &mut (GroupWriter<'static, _>, Vec<Reading<'static>>)| {
+            let r = with_columns(rows, |c| writer.write(c));
+            rows.clear();
+            r.map_err(spill_error)
+        };
+        for key in &plan.inputs {
+            let body = self
+                .objects
+                .open(&self.lake_bucket, key, None)
+                .await?
+                .bytes()
+                .await?;
+            let file = match LakeFile::open(body, p.metric) {
+                Ok(f) => f,
+                Err(e) => return Ok(Err(skipped(key, e))),
+            };
+            for g in 0..file.row_groups() {
+                let group = match file.row_group(g) {
+                    Ok(group) => group,
+                    Err(e) => return Ok(Err(skipped(key, e))),
+                };
+                for r in group {
+                    let s = r.subject_id.as_ref();
+                    let i = pending.partition_point(|o| o.last_subject.as_str() < s);
+                    if pending
+                        .get(i)
+                        .is_some_and(|o| o.first_subject.as_str() <= s)
+                    {
+                        writers[i].1.push(r);
+                        if writers[i].1.len() >= SPILL_GROUP_ROWS {
+                            flush(&mut writers[i])?;
+                        }
+                    }
+                }
+            }
+        }
+        for mut w in writers {
+            flush(&mut w)?;
+            use std::io::Write;
+            w.0.finish()
+                .map_err(spill_error)?
+                .flush()
+                .map_err(spill_error)?;
+        }
+        Ok(Ok(spill))
+    }
+
     /// Writes the plan's missing outputs (each range's rows from every input, sorted,
     /// written, read back: the same rows by count and checksum), then deletes the
     /// inputs and the plan. Outputs a previous run completed are kept.
@@ -264,24 +365,55 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
             sorted_by_subject: true,
             ..FileLayout::default()
         };
-        // Inputs are kept in memory between ranges up to CACHE_BYTES, else read again.
-        let mut cache: BTreeMap<&str, Bytes> = BTreeMap::new();
-        let mut cached = 0usize;
+        let mut pending = Vec::new();
         for out in &plan.outputs {
-            if self.output_complete(out).await? {
-                continue;
+            if !self.output_complete(out).await? {
+                pending.push(out);
             }
+        }
+        // A day larger than the cache with ranges left: read once, each range's rows to
+        // a local spill file, rather than every input once per range.
+        let input_bytes: u64 = self
+            .objects
+            .list_versions(bucket, &format!("{READINGS_PREFIX}{p}/"))
+            .await?
+            .iter()
+            .filter(|v| v.latest && plan.inputs.contains(&v.key))
+            .map(|v| v.size)
+            .sum();
+        let spill = if pending.len() > 1 && input_bytes > self.cache_bytes {
+            if !keep_going() {
+                return Ok(Outcome::Interrupted);
+            }
+            match self.spill(p, plan, &pending).await? {
+                Ok(files) => Some(files),
+                Err(outcome) => return Ok(outcome),
+            }
+        } else {
+            None
+        };
+        // Inputs are kept in memory between ranges up to the cache, else read again.
+        let mut cache: BTreeMap<&str, Bytes> = BTreeMap::new();
+        let mut cached = 0u64;
+        for (n, out) in pending.iter().enumerate() {
             if !keep_going() {
                 return Ok(Outcome::Interrupted);
             }
             let mut rows: Vec<Reading<'static>> = Vec::with_capacity(out.rows as usize);
-            for key in &plan.inputs {
+            if let Some(files) = &spill {
+                let body = std::fs::read(&files.paths[n]).map_err(spill_error)?;
+                match pulselake_lake::read_readings(Bytes::from(body), p.metric) {
+                    Ok(r) => rows = r,
+                    Err(e) => return Err(spill_error(e)),
+                }
+            }
+            for key in plan.inputs.iter().filter(|_| spill.is_none()) {
                 let body = match cache.get(key.as_str()) {
                     Some(b) => b.clone(),
                     None => {
                         let b = self.objects.open(bucket, key, None).await?.bytes().await?;
-                        if cached + b.len() <= CACHE_BYTES {
-                            cached += b.len();
+                        if cached + b.len() as u64 <= self.cache_bytes {
+                            cached += b.len() as u64;
                             cache.insert(key, b.clone());
                         }
                         b
@@ -338,6 +470,7 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
                 return Err(verify_failed());
             }
         }
+        drop(spill);
         if !keep_going() {
             return Ok(Outcome::Interrupted);
         }

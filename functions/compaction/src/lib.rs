@@ -33,6 +33,8 @@ pub fn build(config: &Config, sdk: &SdkConfig) -> AwsJob {
             lake_bucket: config.lake_bucket.clone(),
             max_rows: config.max_rows,
             file_rows: compact::FILE_ROWS as u64,
+            cache_bytes: compact::CACHE_BYTES,
+            spill_dir: std::env::temp_dir(),
         },
         audit: BucketAuditLog {
             writer: S3Objects::from_config(sdk),
@@ -204,6 +206,8 @@ mod tests {
                 lake_bucket: LAKE.into(),
                 max_rows: 1_000_000,
                 file_rows: 1_000_000,
+                cache_bytes: compact::CACHE_BYTES,
+                spill_dir: std::env::temp_dir(),
             },
             audit: MemoryAuditLog::default(),
         };
@@ -399,6 +403,32 @@ mod tests {
             ranges.windows(2).all(|w| w[0].1 < w[1].0),
             "files hold disjoint subject ranges: {ranges:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_day_larger_than_the_cache_is_read_once_into_spill_files_with_the_same_result() {
+        let compacted = |cache_bytes: u64| async move {
+            let (mut j, p) = job();
+            j.compaction.file_rows = 60;
+            j.compaction.cache_bytes = cache_bytes;
+            let spill_dir = std::env::temp_dir().join(format!("spill-test-{cache_bytes}"));
+            j.compaction.spill_dir = spill_dir.clone();
+            let r = j.compaction.compact(p, "1", || true).await.unwrap();
+            let o = &j.compaction.objects;
+            let files: Vec<(String, bytes::Bytes)> = o
+                .keys(LAKE)
+                .into_iter()
+                .map(|k| (k.clone(), o.get(LAKE, &k).unwrap()))
+                .collect();
+            let left = std::fs::read_dir(&spill_dir).map_or(0, |d| d.count());
+            (r, files, left)
+        };
+        let (held, held_files, _) = compacted(compact::CACHE_BYTES).await;
+        let (spilled, spilled_files, left) = compacted(0).await;
+        assert_eq!(held, spilled);
+        assert_eq!(spilled_files.len(), 4);
+        assert_eq!(held_files, spilled_files, "the same files, byte for byte");
+        assert_eq!(left, 0, "the spill files are removed");
     }
 
     #[tokio::test]
