@@ -7,6 +7,8 @@
 //! marks the requests done only if everything verified. Log lines carry counts only.
 
 pub mod config;
+mod copies;
+mod lake_files;
 pub mod pass;
 pub mod raw;
 
@@ -48,7 +50,7 @@ pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<AwsErasure, AwsEr
             quarantine_bucket: config.quarantine_bucket.clone(),
             naming: pulselake_domain::NamingKey::new(naming),
         }),
-        part_bytes: pass::PART_BYTES,
+        part_bytes: lake_files::PART_BYTES,
     })
 }
 
@@ -217,7 +219,7 @@ mod tests {
             queue: MemoryQueue::default(),
             lake_bucket: LAKE.into(),
             copies: None,
-            part_bytes: pass::PART_BYTES,
+            part_bytes: lake_files::PART_BYTES,
         }
     }
 
