@@ -156,14 +156,14 @@ impl VersionedObjects for Racing {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
+/// The local stack with its lake bucket versioned, as deployed.
+async fn versioned_lake() -> LocalPlatform {
     use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
     let p = LocalPlatform::start(None).await.unwrap();
-    let s = &p.stack;
-    let lake = s.names.lake_bucket.clone();
-    s.s3.put_bucket_versioning()
-        .bucket(&lake)
+    p.stack
+        .s3
+        .put_bucket_versioning()
+        .bucket(&p.stack.names.lake_bucket)
         .versioning_configuration(
             VersioningConfiguration::builder()
                 .status(BucketVersioningStatus::Enabled)
@@ -172,6 +172,34 @@ async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
         .send()
         .await
         .unwrap();
+    p
+}
+
+/// A pending request to erase `subj-gone`.
+async fn request_erasure(sdk: &aws_config::SdkConfig, table: &str, id: &str) -> DynamoErasures {
+    let requests = DynamoErasures::from_config(sdk, table);
+    requests
+        .record(&ErasureRequest {
+            subject_id: "subj-gone".into(),
+            aliases: Vec::new(),
+            devices: Vec::new(),
+            request_id: id.into(),
+            requested_by: "dpo".into(),
+            reason: "Art. 17".into(),
+            requested_at: AT,
+            completed_at: None,
+            evidence: None,
+        })
+        .await
+        .unwrap();
+    requests
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
+    let p = versioned_lake().await;
+    let s = &p.stack;
+    let lake = s.names.lake_bucket.clone();
     let part = Partition::of(Metric::HeartRate, AT);
     let key = format!("readings/{part}/upload-7.parquet");
     let first: Vec<_> = [rows("subj-gone", 5, 0), rows("subj-kept", 5, 100)].concat();
@@ -203,21 +231,7 @@ async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
         .unwrap();
 
     let sdk = moto::sdk_config_for(p.function_endpoint()).await;
-    let requests = DynamoErasures::from_config(&sdk, &s.names.erasure_table);
-    requests
-        .record(&ErasureRequest {
-            subject_id: "subj-gone".into(),
-            aliases: Vec::new(),
-            devices: Vec::new(),
-            request_id: "erasure-race".into(),
-            requested_by: "dpo".into(),
-            reason: "Art. 17".into(),
-            requested_at: AT,
-            completed_at: None,
-            evidence: None,
-        })
-        .await
-        .unwrap();
+    let requests = request_erasure(&sdk, &s.names.erasure_table, "erasure-race").await;
     let job = Erasure {
         objects: Racing {
             inner: S3Objects::from_config(&sdk),
@@ -304,20 +318,9 @@ async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
 /// no upload is left open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_larger_than_a_part_is_rewritten_by_a_multipart_upload() {
-    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
-    let p = LocalPlatform::start(None).await.unwrap();
+    let p = versioned_lake().await;
     let s = &p.stack;
     let lake = s.names.lake_bucket.clone();
-    s.s3.put_bucket_versioning()
-        .bucket(&lake)
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
     let part = Partition::of(Metric::HeartRate, AT);
     let key = format!("readings/{part}/firehose-1.parquet");
     // Arrival order: every row group holds both subjects, so every group is rewritten.
@@ -337,21 +340,7 @@ async fn a_file_larger_than_a_part_is_rewritten_by_a_multipart_upload() {
         .await
         .unwrap();
     let sdk = moto::sdk_config_for(p.function_endpoint()).await;
-    let requests = DynamoErasures::from_config(&sdk, &s.names.erasure_table);
-    requests
-        .record(&ErasureRequest {
-            subject_id: "subj-gone".into(),
-            aliases: Vec::new(),
-            devices: Vec::new(),
-            request_id: "erasure-big".into(),
-            requested_by: "dpo".into(),
-            reason: "Art. 17".into(),
-            requested_at: AT,
-            completed_at: None,
-            evidence: None,
-        })
-        .await
-        .unwrap();
+    let requests = request_erasure(&sdk, &s.names.erasure_table, "erasure-big").await;
     let job = Erasure {
         objects: S3Objects::from_config(&sdk),
         requests,

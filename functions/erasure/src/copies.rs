@@ -240,16 +240,7 @@ where
                 return Err(CHANGED.into());
             }
         }
-        let old: Vec<ObjectVersion> = versions
-            .into_iter()
-            .filter(|v| v.version_id.is_some() || !replaced)
-            .collect();
-        for batch in old.chunks(pulselake_adapters::DELETE_BATCH) {
-            self.objects
-                .delete_versions(bucket, batch)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        self.delete_old(bucket, versions, replaced).await?;
         Ok(filtered)
     }
 
@@ -341,16 +332,7 @@ where
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        let old: Vec<ObjectVersion> = versions
-            .into_iter()
-            .filter(|v| v.version_id.is_some() || !replaced)
-            .collect();
-        for batch in old.chunks(pulselake_adapters::DELETE_BATCH) {
-            self.objects
-                .delete_versions(bucket, batch)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        self.delete_old(bucket, versions, replaced).await?;
         Ok(removed)
     }
 

@@ -119,22 +119,7 @@ where
             // Every version listed before the rewrite goes, markers too; the new
             // version (and any written since, e.g. by file-ingest) stays. In a bucket
             // without versioning the put has replaced the object already.
-            let replaced = result.is_some();
-            let old: Vec<ObjectVersion> = versions
-                .into_iter()
-                .filter(|v| v.version_id.is_some() || !replaced)
-                .collect();
-            for batch in old.chunks(pulselake_adapters::DELETE_BATCH) {
-                let failed = self
-                    .objects
-                    .delete_versions(bucket, batch)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if let Some((_, code)) = failed.first() {
-                    return Err(format!("old versions not deleted ({code})"));
-                }
-                ev.old_versions_deleted += batch.len();
-            }
+            ev.old_versions_deleted += self.delete_old(bucket, versions, result.is_some()).await?;
         }
         Ok((holds_subject, result))
     }
@@ -209,6 +194,32 @@ where
             return Err(CHANGED.into());
         }
         Ok((digest, rewrite.copied_groups, rewrite.file_lines))
+    }
+
+    /// Deletes the versions listed before a rewrite, markers too (the new version, and
+    /// any written since, stays). In a bucket never versioned the put replaced the
+    /// object, so nothing is deleted when something was put. How many went.
+    pub(crate) async fn delete_old(
+        &self,
+        bucket: &str,
+        versions: Vec<ObjectVersion>,
+        replaced: bool,
+    ) -> Result<usize, String> {
+        let old: Vec<ObjectVersion> = versions
+            .into_iter()
+            .filter(|v| v.version_id.is_some() || !replaced)
+            .collect();
+        for batch in old.chunks(pulselake_adapters::DELETE_BATCH) {
+            let failed = self
+                .objects
+                .delete_versions(bucket, batch)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some((_, code)) = failed.first() {
+                return Err(format!("old versions not deleted ({code})"));
+            }
+        }
+        Ok(old.len())
     }
 
     /// Whether `v` is still the current version of its key.
