@@ -32,7 +32,7 @@ where
     pub(crate) async fn clear_raw_copies(
         &self,
         c: &Copies,
-        lines: &BTreeMap<String, BTreeSet<u64>>,
+        lines: &BTreeMap<String, raw::Lines>,
         devices: &[String],
         ev: &mut ErasureEvidence,
     ) -> Result<usize, AwsError> {
@@ -104,7 +104,7 @@ where
         // lose the lines that name a subject's device.
         if !devices.is_empty() {
             let marks = raw::Marks {
-                lines: BTreeSet::new(),
+                lines: raw::Lines::default(),
                 devices: devices.to_vec(),
             };
             for key in reports.iter().filter(|k| k.ends_with("/raw")) {
@@ -155,7 +155,7 @@ where
         ev.raw_lines_removed += filtered.removed;
         if !marks.devices.is_empty() && filtered.kept_data > 0 {
             let after = raw::Marks {
-                lines: BTreeSet::new(),
+                lines: raw::Lines::default(),
                 devices: marks.devices.clone(),
             };
             match self

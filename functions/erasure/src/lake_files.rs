@@ -94,7 +94,10 @@ where
                 .rewrite(&ranged, &mut file, &hits, subjects, !whole)
                 .await?;
             for (source, l) in lines {
-                ev.raw_lines.entry(source).or_default().extend(l);
+                ev.raw_lines
+                    .entry(source)
+                    .or_default()
+                    .merge(crate::raw::Lines::of(l));
             }
             let rewritten = if whole {
                 self.unchanged_since_read(v).await?;

@@ -92,7 +92,7 @@ pub struct UnitEvidence {
     /// Lines of raw files (by source reference) whose rows were removed: the finishing
     /// unit clears the raw copies by them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub raw_lines: BTreeMap<String, BTreeSet<u64>>,
+    pub raw_lines: BTreeMap<String, crate::raw::Lines>,
 }
 
 /// One rewritten file (a new version of the same key), or one removed whole.
@@ -339,7 +339,7 @@ where
         };
         ev.verification.passed = true;
         let mut units = 0;
-        let mut raw_lines: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+        let mut raw_lines: BTreeMap<String, crate::raw::Lines> = BTreeMap::new();
         for record in self.passes.units(&pass.id).await? {
             let u: UnitEvidence = serde_json::from_str(&record)
                 .map_err(|e| AwsError::permanent("erasure:finalize", e.to_string()))?;
@@ -357,7 +357,7 @@ where
             v.files_changed_otherwise += u.verification.files_changed_otherwise;
             v.passed &= u.verification.passed;
             for (source, lines) in u.raw_lines {
-                raw_lines.entry(source).or_default().extend(lines);
+                raw_lines.entry(source).or_default().merge(lines);
             }
         }
         if units < pass.total as usize {

@@ -14,19 +14,56 @@ use std::io::{BufRead, BufReader, Read, Write};
 use file_ingest::intake::{GzMembers, Hashed};
 use file_ingest::records::Records;
 use memchr::memmem;
+use serde::{Deserialize, Serialize};
+
+/// Line numbers as sorted, disjoint runs (first, last): a subject's rows sit together in
+/// most files, so years of them are a few runs per file, not millions of numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Lines(Vec<(u64, u64)>);
+
+impl Lines {
+    pub fn of(lines: impl IntoIterator<Item = u64>) -> Lines {
+        let mut runs = Lines(lines.into_iter().map(|l| (l, l)).collect());
+        runs.coalesce();
+        runs
+    }
+
+    pub fn merge(&mut self, other: Lines) {
+        self.0.extend(other.0);
+        self.coalesce();
+    }
+
+    fn coalesce(&mut self) {
+        self.0.sort_unstable();
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(self.0.len());
+        for (a, b) in self.0.drain(..) {
+            match out.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        self.0 = out;
+    }
+
+    pub fn contains(&self, line: u64) -> bool {
+        let i = self.0.partition_point(|(_, last)| *last < line);
+        self.0.get(i).is_some_and(|(first, _)| *first <= line)
+    }
+}
 
 /// What marks a raw line as the subjects'.
 #[derive(Debug, Clone, Default)]
 pub struct Marks {
     /// Lines whose rows the pass removed from the lake.
-    pub lines: BTreeSet<u64>,
+    pub lines: Lines,
     /// The subjects' devices.
     pub devices: Vec<String>,
 }
 
 impl Marks {
     fn hit(&self, line: u64, text: &[u8]) -> bool {
-        self.lines.contains(&line) || self.devices.iter().any(|d| names(text, d.as_bytes()))
+        self.lines.contains(line) || self.devices.iter().any(|d| names(text, d.as_bytes()))
     }
 }
 
@@ -235,7 +272,7 @@ mod tests {
 
     fn marks(lines: &[u64], devices: &[&str]) -> Marks {
         Marks {
-            lines: lines.iter().copied().collect(),
+            lines: Lines::of(lines.iter().copied()),
             devices: devices.iter().map(|d| (*d).to_owned()).collect(),
         }
     }
@@ -281,6 +318,17 @@ mod tests {
             .unwrap();
         assert_eq!(back, "{\"device\":\"dev-70\",\"hr\":71}\n");
         assert_eq!((f.removed, f.kept_data), (1, 1));
+    }
+
+    #[test]
+    fn lines_are_kept_as_runs() {
+        let mut l = Lines::of([3, 4, 5, 9, 10]);
+        l.merge(Lines::of([6, 20]));
+        assert_eq!(l, Lines(vec![(3, 6), (9, 10), (20, 20)]));
+        assert!(
+            l.contains(3) && l.contains(6) && l.contains(20) && !l.contains(7) && !l.contains(2)
+        );
+        assert_eq!(serde_json::to_string(&l).unwrap(), "[[3,6],[9,10],[20,20]]");
     }
 
     #[test]
