@@ -197,14 +197,7 @@ where
         gz: Option<bool>,
         csv: bool,
     ) -> Result<raw::Filtered, String> {
-        let versions: Vec<ObjectVersion> = self
-            .objects
-            .list_versions(bucket, key)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|v| v.key == key)
-            .collect();
+        let versions: Vec<ObjectVersion> = self.versions_of(bucket, key).await?;
         let Some(current) = versions.iter().find(|v| v.latest && !v.delete_marker) else {
             return Err("no current version".into());
         };
@@ -305,14 +298,7 @@ where
         marks: &raw::Marks,
         removed_lines: &BTreeSet<u64>,
     ) -> Result<usize, String> {
-        let versions: Vec<ObjectVersion> = self
-            .objects
-            .list_versions(bucket, key)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|v| v.key == key)
-            .collect();
+        let versions: Vec<ObjectVersion> = self.versions_of(bucket, key).await?;
         let body = self
             .objects
             .open(bucket, key, None)

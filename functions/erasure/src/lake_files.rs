@@ -48,14 +48,7 @@ where
         ev: &mut UnitEvidence,
     ) -> Result<(bool, Option<(String, Kept)>), String> {
         let bucket = &self.lake_bucket;
-        let versions: Vec<ObjectVersion> = self
-            .objects
-            .list_versions(bucket, key)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|v| v.key == key)
-            .collect();
+        let versions: Vec<ObjectVersion> = self.versions_of(bucket, key).await?;
         let mut result = None;
         let mut holds_subject = false;
         for v in versions.iter().filter(|v| !v.delete_marker) {
@@ -225,6 +218,22 @@ where
         Ok(old.len())
     }
 
+    /// Every version of exactly `key` (a listing by prefix also names longer keys).
+    pub(crate) async fn versions_of(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Vec<ObjectVersion>, String> {
+        Ok(self
+            .objects
+            .list_versions(bucket, key)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|v| v.key == key)
+            .collect())
+    }
+
     /// Whether `v` is still the current version of its key.
     pub(crate) async fn unchanged_since_read(&self, v: &ObjectVersion) -> Result<(), String> {
         self.unchanged_in(&self.lake_bucket, v).await
@@ -232,12 +241,10 @@ where
 
     pub(crate) async fn unchanged_in(&self, bucket: &str, v: &ObjectVersion) -> Result<(), String> {
         let current = self
-            .objects
-            .list_versions(bucket, &v.key)
-            .await
-            .map_err(|e| e.to_string())?
+            .versions_of(bucket, &v.key)
+            .await?
             .into_iter()
-            .find(|x| x.key == v.key && x.latest);
+            .find(|x| x.latest);
         if current.map(|x| x.version_id) != Some(v.version_id.clone()) {
             return Err(CHANGED.into());
         }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use pulselake_adapters::{
     AuditLog, AwsError, ErasurePass, ErasurePasses, ErasureRequest, ErasureRequests, MemoryQueue,
-    ObjectReader, ObjectUploads, ObjectVersion, ObjectWriter, VersionedObjects, WorkQueue,
+    ObjectReader, ObjectUploads, ObjectWriter, VersionedObjects, WorkQueue,
 };
 use pulselake_domain::Partition;
 use pulselake_domain::partition::READINGS_PREFIX;
@@ -370,12 +370,11 @@ where
         if let Some(c) = &self.copies {
             for (bucket, keys) in self.copies_of(c, &pending).await? {
                 for key in &keys {
-                    let versions = self.objects.list_versions(&bucket, key).await?;
-                    let mine: Vec<ObjectVersion> =
-                        versions.into_iter().filter(|v| &v.key == key).collect();
-                    for batch in mine.chunks(pulselake_adapters::DELETE_BATCH) {
-                        self.objects.delete_versions(&bucket, batch).await?;
-                    }
+                    let failed = |e: String| AwsError::permanent("erasure:copies", e);
+                    let versions = self.versions_of(&bucket, key).await.map_err(failed)?;
+                    self.delete_old(&bucket, versions, false)
+                        .await
+                        .map_err(failed)?;
                 }
                 if bucket == c.processed_bucket {
                     ev.raw_files_deleted += keys.len();
