@@ -38,15 +38,17 @@ where
     ) -> Result<usize, AwsError> {
         let mut left = 0;
         let reports = self.objects.list(&c.quarantine_bucket, "files/").await?;
-        let mut archived = self
-            .objects
-            .list_versions(&c.processed_bucket, "csv/")
-            .await?;
-        archived.extend(
-            self.objects
-                .list_versions(&c.processed_bucket, "ndjson/")
-                .await?,
-        );
+        // The archive is listed only when lake rows led to it.
+        let mut archived = Vec::new();
+        if !lines.is_empty() {
+            for prefix in ["csv/", "ndjson/"] {
+                archived.extend(
+                    self.objects
+                        .list_versions(&c.processed_bucket, prefix)
+                        .await?,
+                );
+            }
+        }
         archived.retain(|v| v.latest && !v.delete_marker);
         // (size, SHA-256, marks) of each file rewritten: a copy of one under another
         // name (ingested once, archived twice) has the same lines.
