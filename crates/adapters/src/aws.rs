@@ -87,3 +87,14 @@ pub async fn scan_items(
     }
     Ok(out)
 }
+
+/// Whether a DynamoDB call failed because its condition did not hold (an expected
+/// outcome of a conditional write: a claim taken, a count already made).
+pub(crate) fn is_conditional_failure<E>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> bool
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+{
+    e.as_service_error().and_then(|se| se.code()) == Some("ConditionalCheckFailedException")
+}

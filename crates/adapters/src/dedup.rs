@@ -15,6 +15,7 @@ use std::sync::Mutex;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use crate::aws::is_conditional_failure;
 use crate::error::AwsError;
 
 /// Result of trying to claim an object for ingestion.
@@ -122,12 +123,6 @@ fn s(v: &str) -> AttributeValue {
 
 fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
-}
-
-fn is_conditional_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
-    e: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
-) -> bool {
-    e.as_service_error().and_then(|se| se.code()) == Some("ConditionalCheckFailedException")
 }
 
 impl DedupStore for DynamoDedup {

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
+use crate::aws::is_conditional_failure;
 use crate::error::AwsError;
 
 /// One pass.
@@ -81,17 +82,6 @@ fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn conditional<E>(
-    e: &aws_sdk_dynamodb::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
-) -> bool
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
-{
-    e.as_service_error()
-        .and_then(|se| se.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
-}
-
 fn decode(item: &std::collections::HashMap<String, AttributeValue>) -> Option<ErasurePass> {
     let num = |k: &str| -> Option<i64> { item.get(k)?.as_n().ok()?.parse().ok() };
     Some(ErasurePass {
@@ -151,7 +141,7 @@ impl ErasurePasses for DynamoErasurePasses {
             .await;
         match pointed {
             Ok(_) => Ok(true),
-            Err(e) if conditional(&e) => Ok(false),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
             Err(e) => Err(AwsError::from_sdk("dynamodb:PutItem", e)),
         }
     }
@@ -191,7 +181,7 @@ impl ErasurePasses for DynamoErasurePasses {
             .await;
         match recorded {
             Ok(_) => {}
-            Err(e) if conditional(&e) => {}
+            Err(e) if is_conditional_failure(&e) => {}
             Err(e) => return Err(AwsError::from_sdk("dynamodb:PutItem", e)),
         }
         let counted = self
@@ -211,7 +201,7 @@ impl ErasurePasses for DynamoErasurePasses {
         match counted {
             Ok(_) => {}
             // Counted before (a redelivery), or the pass is gone: the pass says which.
-            Err(e) if conditional(&e) => {}
+            Err(e) if is_conditional_failure(&e) => {}
             Err(e) => return Err(AwsError::from_sdk("dynamodb:UpdateItem", e)),
         }
         self.get(id).await
@@ -287,7 +277,7 @@ impl ErasurePasses for DynamoErasurePasses {
         match freed {
             // Another pass runs already (this one was stale): leave it be.
             Ok(_) => Ok(()),
-            Err(e) if conditional(&e) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Ok(()),
             Err(e) => Err(AwsError::from_sdk("dynamodb:UpdateItem", e)),
         }
     }

@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use pulselake_domain::partner::Scope;
 use serde::{Deserialize, Serialize};
 
+use crate::aws::is_conditional_failure;
 use crate::error::AwsError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,17 +169,6 @@ fn decode_job(item: &HashMap<String, AttributeValue>) -> Option<Job> {
     Some(job)
 }
 
-fn conditional<E>(
-    e: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
-) -> bool
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
-{
-    e.as_service_error()
-        .and_then(|se| se.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
-}
-
 impl ExportJobs for DynamoExportJobs {
     async fn start(&self, job: &Job, expires_at: i64) -> Result<Option<String>, AwsError> {
         let active = format!("active#{}", job.client_id);
@@ -196,7 +186,7 @@ impl ExportJobs for DynamoExportJobs {
             .await;
         match claimed {
             Ok(_) => {}
-            Err(e) if conditional(&e) => {
+            Err(e) if is_conditional_failure(&e) => {
                 let out = self
                     .client
                     .get_item()
@@ -277,7 +267,7 @@ impl ExportJobs for DynamoExportJobs {
         match counted {
             Ok(_) => {}
             // Counted before (a retry), or the job ended meanwhile: the job says which.
-            Err(e) if conditional(&e) => {}
+            Err(e) if is_conditional_failure(&e) => {}
             Err(e) => return Err(AwsError::from_sdk("dynamodb:UpdateItem", e)),
         }
         self.get(id).await
@@ -313,7 +303,7 @@ impl ExportJobs for DynamoExportJobs {
         };
         match update.send().await {
             Ok(_) => {}
-            Err(e) if conditional(&e) => return Ok(false),
+            Err(e) if is_conditional_failure(&e) => return Ok(false),
             Err(e) => return Err(AwsError::from_sdk("dynamodb:UpdateItem", e)),
         }
         let freed = self
@@ -329,7 +319,7 @@ impl ExportJobs for DynamoExportJobs {
         match freed {
             // Freed, or another job holds the pointer already.
             Ok(_) => Ok(true),
-            Err(e) if conditional(&e) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(true),
             Err(e) => Err(AwsError::from_sdk("dynamodb:DeleteItem", e)),
         }
     }
@@ -350,7 +340,7 @@ impl ExportJobs for DynamoExportJobs {
             .await;
         match counted {
             Ok(_) => Ok(true),
-            Err(e) if conditional(&e) => Ok(false),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
             Err(e) => Err(AwsError::from_sdk("dynamodb:UpdateItem", e)),
         }
     }

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use aws_sdk_dynamodb::types::AttributeValue;
 use pulselake_domain::silence::{Heartbeat, Silent};
 
+use crate::aws::is_conditional_failure;
 use crate::error::AwsError;
 
 /// Port: device heartbeats.
@@ -76,17 +77,6 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Option<(String, Heartbeat)>
     Some((device, Heartbeat { last_seen, silent }))
 }
 
-fn is_conditional<E>(
-    e: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
-) -> bool
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
-{
-    e.as_service_error()
-        .and_then(|se| se.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
-}
-
 impl Heartbeats for DynamoHeartbeats {
     async fn beat(&self, device_id: &str, at: i64, expires_at: i64) -> Result<(), AwsError> {
         const OP: &str = "dynamodb:UpdateItem";
@@ -104,7 +94,7 @@ impl Heartbeats for DynamoHeartbeats {
         match result {
             Ok(_) => Ok(()),
             // A later heartbeat is stored already.
-            Err(e) if is_conditional(&e) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Ok(()),
             Err(e) => Err(AwsError::from_sdk(OP, e)),
         }
     }
@@ -158,7 +148,7 @@ impl Heartbeats for DynamoHeartbeats {
         };
         match update.send().await {
             Ok(_) => Ok(true),
-            Err(e) if is_conditional(&e) => Ok(false),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
             Err(e) => Err(AwsError::from_sdk(OP, e)),
         }
     }
