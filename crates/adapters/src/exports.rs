@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::is_conditional_failure;
 use crate::error::AwsError;
+use crate::objects::{ObjectReader, ObjectWriter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,6 +55,45 @@ pub struct OutputFile {
     pub key: String,
     pub count: u64,
     pub sha256: String,
+}
+
+/// The file listing what the policy withheld, as OperationOutcomes.
+pub const ERRORS_FILE: &str = "errors.ndjson";
+/// The file of deletions (GDPR Art. 19): one transaction Bundle that deletes the
+/// Observations of every erased subject, by the partner's pseudonym. Written by the
+/// worker that completes the job, when there is any.
+pub const DELETED_FILE: &str = "deleted.ndjson";
+
+/// One unit of export work, as the API queues it and the worker takes it: a lake
+/// partition, or a day's two blood pressure partitions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkUnit {
+    pub job: String,
+    /// Names the unit in the job's progress (`metric=spo2/year=2026/month=11/day=20`,
+    /// or `bp/year=...` for the pair).
+    pub unit: String,
+    /// The partitions' paths under `readings/`.
+    pub partitions: Vec<String>,
+}
+
+/// Where a job's files live in the exports bucket: under the partner's own prefix.
+pub fn job_prefix(client_id: &str, job_id: &str) -> String {
+    format!("exports/{client_id}/{job_id}/")
+}
+
+/// Removes a job's files (workers still running check the job and remove what they write).
+pub async fn remove_files<O: ObjectReader + ObjectWriter>(
+    objects: &O,
+    bucket: &str,
+    job: &Job,
+) -> Result<(), AwsError> {
+    for key in objects
+        .list(bucket, &job_prefix(&job.client_id, &job.id))
+        .await?
+    {
+        objects.delete(bucket, &key, None).await?;
+    }
+    Ok(())
 }
 
 /// Port: export jobs.

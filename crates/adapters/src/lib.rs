@@ -43,7 +43,10 @@ pub use emf::Metrics;
 pub use erasure::{DynamoErasures, ErasureRequest, ErasureRequests, MemoryErasures};
 pub use erasure_passes::{DynamoErasurePasses, ErasurePass, ErasurePasses, MemoryErasurePasses};
 pub use error::AwsError;
-pub use exports::{DynamoExportJobs, ExportJobs, Job, JobStatus, MemoryExportJobs, OutputFile};
+pub use exports::{
+    DELETED_FILE, DynamoExportJobs, ERRORS_FILE, ExportJobs, Job, JobStatus, MemoryExportJobs,
+    OutputFile, WorkUnit, job_prefix, remove_files,
+};
 pub use firehose::{FailedEntry, FirehoseSink, MemorySink, RecordSink};
 pub use glue::{ALREADY_EXISTS, Catalog, GlueCatalog, MemoryCatalog, NOT_FOUND, PartitionError};
 pub use heartbeats::{DynamoHeartbeats, Heartbeats, MemoryHeartbeats};

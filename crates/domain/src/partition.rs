@@ -40,18 +40,42 @@ impl Partition {
     /// `readings/metric=spo2/year=2026/month=11/day=22/file.parquet`.
     /// Anything else (error prefixes, other tables, malformed values) is `None`.
     pub fn from_object_key(key: &str) -> Option<Partition> {
-        let rest = key.strip_prefix(READINGS_PREFIX)?;
-        let mut parts = rest.split('/');
-        let metric = Metric::from_name(parts.next()?.strip_prefix("metric=")?)?;
-        let year = fixed_digits(parts.next()?.strip_prefix("year=")?, 4)?;
-        let month = fixed_digits(parts.next()?.strip_prefix("month=")?, 2)?;
-        let day = fixed_digits(parts.next()?.strip_prefix("day=")?, 2)?;
-        let file = parts.next()?;
-        if file.is_empty() || parts.next().is_some() {
+        let (dir, file) = key.strip_prefix(READINGS_PREFIX)?.rsplit_once('/')?;
+        if file.is_empty() {
             return None;
         }
-        let date = Date::new(year as i32, month as u8, day as u8)?;
-        Some(Partition { metric, date })
+        dir.parse().ok()
+    }
+
+    /// The partition's folder in the lake bucket, with its trailing slash.
+    pub fn prefix(&self) -> String {
+        format!("{READINGS_PREFIX}{self}/")
+    }
+}
+
+/// A path that is not a partition's (`metric=<m>/year=YYYY/month=MM/day=DD`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a lake partition (metric=<metric>/year=YYYY/month=MM/day=DD): {0:?}")]
+pub struct NotAPartition(pub String);
+
+/// Parses what [`Partition`]'s `Display` writes: `metric=spo2/year=2026/month=11/day=22`.
+impl std::str::FromStr for Partition {
+    type Err = NotAPartition;
+
+    fn from_str(path: &str) -> Result<Partition, NotAPartition> {
+        let parse = || {
+            let mut parts = path.split('/');
+            let metric = Metric::from_name(parts.next()?.strip_prefix("metric=")?)?;
+            let year = fixed_digits(parts.next()?.strip_prefix("year=")?, 4)?;
+            let month = fixed_digits(parts.next()?.strip_prefix("month=")?, 2)?;
+            let day = fixed_digits(parts.next()?.strip_prefix("day=")?, 2)?;
+            if parts.next().is_some() {
+                return None;
+            }
+            let date = Date::new(year as i32, month as u8, day as u8)?;
+            Some(Partition { metric, date })
+        };
+        parse().ok_or_else(|| NotAPartition(path.chars().take(200).collect()))
     }
 }
 
@@ -104,6 +128,26 @@ mod tests {
             "other/metric=spo2/year=2020/month=10/day=12/a",
         ] {
             assert_eq!(Partition::from_object_key(junk), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn a_partition_path_parses_back_to_its_partition() {
+        let p = Partition::of(
+            Metric::BpSystolic,
+            parse_rfc3339_ms("2026-11-22T10:00:00Z").unwrap(),
+        );
+        assert_eq!(p.to_string().parse::<Partition>(), Ok(p));
+        assert_eq!(
+            p.prefix(),
+            "readings/metric=bp_systolic/year=2026/month=11/day=22/"
+        );
+        for junk in [
+            "",
+            "metric=spo2/year=2026/month=11",
+            "metric=spo2/year=2026/month=11/day=22/x",
+        ] {
+            assert!(junk.parse::<Partition>().is_err(), "{junk}");
         }
     }
 }

@@ -131,6 +131,38 @@ impl Source {
     }
 }
 
+/// Where a file row came from, as the lake's `source_ref` column says:
+/// `file:<file>:L<line>`, with the staged file's keyed reference and the line its
+/// record starts on. file-ingest writes it; erasure reads it to find the lines of the
+/// raw copies to clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLine<'a> {
+    pub file: &'a str,
+    pub line: u64,
+}
+
+impl<'a> FileLine<'a> {
+    /// What every row of `file` starts with: the line number follows.
+    pub fn prefix(file: &str) -> String {
+        format!("file:{file}:L")
+    }
+
+    /// A `source_ref` of a file row (`None` for a stream row's, or another text).
+    pub fn parse(source_ref: &'a str) -> Option<FileLine<'a>> {
+        let (file, line) = source_ref.strip_prefix("file:")?.rsplit_once(":L")?;
+        Some(FileLine {
+            file,
+            line: line.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for FileLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "file:{}:L{}", self.file, self.line)
+    }
+}
+
 /// One canonical reading: the lake row. Strings borrow from the payload and the
 /// registry where they can, so the hot path does not copy them.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -270,5 +302,15 @@ mod tests {
         assert_eq!(v["metric"], "body_temp");
         let back: Reading = serde_json::from_slice(&line).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_file_line_reads_back_what_file_ingest_writes() {
+        let written = format!("{}{}", FileLine::prefix("ab:12"), 40);
+        let parsed = FileLine::parse(&written).unwrap();
+        assert_eq!((parsed.file, parsed.line), ("ab:12", 40));
+        assert_eq!(parsed.to_string(), written);
+        assert_eq!(FileLine::parse("shard-0:49590"), None);
+        assert_eq!(FileLine::parse("file:ab:Lx"), None);
     }
 }

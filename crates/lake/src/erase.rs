@@ -36,22 +36,23 @@ pub struct Rewrite {
     pub file_lines: BTreeMap<String, BTreeSet<u64>>,
 }
 
-/// A file row's source: `file:<source reference>:L<line>`.
+/// A file row's source (see [`pulselake_domain::FileLine`]).
 fn file_line(source_ref: &[u8]) -> Option<(&str, u64)> {
-    let text = std::str::from_utf8(source_ref).ok()?;
-    let (file, line) = text.strip_prefix("file:")?.rsplit_once(":L")?;
-    Some((file, line.parse().ok()?))
+    let l = pulselake_domain::FileLine::parse(std::str::from_utf8(source_ref).ok()?)?;
+    Some((l.file, l.line))
 }
 
-/// The length of a Parquet file's footer (metadata), from the file's last 8 bytes.
+/// The length of a Parquet file's footer (metadata), from the file's last 8 bytes
+/// (an encrypted footer is not a lake file's).
 pub fn footer_len(tail: &[u8]) -> Result<u64, LakeError> {
-    match tail {
-        [a, b, c, d, b'P', b'A', b'R', b'1'] => Ok(u64::from(u32::from_le_bytes([*a, *b, *c, *d]))),
-        _ => Err(LakeError::Column {
+    let tail = parquet::file::metadata::FooterTail::try_from(tail)?;
+    if tail.is_encrypted_footer() {
+        return Err(LakeError::Column {
             column: "*",
-            problem: "not a Parquet file (no PAR1 at its end)".into(),
-        }),
+            problem: "an encrypted footer".into(),
+        });
     }
+    Ok(tail.metadata_length() as u64)
 }
 
 /// Whether a file's footer alone proves that it holds none of `subjects` (every row

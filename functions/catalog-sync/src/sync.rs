@@ -11,7 +11,6 @@ use pulselake_adapters::glue::{MAX_DELETES_PER_CALL, MAX_PARTITIONS_PER_CALL};
 use pulselake_adapters::s3_events::{ChangeKind, Changes, parse_changes};
 use pulselake_adapters::{ALREADY_EXISTS, AwsError, Catalog, NOT_FOUND, ObjectReader};
 use pulselake_domain::Partition;
-use pulselake_domain::partition::READINGS_PREFIX;
 
 pub use pulselake_adapters::lambda_batch::Message;
 
@@ -199,8 +198,6 @@ impl<C: Catalog, O: ObjectReader> CatalogSync<C, O> {
     }
 
     async fn holds_data(&self, p: &Partition) -> Result<bool, AwsError> {
-        self.objects
-            .any_under(&self.lake_bucket, &format!("{READINGS_PREFIX}{p}/"))
-            .await
+        self.objects.any_under(&self.lake_bucket, &p.prefix()).await
     }
 }

@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use pulselake_adapters::{AwsError, ObjectReader, ObjectVersion, ObjectWriter, VersionedObjects};
-use pulselake_domain::partition::READINGS_PREFIX;
 use pulselake_domain::{Partition, Reading};
 use pulselake_lake::erase::row_hash;
 use pulselake_lake::{FileLayout, GroupWriter, LakeFile, encode_readings, row_count, with_columns};
@@ -184,7 +183,7 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
             return self.carry_out(p, &plan, true, &mut keep_going).await;
         }
         let bucket = &self.lake_bucket;
-        let prefix = format!("{READINGS_PREFIX}{p}/");
+        let prefix = p.prefix();
         let mut inputs: Vec<String> = self
             .objects
             .list(bucket, &prefix)
@@ -375,7 +374,7 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
         // a local spill file, rather than every input once per range.
         let input_bytes: u64 = self
             .objects
-            .list_versions(bucket, &format!("{READINGS_PREFIX}{p}/"))
+            .list_versions(bucket, &p.prefix())
             .await?
             .iter()
             .filter(|v| v.latest && plan.inputs.contains(&v.key))

@@ -11,9 +11,8 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 
-use file_ingest::intake::{GzMembers, Hashed};
-use file_ingest::records::Records;
 use memchr::memmem;
+use pulselake_rawfile::{GzMembers, Hashed, Records};
 use serde::{Deserialize, Serialize};
 
 /// Line numbers as sorted, disjoint runs (first, last): a subject's rows sit together in

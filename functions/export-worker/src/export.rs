@@ -5,15 +5,14 @@
 //! order of the lake's files, so a retried unit overwrites its own files and a
 //! resource is never exported twice; the unit counts once in the job's progress.
 
-use bytes::Bytes;
-use partner_api::jobs::{DELETED_FILE, WorkUnit, job_prefix, remove_files};
 use std::collections::HashSet;
 
+use bytes::Bytes;
 use pulselake_adapters::{
-    AuditLog, AwsError, CachedRegistry, ErasureRequests, ExportJobs, Job, JobStatus, ObjectReader,
-    ObjectWriter, OutputFile, Partners, RegistryLookup, Secrets,
+    AuditLog, AwsError, CachedRegistry, DELETED_FILE, ErasureRequests, ExportJobs, Job, JobStatus,
+    ObjectReader, ObjectWriter, OutputFile, Partners, RegistryLookup, Secrets, WorkUnit,
+    job_prefix, remove_files,
 };
-use pulselake_domain::partition::READINGS_PREFIX;
 use pulselake_domain::time::format_rfc3339_ms;
 use pulselake_domain::{Metric, NamingKey, Partition, Reading};
 use pulselake_lake::LakeFile;
@@ -25,18 +24,30 @@ use crate::convert::Converter;
 /// the worker holds in memory once).
 pub const FILE_RESOURCES: u64 = 100_000;
 
+/// The ports the worker works with, named once: AWS's in the function, in-memory ones
+/// in tests.
+pub trait WorkerPorts {
+    type Jobs: ExportJobs;
+    type Partners: Partners;
+    type Secrets: Secrets;
+    type Objects: ObjectReader + ObjectWriter;
+    type Registry: RegistryLookup;
+    type Audit: AuditLog;
+    type Erasures: ErasureRequests;
+}
+
 /// Everything the worker needs, built once per cold start.
-pub struct ExportWorker<J, P, K, O, R, A, E> {
-    pub jobs: J,
-    pub partners: P,
-    pub secrets: K,
-    pub objects: O,
-    pub registry: CachedRegistry<R>,
+pub struct ExportWorker<X: WorkerPorts> {
+    pub jobs: X::Jobs,
+    pub partners: X::Partners,
+    pub secrets: X::Secrets,
+    pub objects: X::Objects,
+    pub registry: CachedRegistry<X::Registry>,
     /// Job transitions (completed, cleaned up after a cancel) go to the audit trail.
-    pub audit: A,
+    pub audit: X::Audit,
     /// Erasure requests: a tombstoned subject's rows never leave, even before the
     /// erasure pass has rewritten the lake.
-    pub erasures: E,
+    pub erasures: X::Erasures,
     pub lake_bucket: String,
     pub exports_bucket: String,
 }
@@ -58,19 +69,10 @@ pub enum UnitError {
     #[error(transparent)]
     Aws(#[from] AwsError),
     #[error("a lake file cannot be read: {0}")]
-    Lake(String),
+    Lake(#[from] pulselake_lake::LakeError),
 }
 
-impl<J, P, K, O, R, A, E> ExportWorker<J, P, K, O, R, A, E>
-where
-    J: ExportJobs,
-    P: Partners,
-    K: Secrets,
-    O: ObjectReader + ObjectWriter,
-    R: RegistryLookup,
-    A: AuditLog,
-    E: ErasureRequests,
-{
+impl<X: WorkerPorts> ExportWorker<X> {
     pub async fn run(&self, unit: &WorkUnit, now_ms: i64) -> Result<UnitReport, UnitError> {
         let mut report = UnitReport::default();
         let Some(job) = self
@@ -101,17 +103,13 @@ where
             .collect();
         let mut conv = Converter::new(&job.scope, &job.client_id, &key);
         let mut rows: Vec<Reading<'static>> = Vec::new();
-        let mut writer = Parts::new(self, &job, unit);
+        let mut writer = Parts::new(&self.objects, &self.exports_bucket, &job, unit);
         let bp = unit.partitions.len() > 1;
         for partition in &unit.partitions {
-            let Some(p) = Partition::from_object_key(&format!("{READINGS_PREFIX}{partition}/x"))
-            else {
+            let Ok(p) = partition.parse::<Partition>() else {
                 continue;
             };
-            let mut keys = self
-                .objects
-                .list(&self.lake_bucket, &format!("{READINGS_PREFIX}{partition}/"))
-                .await?;
+            let mut keys = self.objects.list(&self.lake_bucket, &p.prefix()).await?;
             keys.sort();
             for k in keys.iter().filter(|k| k.ends_with(".parquet")) {
                 let body: Bytes = self
@@ -120,12 +118,9 @@ where
                     .await?
                     .bytes()
                     .await?;
-                let file =
-                    LakeFile::open(body, p.metric).map_err(|e| UnitError::Lake(e.to_string()))?;
+                let file = LakeFile::open(body, p.metric)?;
                 for g in 0..file.row_groups() {
-                    let group = file
-                        .row_group(g)
-                        .map_err(|e| UnitError::Lake(e.to_string()))?;
+                    let group = file.row_group(g)?;
                     report.rows_read += group.len() as u64;
                     let mut admitted = self.admitted(&conv, group).await?;
                     admitted.retain(|r| !tombstoned.contains(r.subject_id.as_ref()));
@@ -252,8 +247,9 @@ where
 }
 
 /// The unit's NDJSON files, written as they fill.
-struct Parts<'w, J, P, K, O, R, A, E> {
-    worker: &'w ExportWorker<J, P, K, O, R, A, E>,
+struct Parts<'w, O> {
+    objects: &'w O,
+    bucket: &'w str,
     prefix: String,
     name: String,
     buf: Vec<u8>,
@@ -261,10 +257,8 @@ struct Parts<'w, J, P, K, O, R, A, E> {
     files: Vec<OutputFile>,
 }
 
-impl<'w, J: ExportJobs, P, K, O: ObjectReader + ObjectWriter, R, A, E>
-    Parts<'w, J, P, K, O, R, A, E>
-{
-    fn new(worker: &'w ExportWorker<J, P, K, O, R, A, E>, job: &Job, unit: &WorkUnit) -> Self {
+impl<'w, O: ObjectWriter> Parts<'w, O> {
+    fn new(objects: &'w O, bucket: &'w str, job: &Job, unit: &WorkUnit) -> Self {
         // `metric=spo2/year=2026/month=11/day=20` -> `spo2-2026-11-20`
         let name = unit
             .unit
@@ -273,7 +267,8 @@ impl<'w, J: ExportJobs, P, K, O: ObjectReader + ObjectWriter, R, A, E>
             .collect::<Vec<_>>()
             .join("-");
         Parts {
-            worker,
+            objects,
+            bucket,
             prefix: job_prefix(&job.client_id, &job.id),
             name,
             buf: Vec::new(),
@@ -300,14 +295,8 @@ impl<'w, J: ExportJobs, P, K, O: ObjectReader + ObjectWriter, R, A, E>
                 self.files.len()
             );
             let sha256 = hex::encode(Sha256::digest(body));
-            self.worker
-                .objects
-                .put(
-                    &self.worker.exports_bucket,
-                    &key,
-                    body.to_vec(),
-                    "application/fhir+ndjson",
-                )
+            self.objects
+                .put(self.bucket, &key, body.to_vec(), "application/fhir+ndjson")
                 .await?;
             self.files.push(OutputFile {
                 key,
@@ -326,8 +315,6 @@ impl<'w, J: ExportJobs, P, K, O: ObjectReader + ObjectWriter, R, A, E>
 pub fn unit_metrics(unit: &WorkUnit) -> Vec<Metric> {
     unit.partitions
         .iter()
-        .filter_map(|p| {
-            Partition::from_object_key(&format!("{READINGS_PREFIX}{p}/x")).map(|p| p.metric)
-        })
+        .filter_map(|p| p.parse::<Partition>().ok().map(|p| p.metric))
         .collect()
 }

@@ -10,27 +10,45 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
-use partner_api::jobs::WorkUnit;
 use pulselake_adapters::lambda_batch::{sqs_messages, sqs_response};
 use pulselake_adapters::{
-    AuditLog, BucketAuditLog, CachedRegistry, DynamoErasures, DynamoExportJobs, DynamoPartners,
-    DynamoRegistry, ErasureRequests, ExportJobs, Metrics, ObjectReader, ObjectWriter, Partners,
-    RegistryLookup, S3Objects, SdkConfig, Secrets, SecretsManager,
+    AwsError, BucketAuditLog, CachedRegistry, DynamoErasures, DynamoExportJobs, DynamoPartners,
+    DynamoRegistry, Metrics, S3Objects, SdkConfig, SecretsManager, WorkUnit,
 };
 
 pub use config::Config;
 pub use convert::Converter;
-pub use export::{ExportWorker, FILE_RESOURCES, UnitError, UnitReport};
+pub use export::{ExportWorker, FILE_RESOURCES, UnitError, UnitReport, WorkerPorts};
 
-pub type AwsExportWorker = ExportWorker<
-    DynamoExportJobs,
-    DynamoPartners,
-    SecretsManager,
-    S3Objects,
-    DynamoRegistry,
-    BucketAuditLog<S3Objects>,
-    DynamoErasures,
->;
+/// The worker over AWS.
+pub struct AwsPorts;
+
+impl WorkerPorts for AwsPorts {
+    type Jobs = DynamoExportJobs;
+    type Partners = DynamoPartners;
+    type Secrets = SecretsManager;
+    type Objects = S3Objects;
+    type Registry = DynamoRegistry;
+    type Audit = BucketAuditLog<S3Objects>;
+    type Erasures = DynamoErasures;
+}
+
+pub type AwsExportWorker = ExportWorker<AwsPorts>;
+
+/// A batch that cannot be answered message by message (a message without an id): it
+/// fails whole, and Lambda retries it.
+#[derive(Debug, thiserror::Error)]
+#[error("export batch failed: {0}")]
+pub struct BatchError(#[from] AwsError);
+
+impl From<BatchError> for lambda_runtime::Diagnostic {
+    fn from(e: BatchError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: "ExportWorker.BatchFailed".into(),
+            error_message: e.to_string(),
+        }
+    }
+}
 
 /// Builds the worker's clients once per cold start.
 pub fn build(config: &Config, sdk: &SdkConfig) -> AwsExportWorker {
@@ -56,23 +74,17 @@ pub fn build(config: &Config, sdk: &SdkConfig) -> AwsExportWorker {
 
 /// One invocation: units in, a partial batch response out (failed units retried, then
 /// dead-lettered; the job's watchdog fails the job if a unit never finishes).
-pub async fn function_handler<J, P, K, O, R, A, E>(
+pub async fn function_handler<X: WorkerPorts>(
     event: LambdaEvent<SqsEvent>,
-    worker: &ExportWorker<J, P, K, O, R, A, E>,
-) -> Result<SqsBatchResponse, std::convert::Infallible>
-where
-    J: ExportJobs,
-    P: Partners,
-    K: Secrets,
-    O: ObjectReader + ObjectWriter,
-    R: RegistryLookup,
-    A: AuditLog,
-    E: ErasureRequests,
-{
+    worker: &ExportWorker<X>,
+) -> Result<SqsBatchResponse, BatchError> {
     let mut failed = Vec::new();
     let mut total = UnitReport::default();
     for m in sqs_messages(&event.payload) {
-        let id = m.id.unwrap_or_default().to_owned();
+        let Some(id) = m.id.filter(|id| !id.is_empty()).map(str::to_owned) else {
+            // Without an id the message cannot be reported alone: fail the batch.
+            return Err(AwsError::permanent("sqs", "a message without a messageId").into());
+        };
         let Some(unit) = m
             .body
             .and_then(|b| serde_json::from_str::<WorkUnit>(b).ok())
@@ -82,7 +94,7 @@ where
             failed.push(id);
             continue;
         };
-        match worker.run(&unit, partner_api::now_ms()).await {
+        match worker.run(&unit, pulselake_adapters::now_ms()).await {
             Ok(r) => {
                 tracing::info!(
                     job = %unit.job,

@@ -77,7 +77,7 @@ impl Chunks {
                 row_group_rows,
                 sorted_by_subject: true,
             },
-            source_ref: format!("file:{source_hash}:L"),
+            source_ref: pulselake_domain::FileLine::prefix(source_hash),
             received_at,
         }
     }

@@ -12,9 +12,9 @@ use crate::error::ReadFault;
 use crate::formats::{
     CsvLayout, Format, check_seed_header, csv_layout, parse_value, seed_time, short,
 };
-use crate::records::{Record, Records};
 use crate::report::RowRef;
 use crate::rows::{ParsedRow, Sink};
+use pulselake_rawfile::{Record, Records};
 
 /// Which CSV, and what its header said.
 enum Kind {

@@ -4,8 +4,8 @@
 
 use pulselake_domain::{Reason, Rejection};
 
-use crate::intake::ByteLimitExceeded;
-use crate::records::RecordError;
+use pulselake_rawfile::ByteLimitExceeded;
+use pulselake_rawfile::RecordError;
 
 /// Why the pipeline stopped.
 #[derive(Debug, thiserror::Error)]

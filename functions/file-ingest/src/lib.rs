@@ -9,11 +9,9 @@ pub mod error;
 pub mod event;
 pub mod formats;
 pub mod handler;
-pub mod intake;
 pub mod intern;
 pub mod ndjson;
 pub mod pipeline;
-pub mod records;
 pub mod report;
 pub mod rows;
 

@@ -6,9 +6,9 @@ use std::io::Read;
 use pulselake_domain::DeviceMappings;
 
 use crate::error::ReadFault;
-use crate::records::Records;
 use crate::report::RowRef;
 use crate::rows::{ParsedRow, Sink};
+use pulselake_rawfile::Records;
 
 /// Reads lines until the block is full (`Ok(true)`) or the file ends (`Ok(false)`).
 pub fn fill<R: Read>(

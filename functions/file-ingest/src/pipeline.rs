@@ -5,7 +5,7 @@
 //! hands back, one [`Step`] at a time, what the outside world must do (resolve these
 //! devices, store this chunk, store this report part). The handler does it and calls
 //! [`Pipeline::advance`] again, so data flows one way and every AWS call stays in the
-//! handler. The jobs live beside it: [`crate::intake`] (bytes), [`crate::csv`] and
+//! handler. The jobs live beside it: `pulselake_rawfile` (bytes, records), [`crate::csv`] and
 //! [`crate::ndjson`] (rows), [`crate::intern`] (names), [`crate::chunks`] (buffering,
 //! sorting, Parquet), [`crate::report`] (the quarantine report).
 
@@ -25,11 +25,11 @@ use crate::chunks::{ChunkFile, Chunks, Repeat, Row};
 use crate::csv::CsvRows;
 pub use crate::error::FileError;
 use crate::formats::Format;
-use crate::intake::{Bounded, ByteLimits, GzMembers, Hashed, Tally};
 use crate::intern::{Interner, Sym};
-use crate::records::Records;
 use crate::report::{Report, RowRef};
 use crate::rows::{Block, Counts, Pending, Sink, reject};
+use pulselake_rawfile::Records;
+use pulselake_rawfile::{Bounded, ByteLimits, GzMembers, Hashed, Tally};
 
 /// The file being ingested.
 pub struct FileSpec<'a> {

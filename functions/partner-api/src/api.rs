@@ -5,15 +5,15 @@
 
 use jsonwebtoken::DecodingKey;
 use pulselake_adapters::{
-    AuditLog, AwsError, ExportJobs, Job, JobStatus, ObjectReader, ObjectWriter, OnceClaims,
-    Partner, Partners, Presigner, Secrets, TokenSigner, WorkQueue,
+    AuditLog, AwsError, ExportJobs, ObjectReader, ObjectWriter, OnceClaims, Partner, Partners,
+    Presigner, Secrets, TokenSigner, WorkQueue,
 };
 use pulselake_domain::partner::{PartnerStatus, Refusal, authorize, parse_export};
 use pulselake_domain::time::format_rfc3339_ms;
 
 use crate::auth::{self, AccessClaims, OAuthError, TokenRequest};
 use crate::http::{Request, Response};
-use crate::jobs;
+use crate::jobs::Exports;
 
 /// Where the API is and what it works on.
 #[derive(Debug, Clone)]
@@ -34,18 +34,32 @@ impl Settings {
     }
 }
 
+/// The ports the API works with, named once: AWS's in the function, in-memory ones in
+/// tests. Each route takes the ones it uses.
+pub trait ApiPorts {
+    type Partners: Partners;
+    type Claims: OnceClaims;
+    type Jobs: ExportJobs;
+    type Signer: TokenSigner;
+    type Audit: AuditLog;
+    type Queue: WorkQueue;
+    type Objects: ObjectReader + ObjectWriter + Presigner;
+    type Secrets: Secrets;
+}
+
 /// Everything the API needs, built once per cold start.
-pub struct PartnerApi<P, C, J, S, A, Q, O, K> {
-    pub partners: P,
-    pub claims: C,
-    pub jobs: J,
-    pub signer: S,
+pub struct PartnerApi<X: ApiPorts> {
+    pub partners: X::Partners,
+    /// One-time claims: a client assertion's `jti` is accepted once.
+    pub claims: X::Claims,
+    pub jobs: X::Jobs,
+    pub signer: X::Signer,
     /// The signer's public key, to verify access tokens.
     pub verify_key: DecodingKey,
-    pub audit: A,
-    pub queue: Q,
-    pub objects: O,
-    pub secrets: K,
+    pub audit: X::Audit,
+    pub queue: X::Queue,
+    pub objects: X::Objects,
+    pub secrets: X::Secrets,
     pub settings: Settings,
 }
 
@@ -78,17 +92,16 @@ fn server_error(e: &AwsError) -> Response {
     crate::api_error(e)
 }
 
-impl<P, C, J, S, A, Q, O, K> PartnerApi<P, C, J, S, A, Q, O, K>
-where
-    P: Partners,
-    C: OnceClaims,
-    J: ExportJobs,
-    S: TokenSigner,
-    A: AuditLog,
-    Q: WorkQueue,
-    O: ObjectReader + ObjectWriter + Presigner,
-    K: Secrets,
-{
+impl<X: ApiPorts> PartnerApi<X> {
+    /// The job routes' view: the jobs table and the exports bucket.
+    fn exports(&self) -> Exports<'_, X::Jobs, X::Objects> {
+        Exports {
+            jobs: &self.jobs,
+            objects: &self.objects,
+            settings: &self.settings,
+        }
+    }
+
     /// Handles one request, and records it in the audit store.
     pub async fn handle(&self, req: &Request, now_ms: i64) -> Response {
         let outcome = self.route(req, now_ms).await;
@@ -141,11 +154,11 @@ where
                             .await
                     }
                     ("GET", ["export-status", id]) => {
-                        jobs::status(self, &partner, id, now_ms).await
+                        self.exports().status(&partner, id, now_ms).await
                     }
-                    ("DELETE", ["export-status", id]) => jobs::cancel(self, &partner, id).await,
+                    ("DELETE", ["export-status", id]) => self.exports().cancel(&partner, id).await,
                     ("GET", ["export-files", id, file]) => {
-                        jobs::download(self, &partner, id, file).await
+                        self.exports().download(&partner, id, file).await
                     }
                     (_, ["$export"] | ["Patient", "$export"] | ["Group", _, "$export"]) => {
                         method_not_allowed("GET, POST")
@@ -345,7 +358,11 @@ where
             Err(Refusal::Forbidden(why)) => return Response::outcome(403, "forbidden", &why),
         };
         let url = format!("{}{}", self.settings.base_url, request_line(req));
-        match jobs::start(self, partner, grant, url, now_ms).await {
+        let started = self
+            .exports()
+            .start(&self.queue, &self.secrets, partner, grant, url, now_ms)
+            .await;
+        match started {
             Ok(Ok(job)) => Response::empty(202).with_header(
                 "content-location",
                 format!("{}/export-status/{}", self.settings.fhir_base(), job.id),
@@ -472,9 +489,4 @@ fn audited_parameters(req: &Request) -> serde_json::Value {
             .map(|(k, v)| (k, serde_json::Value::String(v.chars().take(200).collect())))
             .collect(),
     )
-}
-
-/// Read access to the job's state, for the jobs module.
-pub(crate) fn job_belongs(job: &Job, partner: &Partner) -> bool {
-    job.client_id == partner.client_id && job.status != JobStatus::Cancelled
 }

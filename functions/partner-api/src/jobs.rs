@@ -8,15 +8,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use pulselake_adapters::{
-    AuditLog, AwsError, ExportJobs, Job, JobStatus, ObjectReader, ObjectWriter, OnceClaims,
-    Partner, Partners, Presigner, Secrets, TokenSigner, WorkQueue,
+    AwsError, DELETED_FILE, ERRORS_FILE, ExportJobs, Job, JobStatus, ObjectReader, ObjectWriter,
+    Partner, Presigner, Secrets, WorkQueue, WorkUnit, job_prefix, remove_files,
 };
 use pulselake_domain::Metric;
 use pulselake_domain::partition::READINGS_PREFIX;
 use pulselake_domain::partner::Grant;
 use pulselake_domain::time::{Date, format_http_date, format_rfc3339_ms};
 
-use crate::api::{PartnerApi, job_belongs};
+use crate::api::Settings;
 use crate::http::{Response, operation_outcome};
 
 /// A job that has not progressed for this long is failed (a partition worker runs at
@@ -26,31 +26,6 @@ pub const STALL_MS: i64 = 20 * 60_000;
 pub const KEEP_MS: i64 = 7 * 86_400_000;
 /// Download links live this long: the API hands out a fresh one per request.
 const LINK: Duration = Duration::from_secs(60);
-/// The file listing what the policy withheld, as OperationOutcomes.
-pub const ERRORS_FILE: &str = "errors.ndjson";
-/// The file of deletions (GDPR Art. 19): one transaction Bundle that deletes the
-/// Observations of every erased subject, by the partner's pseudonym. Written by the
-/// worker that completes the job, when there is any.
-pub const DELETED_FILE: &str = "deleted.ndjson";
-
-/// One unit of export work: a lake partition, or a day's two blood pressure partitions.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct WorkUnit {
-    pub job: String,
-    /// Names the unit in the job's progress (`metric=spo2/year=2026/month=11/day=20`,
-    /// or `bp/year=...` for the pair).
-    pub unit: String,
-    /// The partitions' paths under `readings/`.
-    pub partitions: Vec<String>,
-}
-
-/// Where a job's files live in the exports bucket: under the partner's own prefix.
-pub fn job_prefix(client_id: &str, job_id: &str) -> String {
-    format!("exports/{client_id}/{job_id}/")
-}
-
-type Api<P, C, J, S, A, Q, O, K> = PartnerApi<P, C, J, S, A, Q, O, K>;
-
 /// The days with data of `metric` inside `[from, to)` (either open).
 async fn partitions<O: ObjectReader>(
     objects: &O,
@@ -110,225 +85,207 @@ fn partition_path(metric: Metric, d: Date) -> String {
     )
 }
 
-/// Starts an export: `Ok(Err(response))` when the partner may not start one now.
-pub async fn start<P, C, J, S, A, Q, O, K>(
-    api: &Api<P, C, J, S, A, Q, O, K>,
-    partner: &Partner,
-    grant: Grant,
-    request: String,
-    now_ms: i64,
-) -> Result<Result<Job, Response>, AwsError>
+/// The job routes' view of the API: the jobs table and the exports bucket.
+pub struct Exports<'a, J, O> {
+    pub jobs: &'a J,
+    pub objects: &'a O,
+    pub settings: &'a Settings,
+}
+
+/// Whether a job is the partner's and still stands (a cancelled job is nobody's).
+pub fn job_belongs(job: &Job, partner: &Partner) -> bool {
+    job.client_id == partner.client_id && job.status != JobStatus::Cancelled
+}
+
+impl<J, O> Exports<'_, J, O>
 where
-    P: Partners,
-    C: OnceClaims,
     J: ExportJobs,
-    S: TokenSigner,
-    A: AuditLog,
-    Q: WorkQueue,
     O: ObjectReader + ObjectWriter + Presigner,
-    K: Secrets,
 {
-    let day = format_rfc3339_ms(now_ms)[..10].to_owned();
-    if !api
-        .jobs
-        .count_kickoff(&partner.client_id, &day, partner.policy.daily_exports)
-        .await?
-    {
-        return Ok(Err(Response::outcome(
-            429,
-            "throttled",
-            "the partner's daily export quota is used up",
-        )
-        .with_header("retry-after", "3600")));
-    }
-    let scope = grant.scope;
-    let settings = &api.settings;
-    let mut units: Vec<WorkUnit> = Vec::new();
-    let Some(id) = crate::unguessable_id() else {
-        return Err(AwsError::transient(
-            "getrandom",
-            "the OS gave no randomness",
-        ));
-    };
-    let mut bp: BTreeMap<Date, Vec<String>> = BTreeMap::new();
-    let pair =
-        scope.metrics.contains(&Metric::BpSystolic) && scope.metrics.contains(&Metric::BpDiastolic);
-    for &m in &scope.metrics {
-        for d in partitions(
-            &api.objects,
-            &settings.lake_bucket,
-            m,
-            scope.measured_from,
-            scope.measured_to,
-        )
-        .await?
+    /// Starts an export: `Ok(Err(response))` when the partner may not start one now.
+    pub async fn start(
+        &self,
+        queue: &impl WorkQueue,
+        secrets: &impl Secrets,
+        partner: &Partner,
+        grant: Grant,
+        request: String,
+        now_ms: i64,
+    ) -> Result<Result<Job, Response>, AwsError> {
+        let day = format_rfc3339_ms(now_ms)[..10].to_owned();
+        if !self
+            .jobs
+            .count_kickoff(&partner.client_id, &day, partner.policy.daily_exports)
+            .await?
         {
-            if pair && matches!(m, Metric::BpSystolic | Metric::BpDiastolic) {
-                bp.entry(d).or_default().push(partition_path(m, d));
-            } else {
-                let path = partition_path(m, d);
-                units.push(WorkUnit {
-                    job: id.clone(),
-                    unit: path.clone(),
-                    partitions: vec![path],
-                });
+            return Ok(Err(Response::outcome(
+                429,
+                "throttled",
+                "the partner's daily export quota is used up",
+            )
+            .with_header("retry-after", "3600")));
+        }
+        let scope = grant.scope;
+        let settings = self.settings;
+        let mut units: Vec<WorkUnit> = Vec::new();
+        let Some(id) = crate::unguessable_id() else {
+            return Err(AwsError::transient(
+                "getrandom",
+                "the OS gave no randomness",
+            ));
+        };
+        let mut bp: BTreeMap<Date, Vec<String>> = BTreeMap::new();
+        let pair = scope.metrics.contains(&Metric::BpSystolic)
+            && scope.metrics.contains(&Metric::BpDiastolic);
+        for &m in &scope.metrics {
+            for d in partitions(
+                self.objects,
+                &settings.lake_bucket,
+                m,
+                scope.measured_from,
+                scope.measured_to,
+            )
+            .await?
+            {
+                if pair && matches!(m, Metric::BpSystolic | Metric::BpDiastolic) {
+                    bp.entry(d).or_default().push(partition_path(m, d));
+                } else {
+                    let path = partition_path(m, d);
+                    units.push(WorkUnit {
+                        job: id.clone(),
+                        unit: path.clone(),
+                        partitions: vec![path],
+                    });
+                }
             }
         }
-    }
-    for (d, partitions) in bp {
-        let unit = format!(
-            "bp/year={:04}/month={:02}/day={:02}",
-            d.year, d.month, d.day
-        );
-        units.push(WorkUnit {
-            job: id.clone(),
-            unit,
-            partitions,
-        });
-    }
-    let (key_version, _) = api.secrets.current(&partner.key_secret).await?;
-    let job = Job {
-        id: id.clone(),
-        client_id: partner.client_id.clone(),
-        status: JobStatus::InProgress,
-        request,
-        transaction_time: now_ms,
-        scope,
-        withheld: grant.withheld,
-        key_version,
-        total: units.len() as u32,
-        done: 0,
-        updated_at: now_ms,
-        error: None,
-    };
-    if let Some(running) = api.jobs.start(&job, (now_ms + KEEP_MS) / 1000).await? {
-        let _ = running;
-        return Ok(Err(Response::outcome(
-            429,
-            "throttled",
-            "an export of this partner is running; poll it or cancel it first",
-        )
-        .with_header("retry-after", "60")));
-    }
-    // What the policy withheld is part of the result: written now, listed at the end.
-    let errors: String = job
-        .withheld
-        .iter()
-        .map(|w| format!("{}\n", operation_outcome("informational", w)))
-        .collect();
-    let prefix = job_prefix(&job.client_id, &job.id);
-    api.objects
-        .put(
-            &settings.exports_bucket,
-            &format!("{prefix}{ERRORS_FILE}"),
-            errors.into_bytes(),
-            "application/fhir+ndjson",
-        )
-        .await?;
-    if units.is_empty() {
-        api.jobs
-            .end(&job, &[JobStatus::InProgress], JobStatus::Completed, None)
-            .await?;
-    } else {
-        let bodies: Vec<String> = units
+        for (d, partitions) in bp {
+            let unit = format!(
+                "bp/year={:04}/month={:02}/day={:02}",
+                d.year, d.month, d.day
+            );
+            units.push(WorkUnit {
+                job: id.clone(),
+                unit,
+                partitions,
+            });
+        }
+        let (key_version, _) = secrets.current(&partner.key_secret).await?;
+        let job = Job {
+            id: id.clone(),
+            client_id: partner.client_id.clone(),
+            status: JobStatus::InProgress,
+            request,
+            transaction_time: now_ms,
+            scope,
+            withheld: grant.withheld,
+            key_version,
+            total: units.len() as u32,
+            done: 0,
+            updated_at: now_ms,
+            error: None,
+        };
+        if let Some(running) = self.jobs.start(&job, (now_ms + KEEP_MS) / 1000).await? {
+            let _ = running;
+            return Ok(Err(Response::outcome(
+                429,
+                "throttled",
+                "an export of this partner is running; poll it or cancel it first",
+            )
+            .with_header("retry-after", "60")));
+        }
+        // What the policy withheld is part of the result: written now, listed at the end.
+        let errors: String = job
+            .withheld
             .iter()
-            .filter_map(|u| serde_json::to_string(u).ok())
+            .map(|w| format!("{}\n", operation_outcome("informational", w)))
             .collect();
-        if let Err(e) = api.queue.send(&bodies).await {
-            api.jobs
+        let prefix = job_prefix(&job.client_id, &job.id);
+        self.objects
+            .put(
+                &settings.exports_bucket,
+                &format!("{prefix}{ERRORS_FILE}"),
+                errors.into_bytes(),
+                "application/fhir+ndjson",
+            )
+            .await?;
+        if units.is_empty() {
+            self.jobs
+                .end(&job, &[JobStatus::InProgress], JobStatus::Completed, None)
+                .await?;
+        } else {
+            let bodies: Vec<String> = units
+                .iter()
+                .filter_map(|u| serde_json::to_string(u).ok())
+                .collect();
+            if let Err(e) = queue.send(&bodies).await {
+                self.jobs
+                    .end(
+                        &job,
+                        &[JobStatus::InProgress],
+                        JobStatus::Failed,
+                        Some("the export could not be queued".into()),
+                    )
+                    .await?;
+                return Err(e);
+            }
+        }
+        tracing::info!(job = %job.id, partitions = job.total, "export started");
+        Ok(Ok(job))
+    }
+
+    /// `GET /fhir/export-status/{id}`.
+    pub async fn status(&self, partner: &Partner, id: &str, now_ms: i64) -> Response {
+        let mut job = match self.owned_job(partner, id).await {
+            Ok(j) => j,
+            Err(r) => return r,
+        };
+        if job.status == JobStatus::InProgress && now_ms - job.updated_at > STALL_MS {
+            // The watchdog: never left at 202 forever.
+            let why =
+                "the export stopped making progress and was stopped; start it again".to_owned();
+            match self
+                .jobs
                 .end(
                     &job,
                     &[JobStatus::InProgress],
                     JobStatus::Failed,
-                    Some("the export could not be queued".into()),
+                    Some(why.clone()),
                 )
-                .await?;
-            return Err(e);
-        }
-    }
-    tracing::info!(job = %job.id, partitions = job.total, "export started");
-    Ok(Ok(job))
-}
-
-/// `GET /fhir/export-status/{id}`.
-pub async fn status<P, C, J, S, A, Q, O, K>(
-    api: &Api<P, C, J, S, A, Q, O, K>,
-    partner: &Partner,
-    id: &str,
-    now_ms: i64,
-) -> Response
-where
-    P: Partners,
-    C: OnceClaims,
-    J: ExportJobs,
-    S: TokenSigner,
-    A: AuditLog,
-    Q: WorkQueue,
-    O: ObjectReader + ObjectWriter + Presigner,
-    K: Secrets,
-{
-    let mut job = match owned_job(api, partner, id).await {
-        Ok(j) => j,
-        Err(r) => return r,
-    };
-    if job.status == JobStatus::InProgress && now_ms - job.updated_at > STALL_MS {
-        // The watchdog: never left at 202 forever.
-        let why = "the export stopped making progress and was stopped; start it again".to_owned();
-        match api
-            .jobs
-            .end(
-                &job,
-                &[JobStatus::InProgress],
-                JobStatus::Failed,
-                Some(why.clone()),
-            )
-            .await
-        {
-            Ok(_) => {
-                tracing::warn!(job = %job.id, "a stalled export was failed");
-                job.status = JobStatus::Failed;
-                job.error = Some(why);
+                .await
+            {
+                Ok(_) => {
+                    tracing::warn!(job = %job.id, "a stalled export was failed");
+                    job.status = JobStatus::Failed;
+                    job.error = Some(why);
+                }
+                Err(e) => return crate::api_error(&e),
             }
-            Err(e) => return crate::api_error(&e),
+        }
+        match job.status {
+            JobStatus::InProgress => Response::empty(202)
+                .with_header(
+                    "x-progress",
+                    format!("{} of {} lake partitions exported", job.done, job.total),
+                )
+                .with_header("retry-after", "5"),
+            JobStatus::Failed => Response::outcome(
+                500,
+                "incomplete",
+                job.error.as_deref().unwrap_or("the export failed"),
+            ),
+            JobStatus::Cancelled => Response::outcome(404, "not-found", "no such export"),
+            JobStatus::Completed => match self.manifest(&job).await {
+                Ok(m) => Response::json(200, &m)
+                    .with_header("expires", format_http_date(job.transaction_time + KEEP_MS)),
+                Err(e) => crate::api_error(&e),
+            },
         }
     }
-    match job.status {
-        JobStatus::InProgress => Response::empty(202)
-            .with_header(
-                "x-progress",
-                format!("{} of {} lake partitions exported", job.done, job.total),
-            )
-            .with_header("retry-after", "5"),
-        JobStatus::Failed => Response::outcome(
-            500,
-            "incomplete",
-            job.error.as_deref().unwrap_or("the export failed"),
-        ),
-        JobStatus::Cancelled => Response::outcome(404, "not-found", "no such export"),
-        JobStatus::Completed => match manifest(api, &job).await {
-            Ok(m) => Response::json(200, &m)
-                .with_header("expires", format_http_date(job.transaction_time + KEEP_MS)),
-            Err(e) => crate::api_error(&e),
-        },
-    }
-}
 
-async fn manifest<P, C, J, S, A, Q, O, K>(
-    api: &Api<P, C, J, S, A, Q, O, K>,
-    job: &Job,
-) -> Result<serde_json::Value, AwsError>
-where
-    P: Partners,
-    C: OnceClaims,
-    J: ExportJobs,
-    S: TokenSigner,
-    A: AuditLog,
-    Q: WorkQueue,
-    O: ObjectReader + ObjectWriter + Presigner,
-    K: Secrets,
-{
-    let files_url = format!("{}/export-files/{}", api.settings.fhir_base(), job.id);
-    let output: Vec<serde_json::Value> = api
+    async fn manifest(&self, job: &Job) -> Result<serde_json::Value, AwsError> {
+        let files_url = format!("{}/export-files/{}", self.settings.fhir_base(), job.id);
+        let output: Vec<serde_json::Value> = self
         .jobs
         .outputs(&job.id)
         .await?
@@ -340,17 +297,17 @@ where
                                "extension": {"sha256": f.sha256}})
         })
         .collect();
-    let error: Vec<serde_json::Value> = if job.withheld.is_empty() {
-        Vec::new()
-    } else {
-        vec![
-            serde_json::json!({"type": "OperationOutcome", "url": format!("{files_url}/{ERRORS_FILE}"), "count": job.withheld.len()}),
-        ]
-    };
-    let deleted_key = format!("{}{DELETED_FILE}", job_prefix(&job.client_id, &job.id));
-    let deleted: Vec<serde_json::Value> = api
+        let error: Vec<serde_json::Value> = if job.withheld.is_empty() {
+            Vec::new()
+        } else {
+            vec![
+                serde_json::json!({"type": "OperationOutcome", "url": format!("{files_url}/{ERRORS_FILE}"), "count": job.withheld.len()}),
+            ]
+        };
+        let deleted_key = format!("{}{DELETED_FILE}", job_prefix(&job.client_id, &job.id));
+        let deleted: Vec<serde_json::Value> = self
         .objects
-        .list(&api.settings.exports_bucket, &deleted_key)
+        .list(&self.settings.exports_bucket, &deleted_key)
         .await?
         .iter()
         .filter(|k| **k == deleted_key)
@@ -358,134 +315,84 @@ where
             |_| serde_json::json!({"type": "Bundle", "url": format!("{files_url}/{DELETED_FILE}")}),
         )
         .collect();
-    Ok(serde_json::json!({
-        "transactionTime": format_rfc3339_ms(job.transaction_time),
-        "request": job.request,
-        "requiresAccessToken": true,
-        "output": output,
-        "error": error,
-        "deleted": deleted,
-        "extension": {"pseudonymKeyVersion": job.key_version, "deIdentification": job.scope.mode}
-    }))
-}
+        Ok(serde_json::json!({
+            "transactionTime": format_rfc3339_ms(job.transaction_time),
+            "request": job.request,
+            "requiresAccessToken": true,
+            "output": output,
+            "error": error,
+            "deleted": deleted,
+            "extension": {"pseudonymKeyVersion": job.key_version, "deIdentification": job.scope.mode}
+        }))
+    }
 
-/// `DELETE /fhir/export-status/{id}`: stops the job and removes every file it wrote.
-pub async fn cancel<P, C, J, S, A, Q, O, K>(
-    api: &Api<P, C, J, S, A, Q, O, K>,
-    partner: &Partner,
-    id: &str,
-) -> Response
-where
-    P: Partners,
-    C: OnceClaims,
-    J: ExportJobs,
-    S: TokenSigner,
-    A: AuditLog,
-    Q: WorkQueue,
-    O: ObjectReader + ObjectWriter + Presigner,
-    K: Secrets,
-{
-    let job = match owned_job(api, partner, id).await {
-        Ok(j) => j,
-        Err(r) => return r,
-    };
-    match api
-        .jobs
-        .end(
-            &job,
-            &[JobStatus::InProgress, JobStatus::Completed],
-            JobStatus::Cancelled,
-            None,
-        )
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => return Response::outcome(404, "not-found", "no such export"),
-        Err(e) => return crate::api_error(&e),
+    /// `DELETE /fhir/export-status/{id}`: stops the job and removes every file it wrote.
+    pub async fn cancel(&self, partner: &Partner, id: &str) -> Response {
+        let job = match self.owned_job(partner, id).await {
+            Ok(j) => j,
+            Err(r) => return r,
+        };
+        match self
+            .jobs
+            .end(
+                &job,
+                &[JobStatus::InProgress, JobStatus::Completed],
+                JobStatus::Cancelled,
+                None,
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Response::outcome(404, "not-found", "no such export"),
+            Err(e) => return crate::api_error(&e),
+        }
+        if let Err(e) = remove_files(self.objects, &self.settings.exports_bucket, &job).await {
+            return crate::api_error(&e);
+        }
+        Response::empty(202)
     }
-    if let Err(e) = remove_files(&api.objects, &api.settings.exports_bucket, &job).await {
-        return crate::api_error(&e);
-    }
-    Response::empty(202)
-}
 
-/// Removes a job's files (workers still running check the job and remove what they write).
-pub async fn remove_files<O: ObjectReader + ObjectWriter>(
-    objects: &O,
-    bucket: &str,
-    job: &Job,
-) -> Result<(), AwsError> {
-    for key in objects
-        .list(bucket, &job_prefix(&job.client_id, &job.id))
-        .await?
-    {
-        objects.delete(bucket, &key, None).await?;
+    /// `GET /fhir/export-files/{id}/{file}`: audited, then a one-minute link to the file.
+    pub async fn download(&self, partner: &Partner, id: &str, file: &str) -> Response {
+        let job = match self.owned_job(partner, id).await {
+            Ok(j) if j.status == JobStatus::Completed => j,
+            Ok(_) => return Response::outcome(404, "not-found", "no such file"),
+            Err(r) => return r,
+        };
+        let known: BTreeSet<String> = match self.jobs.outputs(&job.id).await {
+            Ok(o) => o
+                .values()
+                .flatten()
+                .filter_map(|f| f.key.rsplit('/').next().map(str::to_owned))
+                .chain([ERRORS_FILE.to_owned(), DELETED_FILE.to_owned()])
+                .collect(),
+            Err(e) => return crate::api_error(&e),
+        };
+        if !known.contains(file) {
+            return Response::outcome(404, "not-found", "no such file");
+        }
+        let key = format!("{}{file}", job_prefix(&job.client_id, &job.id));
+        match self
+            .objects
+            .presign_get(&self.settings.exports_bucket, &key, LINK)
+            .await
+        {
+            Ok(url) => Response::empty(307).with_header("location", url),
+            Err(e) => crate::api_error(&e),
+        }
     }
-    Ok(())
-}
 
-/// `GET /fhir/export-files/{id}/{file}`: audited, then a one-minute link to the file.
-pub async fn download<P, C, J, S, A, Q, O, K>(
-    api: &Api<P, C, J, S, A, Q, O, K>,
-    partner: &Partner,
-    id: &str,
-    file: &str,
-) -> Response
-where
-    P: Partners,
-    C: OnceClaims,
-    J: ExportJobs,
-    S: TokenSigner,
-    A: AuditLog,
-    Q: WorkQueue,
-    O: ObjectReader + ObjectWriter + Presigner,
-    K: Secrets,
-{
-    let job = match owned_job(api, partner, id).await {
-        Ok(j) if j.status == JobStatus::Completed => j,
-        Ok(_) => return Response::outcome(404, "not-found", "no such file"),
-        Err(r) => return r,
-    };
-    let known: BTreeSet<String> = match api.jobs.outputs(&job.id).await {
-        Ok(o) => o
-            .values()
-            .flatten()
-            .filter_map(|f| f.key.rsplit('/').next().map(str::to_owned))
-            .chain([ERRORS_FILE.to_owned(), DELETED_FILE.to_owned()])
-            .collect(),
-        Err(e) => return crate::api_error(&e),
-    };
-    if !known.contains(file) {
-        return Response::outcome(404, "not-found", "no such file");
-    }
-    let key = format!("{}{file}", job_prefix(&job.client_id, &job.id));
-    match api
-        .objects
-        .presign_get(&api.settings.exports_bucket, &key, LINK)
-        .await
-    {
-        Ok(url) => Response::empty(307).with_header("location", url),
-        Err(e) => crate::api_error(&e),
-    }
-}
-
-/// The job, if it exists and is this partner's: every other case is `404`, so one
-/// partner learns nothing of another's jobs.
-async fn owned_job<P, C, J, S, A, Q, O, K>(
-    api: &Api<P, C, J, S, A, Q, O, K>,
-    partner: &Partner,
-    id: &str,
-) -> Result<Job, Response>
-where
-    J: ExportJobs,
-{
-    let well_formed = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
-    if !well_formed {
-        return Err(Response::outcome(404, "not-found", "no such export"));
-    }
-    match api.jobs.get(id).await {
-        Ok(Some(job)) if job_belongs(&job, partner) => Ok(job),
-        Ok(_) => Err(Response::outcome(404, "not-found", "no such export")),
-        Err(e) => Err(crate::api_error(&e)),
+    /// The job, if it exists and is this partner's: every other case is `404`, so one
+    /// partner learns nothing of another's jobs.
+    async fn owned_job(&self, partner: &Partner, id: &str) -> Result<Job, Response> {
+        let well_formed = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        if !well_formed {
+            return Err(Response::outcome(404, "not-found", "no such export"));
+        }
+        match self.jobs.get(id).await {
+            Ok(Some(job)) if job_belongs(&job, partner) => Ok(job),
+            Ok(_) => Err(Response::outcome(404, "not-found", "no such export")),
+            Err(e) => Err(crate::api_error(&e)),
+        }
     }
 }

@@ -13,24 +13,28 @@ use aws_lambda_events::event::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyRes
 use jsonwebtoken::DecodingKey;
 use lambda_runtime::LambdaEvent;
 use pulselake_adapters::{
-    AuditLog, AwsError, BucketAuditLog, DynamoExportJobs, DynamoOnce, DynamoPartners, ExportJobs,
-    KmsSigner, ObjectReader, ObjectWriter, OnceClaims, Partners, Presigner, S3Objects, SdkConfig,
-    Secrets, SecretsManager, SqsQueue, TokenSigner, WorkQueue,
+    AwsError, BucketAuditLog, DynamoExportJobs, DynamoOnce, DynamoPartners, KmsSigner, S3Objects,
+    SdkConfig, SecretsManager, SqsQueue, TokenSigner,
 };
 
-pub use api::{PartnerApi, Settings};
+pub use api::{ApiPorts, PartnerApi, Settings};
 pub use config::Config;
 
-pub type AwsPartnerApi = PartnerApi<
-    DynamoPartners,
-    DynamoOnce,
-    DynamoExportJobs,
-    KmsSigner,
-    BucketAuditLog<S3Objects>,
-    SqsQueue,
-    S3Objects,
-    SecretsManager,
->;
+/// The API over AWS.
+pub struct AwsPorts;
+
+impl ApiPorts for AwsPorts {
+    type Partners = DynamoPartners;
+    type Claims = DynamoOnce;
+    type Jobs = DynamoExportJobs;
+    type Signer = KmsSigner;
+    type Audit = BucketAuditLog<S3Objects>;
+    type Queue = SqsQueue;
+    type Objects = S3Objects;
+    type Secrets = SecretsManager;
+}
+
+pub type AwsPartnerApi = PartnerApi<AwsPorts>;
 
 /// Why the function could not start.
 #[derive(Debug, thiserror::Error)]
@@ -148,20 +152,10 @@ pub fn response_of(r: http::Response) -> ApiGatewayProxyResponse {
 }
 
 /// One invocation: an API Gateway proxy request.
-pub async fn function_handler<P, C, J, S, A, Q, O, K>(
+pub async fn function_handler<X: ApiPorts>(
     event: LambdaEvent<ApiGatewayProxyRequest>,
-    api: &PartnerApi<P, C, J, S, A, Q, O, K>,
-) -> Result<ApiGatewayProxyResponse, std::convert::Infallible>
-where
-    P: Partners,
-    C: OnceClaims,
-    J: ExportJobs,
-    S: TokenSigner,
-    A: AuditLog,
-    Q: WorkQueue,
-    O: ObjectReader + ObjectWriter + Presigner,
-    K: Secrets,
-{
+    api: &PartnerApi<X>,
+) -> Result<ApiGatewayProxyResponse, std::convert::Infallible> {
     let req = request_of(&event.payload);
     let response = api.handle(&req, now_ms()).await;
     tracing::info!(status = response.status, route = %route_name(&req.path), "request done");
@@ -187,7 +181,7 @@ fn route_name(path: &str) -> String {
 pub fn unguessable_id() -> Option<String> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).ok()?;
-    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Some(hex::encode(bytes))
 }
 
 pub use pulselake_adapters::now_ms;

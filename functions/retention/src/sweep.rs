@@ -140,7 +140,7 @@ where
         dry_run: bool,
         report: &mut RetentionReport,
     ) -> Result<(), AwsError> {
-        let prefix = format!("{READINGS_PREFIX}{p}/");
+        let prefix = p.prefix();
         let versions = self
             .objects
             .list_versions(&self.lake_bucket, &prefix)

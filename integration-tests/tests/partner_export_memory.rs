@@ -10,14 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use export_worker::ExportWorker;
+use export_worker::{ExportWorker, WorkerPorts};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use partner_api::http::{Request, Response};
-use partner_api::jobs::WorkUnit;
-use partner_api::{PartnerApi, Settings};
+use partner_api::{ApiPorts, PartnerApi, Settings};
 use pulselake_adapters::{
     AwsError, CachedRegistry, MemoryAuditLog, MemoryErasures, MemoryExportJobs, MemoryObjects,
     MemoryOnce, MemoryPartners, MemoryQueue, MemoryRegistry, MemorySecrets, Partner, TokenSigner,
+    WorkUnit,
 };
 use pulselake_domain::partner::{Mode, PartnerStatus, Policy};
 use pulselake_domain::registry::{Assignment, DeviceRecord};
@@ -28,10 +28,7 @@ use pulselake_lake::{FileLayout, encode_readings};
 const BASE: &str = "https://api.example.test/v1";
 const LAKE: &str = "lake";
 const EXPORTS: &str = "exports";
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../integration-tests/fixtures/partners"
-);
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/partners");
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!("{FIXTURES}/{name}")).expect("fixture")
@@ -55,6 +52,30 @@ impl TokenSigner for PemSigner {
     fn key_id(&self) -> &str {
         "api-signer"
     }
+}
+
+/// The API and the worker over the world's in-memory adapters, borrowed.
+struct Borrowed<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'a> ApiPorts for Borrowed<'a> {
+    type Partners = &'a MemoryPartners;
+    type Claims = &'a MemoryOnce;
+    type Jobs = &'a MemoryExportJobs;
+    type Signer = PemSigner;
+    type Audit = &'a MemoryAuditLog;
+    type Queue = &'a MemoryQueue;
+    type Objects = &'a MemoryObjects;
+    type Secrets = &'a MemorySecrets;
+}
+
+impl<'a> WorkerPorts for Borrowed<'a> {
+    type Jobs = &'a MemoryExportJobs;
+    type Partners = &'a MemoryPartners;
+    type Secrets = &'a MemorySecrets;
+    type Objects = &'a MemoryObjects;
+    type Registry = &'a MemoryRegistry;
+    type Audit = &'a MemoryAuditLog;
+    type Erasures = &'a MemoryErasures;
 }
 
 /// The lake: two subjects (one `adult`, one `neonatal`) on two days, heart rate and
@@ -217,18 +238,7 @@ impl World {
         }
     }
 
-    fn api(
-        &self,
-    ) -> PartnerApi<
-        &MemoryPartners,
-        &MemoryOnce,
-        &MemoryExportJobs,
-        PemSigner,
-        &MemoryAuditLog,
-        &MemoryQueue,
-        &MemoryObjects,
-        &MemorySecrets,
-    > {
+    fn api(&self) -> PartnerApi<Borrowed<'_>> {
         PartnerApi {
             partners: &self.partners,
             claims: &self.claims,
@@ -250,17 +260,7 @@ impl World {
         }
     }
 
-    fn worker(
-        &self,
-    ) -> ExportWorker<
-        &MemoryExportJobs,
-        &MemoryPartners,
-        &MemorySecrets,
-        &MemoryObjects,
-        &MemoryRegistry,
-        &MemoryAuditLog,
-        &MemoryErasures,
-    > {
+    fn worker(&self) -> ExportWorker<Borrowed<'_>> {
         ExportWorker {
             jobs: &self.jobs,
             partners: &self.partners,
@@ -355,19 +355,7 @@ trait Handle {
     async fn call(&self, req: Request) -> Response;
 }
 
-impl<P, C, J, S, A, Q, O, K> Handle for PartnerApi<P, C, J, S, A, Q, O, K>
-where
-    P: pulselake_adapters::Partners,
-    C: pulselake_adapters::OnceClaims,
-    J: pulselake_adapters::ExportJobs,
-    S: TokenSigner,
-    A: pulselake_adapters::AuditLog,
-    Q: pulselake_adapters::WorkQueue,
-    O: pulselake_adapters::ObjectReader
-        + pulselake_adapters::ObjectWriter
-        + pulselake_adapters::Presigner,
-    K: pulselake_adapters::Secrets,
-{
+impl<X: ApiPorts> Handle for PartnerApi<X> {
     async fn call(&self, req: Request) -> Response {
         self.handle(&req, now()).await
     }
