@@ -107,7 +107,7 @@ async fn a_legacy_patient_s_raw_files_go_with_their_lake_rows() {
         .unwrap();
     assert!(ev.completed && ev.verification.passed, "{ev:?}");
     assert_eq!(ev.rows_removed, 1_440);
-    assert_eq!(ev.raw_files_deleted, before.len());
+    assert_eq!(ev.copies.raw_files_deleted, before.len());
     assert_eq!(ev.verification.copies_left, 0);
     let after = archived(
         inspect::list_keys(s, &s.names.processed_bucket, "seed/")
@@ -188,16 +188,16 @@ async fn a_patient_s_lines_leave_the_raw_files_and_reports_they_share_with_other
         "720 from the export, 1 from the mixed file"
     );
     assert_eq!(
-        ev.raw_files_rewritten, 3,
+        ev.copies.raw_files_rewritten, 3,
         "the export, its resend under another name (skipped as a copy, archived), the mixed file: {ev:?}"
     );
     assert_eq!(
-        ev.raw_lines_removed,
+        ev.copies.raw_lines_removed,
         720 + 720 + 4 + 1,
         "the mixed file's 3 rejected lines, and the line of a file quarantined whole"
     );
-    assert_eq!(ev.quarantine_entries_removed, 3);
-    assert_eq!(ev.quarantined_files_rewritten, 1);
+    assert_eq!(ev.copies.quarantine_entries_removed, 3);
+    assert_eq!(ev.copies.quarantined_files_rewritten, 1);
     let resend = text("csv/partner-b/resend-2026-11-01.csv").await;
     assert_eq!(resend.lines().count(), 1 + 19 * 720);
     assert!(!resend.contains("dev-file-000"));

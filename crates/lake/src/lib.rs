@@ -64,6 +64,9 @@ pub const PARTITION_KEYS: [&str; 4] = ["metric", "year", "month", "day"];
 pub enum LakeError {
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
+    /// Bytes that are not a lake Parquet file at all (too short, a footer that does not fit).
+    #[error("not a lake Parquet file: {0}")]
+    NotLakeFile(String),
     #[error("lake file column {column}: {problem}")]
     Column {
         column: &'static str,

@@ -5,29 +5,51 @@
 //! versions and re-reads the partition to verify; the unit that finishes the pass
 //! removes the copies outside the lake, writes the evidence to the audit store and
 //! marks the requests done only if everything verified. Log lines carry counts only.
+//!
+//! The job's parts, each in its own file: [`pass`] (plan, unit, finish),
+//! [`partition`] (a unit's partition), [`lake_file`] (one file's versions),
+//! [`copies`] and [`raw`] (copies outside the lake), [`versions`] (object versions in
+//! any bucket), [`evidence`] and [`error`].
 
 pub mod config;
-mod copies;
-mod lake_files;
+pub mod copies;
+pub mod error;
+pub mod evidence;
+pub mod lake_file;
+pub mod partition;
 pub mod pass;
 pub mod raw;
+pub mod versions;
 
-use aws_lambda_events::event::sqs::SqsEvent;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
 use pulselake_adapters::lambda_batch::{sqs_messages, sqs_response};
 use pulselake_adapters::{
-    AuditLog, AwsError, BucketAuditLog, DynamoErasurePasses, DynamoErasures, ErasurePasses,
-    ErasureRequests, Metrics, ObjectReader, ObjectUploads, ObjectWriter, S3Objects, SdkConfig,
-    SqsQueue, VersionedObjects, WorkQueue,
+    AwsError, BucketAuditLog, DynamoErasurePasses, DynamoErasures, Metrics, S3Objects, SdkConfig,
+    SqsQueue,
 };
+use serde::{Deserialize, Serialize};
 
 pub use config::Config;
-pub use pass::{
-    Copies, Erasure, ErasureEvidence, Planned, RewrittenFile, Unit, UnitEvidence, Verification,
+pub use copies::Copies;
+pub use error::{ErasureError, FailureKind};
+pub use evidence::{
+    CopiesEvidence, ErasureEvidence, Failure, RewrittenFile, UnitEvidence, Verification,
 };
+pub use pass::{Erasure, ErasurePorts, Planned, Unit};
 
-pub type AwsErasure =
-    Erasure<S3Objects, DynamoErasures, BucketAuditLog<S3Objects>, DynamoErasurePasses, SqsQueue>;
+/// The job over AWS.
+pub struct AwsPorts;
+
+impl ErasurePorts for AwsPorts {
+    type Objects = S3Objects;
+    type Requests = DynamoErasures;
+    type Audit = BucketAuditLog<S3Objects>;
+    type Passes = DynamoErasurePasses;
+    type Queue = SqsQueue;
+}
+
+pub type AwsErasure = Erasure<AwsPorts>;
 
 /// Builds the job once per cold start (the naming key is read now).
 pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<AwsErasure, AwsError> {
@@ -50,20 +72,61 @@ pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<AwsErasure, AwsEr
             quarantine_bucket: config.quarantine_bucket.clone(),
             naming: pulselake_domain::NamingKey::new(naming),
         }),
-        part_bytes: lake_files::PART_BYTES,
+        part_bytes: lake_file::PART_BYTES,
     })
 }
 
-/// A scheduled run that could not plan; the schedule runs it again (nothing is marked
-/// done without evidence).
-#[derive(Debug, thiserror::Error)]
-#[error("erasure pass failed: {0}")]
-pub struct PassError(#[from] pub AwsError);
+/// What invokes the function: units from the erasure queue, or the daily schedule
+/// (EventBridge Scheduler's input: any object that is not an SQS batch).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Invocation {
+    Units(SqsEvent),
+    Scheduled(ScheduledRun),
+}
 
-impl From<PassError> for lambda_runtime::Diagnostic {
-    fn from(e: PassError) -> Self {
+/// The schedule's event: its content is not read.
+#[derive(Debug, Default, Deserialize)]
+pub struct ScheduledRun {}
+
+/// What an invocation answers: the partial batch response for units, or what the
+/// scheduled run planned.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Units(SqsBatchResponse),
+    Planned(PlanSummary),
+}
+
+/// The scheduled run's answer (counts only).
+#[derive(Debug, Default, Serialize)]
+pub struct PlanSummary {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planned_units: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed: Option<bool>,
+}
+
+/// A run that failed as a whole: a scheduled run that could not plan (the schedule runs
+/// it again; nothing is marked done without evidence), or a batch that cannot be
+/// answered unit by unit.
+#[derive(Debug, thiserror::Error)]
+#[error("erasure failed: {0}")]
+pub struct RunError(#[from] pub ErasureError);
+
+impl From<RunError> for lambda_runtime::Diagnostic {
+    fn from(e: RunError) -> Self {
+        let kind = if e.0.retryable() {
+            "Transient"
+        } else {
+            "Permanent"
+        };
         lambda_runtime::Diagnostic {
-            error_type: "Erasure.PassFailed".into(),
+            error_type: format!("Erasure.{kind}"),
             error_message: e.to_string(),
         }
     }
@@ -71,59 +134,63 @@ impl From<PassError> for lambda_runtime::Diagnostic {
 
 /// One invocation: units from the erasure queue (a partial batch response: a failed
 /// unit is retried, then dead-lettered), or the schedule's event (a pass planned).
-pub async fn function_handler<O, E, A, P, Q>(
-    event: LambdaEvent<serde_json::Value>,
-    job: &Erasure<O, E, A, P, Q>,
-) -> Result<serde_json::Value, PassError>
-where
-    O: ObjectReader + ObjectWriter + VersionedObjects + ObjectUploads,
-    E: ErasureRequests,
-    A: AuditLog,
-    P: ErasurePasses,
-    Q: WorkQueue,
-{
-    let from_queue = event.payload["Records"]
-        .get(0)
-        .is_some_and(|r| r["eventSource"] == "aws:sqs");
-    if from_queue {
-        let sqs: SqsEvent = serde_json::from_value(event.payload)
-            .map_err(|e| AwsError::permanent("erasure:event", e.to_string()))?;
-        let response = Box::pin(units(&sqs, job)).await;
-        return serde_json::to_value(response)
-            .map_err(|e| PassError(AwsError::permanent("erasure:event", e.to_string())));
-    }
-    let planned = Box::pin(job.plan(now_ms())).await;
-    match &planned {
-        Ok(Planned::Started { units, .. }) => {
-            tracing::info!(units, "erasure pass planned: one unit per lake partition")
+pub async fn function_handler<X: ErasurePorts>(
+    event: LambdaEvent<Invocation>,
+    job: &Erasure<X>,
+) -> Result<Answer, RunError> {
+    match event.payload {
+        Invocation::Units(sqs) => Ok(Answer::Units(Box::pin(units(&sqs, job)).await?)),
+        Invocation::Scheduled(_) => {
+            let planned = Box::pin(job.plan(now_ms())).await;
+            let summary = match planned {
+                Ok(Planned::Started { units, .. }) => {
+                    tracing::info!(units, "erasure pass planned: one unit per lake partition");
+                    PlanSummary {
+                        planned_units: Some(units),
+                        ..PlanSummary::default()
+                    }
+                }
+                Ok(Planned::Running) => {
+                    tracing::info!("an erasure pass is running; none planned");
+                    PlanSummary {
+                        running: Some(true),
+                        ..PlanSummary::default()
+                    }
+                }
+                Ok(Planned::NothingPending) => {
+                    tracing::info!("no pending erasure request");
+                    PlanSummary {
+                        pending: Some(0),
+                        ..PlanSummary::default()
+                    }
+                }
+                Ok(Planned::Finished(ev)) => {
+                    report(&ev);
+                    PlanSummary {
+                        completed: Some(ev.completed),
+                        ..PlanSummary::default()
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retryable = e.retryable(), "erasure pass not planned");
+                    return Err(e.into());
+                }
+            };
+            Ok(Answer::Planned(summary))
         }
-        Ok(Planned::Running) => tracing::info!("an erasure pass is running; none planned"),
-        Ok(Planned::NothingPending) => tracing::info!("no pending erasure request"),
-        Ok(Planned::Finished(ev)) => report(ev),
-        Err(e) => tracing::error!(error = %e, "erasure pass not planned"),
     }
-    Ok(match planned? {
-        Planned::Started { units, .. } => serde_json::json!({ "planned_units": units }),
-        Planned::Running => serde_json::json!({ "running": true }),
-        Planned::NothingPending => serde_json::json!({ "pending": 0 }),
-        Planned::Finished(ev) => serde_json::json!({ "completed": ev.completed }),
-    })
 }
 
-async fn units<O, E, A, P, Q>(
+async fn units<X: ErasurePorts>(
     event: &SqsEvent,
-    job: &Erasure<O, E, A, P, Q>,
-) -> aws_lambda_events::event::sqs::SqsBatchResponse
-where
-    O: ObjectReader + ObjectWriter + VersionedObjects + ObjectUploads,
-    E: ErasureRequests,
-    A: AuditLog,
-    P: ErasurePasses,
-    Q: WorkQueue,
-{
+    job: &Erasure<X>,
+) -> Result<SqsBatchResponse, ErasureError> {
     let mut failed = Vec::new();
     for m in sqs_messages(event) {
-        let id = m.id.unwrap_or_default().to_owned();
+        let Some(id) = m.id.filter(|id| !id.is_empty()).map(str::to_owned) else {
+            // Without an id the message cannot be reported alone: fail the batch.
+            return Err(AwsError::permanent("sqs", "a message without a messageId").into());
+        };
         let Some(unit) = m.body.and_then(|b| serde_json::from_str::<Unit>(b).ok()) else {
             // Not a unit: retried, then kept in the DLQ for a person to look at.
             tracing::error!("a message on the erasure queue is not a unit");
@@ -134,12 +201,14 @@ where
             Ok(Some(ev)) => report(&ev),
             Ok(None) => {}
             Err(e) => {
-                tracing::error!(error = %e, "erasure unit failed; retried");
+                // Retried either way (a permanent failure ends in the DLQ, alarmed, and
+                // the pass is replaced the next day); the log says which it is.
+                tracing::error!(error = %e, retryable = e.retryable(), "erasure unit failed");
                 failed.push(id);
             }
         }
     }
-    sqs_response(failed)
+    Ok(sqs_response(failed))
 }
 
 /// The pass's metrics and its one log line (counts only).
@@ -170,8 +239,8 @@ mod tests {
     use std::borrow::Cow;
 
     use pulselake_adapters::{
-        ErasureRequest, MemoryAuditLog, MemoryErasurePasses, MemoryErasures, MemoryObjects,
-        MemoryQueue,
+        ErasureRequest, ErasureRequests, MemoryAuditLog, MemoryErasurePasses, MemoryErasures,
+        MemoryObjects, MemoryQueue,
     };
     use pulselake_domain::{Metric, Partition, Reading, ReadingId, Source};
     use pulselake_lake::{FileLayout, encode_readings, read_readings};
@@ -196,8 +265,17 @@ mod tests {
         }
     }
 
-    type MemoryJob =
-        Erasure<MemoryObjects, MemoryErasures, MemoryAuditLog, MemoryErasurePasses, MemoryQueue>;
+    struct MemoryPorts;
+
+    impl ErasurePorts for MemoryPorts {
+        type Objects = MemoryObjects;
+        type Requests = MemoryErasures;
+        type Audit = MemoryAuditLog;
+        type Passes = MemoryErasurePasses;
+        type Queue = MemoryQueue;
+    }
+
+    type MemoryJob = Erasure<MemoryPorts>;
 
     fn job() -> MemoryJob {
         let objects = MemoryObjects::default();
@@ -219,7 +297,7 @@ mod tests {
             queue: MemoryQueue::default(),
             lake_bucket: LAKE.into(),
             copies: None,
-            part_bytes: lake_files::PART_BYTES,
+            part_bytes: lake_file::PART_BYTES,
         }
     }
 

@@ -9,7 +9,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let sdk = pulselake_adapters::load_config().await;
     let job = build(&config, &sdk).await?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+    lambda_runtime::run(service_fn(|event: LambdaEvent<erasure::Invocation>| {
         function_handler(event, &job)
     }))
     .await
