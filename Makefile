@@ -60,11 +60,13 @@ integration: $(STAMP) $(PARTNERS_STAMP)
 	$(CARGO) test -p pulselake-local
 
 # cfn-lint, and checkov with zero failed checks: a check may only be skipped in the
-# template itself, with its reason (a test holds every skip to that).
+# template itself, with its reason (a test holds every skip to that); rustfmt, and
+# clippy with every warning an error.
 lint: $(STAMP) $(CHECKOV_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml
 	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
 	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 
 demo: $(STAMP)
 	$(CARGO) run --quiet -p pulselake-local --bin demo -- $(ARGS)

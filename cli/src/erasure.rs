@@ -160,7 +160,7 @@ pub async fn pass_progress<P: ErasurePasses>(passes: &P) -> Result<Option<String
 fn new_reference() -> Result<String, AdminError> {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).map_err(|e| AdminError::Setup(format!("no randomness: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(bytes))
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ fn new_key() -> Result<String, AdminError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .map_err(|e| AdminError::Setup(format!("no randomness from the OS: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(bytes))
 }
 
 impl<P: Partners, S: SecretsAdmin> PartnerAdmin<'_, P, S> {

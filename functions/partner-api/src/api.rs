@@ -12,27 +12,9 @@ use pulselake_domain::partner::{PartnerStatus, Refusal, authorize, parse_export}
 use pulselake_domain::time::format_rfc3339_ms;
 
 use crate::auth::{self, AccessClaims, OAuthError, TokenRequest};
+use crate::config::Settings;
 use crate::http::{Request, Response};
 use crate::jobs::Exports;
-
-/// Where the API is and what it works on.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The public base URL (`https://<api>/v1`): token audience, absolute URLs.
-    pub base_url: String,
-    pub lake_bucket: String,
-    pub exports_bucket: String,
-}
-
-impl Settings {
-    pub fn token_url(&self) -> String {
-        format!("{}/auth/token", self.base_url)
-    }
-
-    pub fn fhir_base(&self) -> String {
-        format!("{}/fhir", self.base_url)
-    }
-}
 
 /// The ports the API works with, named once: AWS's in the function, in-memory ones in
 /// tests. Each route takes the ones it uses.
@@ -89,7 +71,7 @@ impl Outcome {
 }
 
 fn server_error(e: &AwsError) -> Response {
-    crate::api_error(e)
+    Response::server_error(e)
 }
 
 impl<X: ApiPorts> PartnerApi<X> {
@@ -243,7 +225,7 @@ impl<X: ApiPorts> PartnerApi<X> {
             }
             Err(e) => return Outcome::anonymous(server_error(&e)),
         }
-        let Some(token_id) = crate::unguessable_id() else {
+        let Some(token_id) = auth::unguessable_id() else {
             return Outcome::anonymous(server_error(&AwsError::transient(
                 "getrandom",
                 "the OS gave no randomness",
@@ -343,16 +325,10 @@ impl<X: ApiPorts> PartnerApi<X> {
         {
             return Response::outcome(400, "invalid", "Accept must be application/fhir+json");
         }
-        let params = match kick_off_parameters(req) {
-            Ok(p) => p,
-            Err(why) => return Response::outcome(400, "invalid", &why),
-        };
-        let request = match parse_export(&params, group) {
-            Ok(r) => r,
-            Err(Refusal::BadRequest(why)) => return Response::outcome(400, "invalid", &why),
-            Err(Refusal::Forbidden(why)) => return Response::outcome(403, "forbidden", &why),
-        };
-        let grant = match authorize(&partner.policy, partner.status, &request) {
+        let grant = match kick_off_parameters(req)
+            .and_then(|params| parse_export(&params, group))
+            .and_then(|request| authorize(&partner.policy, partner.status, &request))
+        {
             Ok(g) => g,
             Err(Refusal::BadRequest(why)) => return Response::outcome(400, "invalid", &why),
             Err(Refusal::Forbidden(why)) => return Response::outcome(403, "forbidden", &why),
@@ -427,27 +403,30 @@ fn method_not_allowed(allow: &str) -> Response {
 }
 
 /// The kick-off's parameters: the query string (GET), or a FHIR `Parameters` body (POST).
-fn kick_off_parameters(req: &Request) -> Result<Vec<(String, String)>, String> {
+fn kick_off_parameters(req: &Request) -> Result<Vec<(String, String)>, Refusal> {
+    let bad = |why: &str| Refusal::BadRequest(why.to_owned());
     if req.method != "POST" || req.body.trim().is_empty() {
         return Ok(req.query.clone());
     }
     let body: serde_json::Value = serde_json::from_str(&req.body)
-        .map_err(|_| "the body is not a FHIR Parameters resource".to_owned())?;
+        .map_err(|_| bad("the body is not a FHIR Parameters resource"))?;
     if body["resourceType"] != "Parameters" {
-        return Err("the body is not a FHIR Parameters resource".into());
+        return Err(bad("the body is not a FHIR Parameters resource"));
     }
     let parameters = match body.get("parameter") {
         None => &[][..],
         Some(serde_json::Value::Array(list)) => list.as_slice(),
-        Some(_) => return Err("Parameters.parameter must be a list".into()),
+        Some(_) => return Err(bad("Parameters.parameter must be a list")),
     };
     let mut out = req.query.clone();
     for p in parameters {
-        let name = p["name"].as_str().ok_or("a parameter has no name")?;
+        let name = p["name"]
+            .as_str()
+            .ok_or_else(|| bad("a parameter has no name"))?;
         let value = ["valueString", "valueInstant", "valueCode", "valueDateTime"]
             .iter()
             .find_map(|k| p[*k].as_str())
-            .ok_or_else(|| format!("parameter {name} has no value this server reads"))?;
+            .ok_or_else(|| bad(&format!("parameter {name} has no value this server reads")))?;
         out.push((name.to_owned(), value.to_owned()));
     }
     Ok(out)

@@ -245,6 +245,14 @@ pub fn verify_access(
     Ok(data.claims)
 }
 
+/// 128 bits from the operating system's CSPRNG, as hex: export ids and token ids
+/// must be unguessable (`None` only if the OS cannot give randomness).
+pub fn unguessable_id() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(hex::encode(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,3 +31,22 @@ impl Config {
         })
     }
 }
+
+/// Where the API is and what it works on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The public base URL (`https://<api>/v1`): token audience, absolute URLs.
+    pub base_url: String,
+    pub lake_bucket: String,
+    pub exports_bucket: String,
+}
+
+impl Settings {
+    pub fn token_url(&self) -> String {
+        format!("{}/auth/token", self.base_url)
+    }
+
+    pub fn fhir_base(&self) -> String {
+        format!("{}/fhir", self.base_url)
+    }
+}

@@ -65,6 +65,17 @@ impl Response {
         self
     }
 
+    /// A failure of the platform (an AWS call): `500` with an OperationOutcome, the
+    /// cause in the log (no identifiers), nothing of it in the response.
+    pub fn server_error(e: &pulselake_adapters::AwsError) -> Response {
+        tracing::error!(error = %e, "a request failed");
+        Response::outcome(
+            500,
+            "exception",
+            "the server could not finish the request; try again later",
+        )
+    }
+
     /// A FHIR `OperationOutcome` with one issue (`code` from FHIR's issue-type values).
     pub fn outcome(status: u16, code: &str, diagnostics: &str) -> Response {
         Response::fhir(status, &operation_outcome(code, diagnostics))

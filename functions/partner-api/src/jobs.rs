@@ -16,7 +16,8 @@ use pulselake_domain::partition::READINGS_PREFIX;
 use pulselake_domain::partner::Grant;
 use pulselake_domain::time::{Date, format_http_date, format_rfc3339_ms};
 
-use crate::api::Settings;
+use crate::auth::unguessable_id;
+use crate::config::Settings;
 use crate::http::{Response, operation_outcome};
 
 /// A job that has not progressed for this long is failed (a partition worker runs at
@@ -128,7 +129,7 @@ where
         let scope = grant.scope;
         let settings = self.settings;
         let mut units: Vec<WorkUnit> = Vec::new();
-        let Some(id) = crate::unguessable_id() else {
+        let Some(id) = unguessable_id() else {
             return Err(AwsError::transient(
                 "getrandom",
                 "the OS gave no randomness",
@@ -259,7 +260,7 @@ where
                     job.status = JobStatus::Failed;
                     job.error = Some(why);
                 }
-                Err(e) => return crate::api_error(&e),
+                Err(e) => return Response::server_error(&e),
             }
         }
         match job.status {
@@ -278,7 +279,7 @@ where
             JobStatus::Completed => match self.manifest(&job).await {
                 Ok(m) => Response::json(200, &m)
                     .with_header("expires", format_http_date(job.transaction_time + KEEP_MS)),
-                Err(e) => crate::api_error(&e),
+                Err(e) => Response::server_error(&e),
             },
         }
     }
@@ -344,10 +345,10 @@ where
         {
             Ok(true) => {}
             Ok(false) => return Response::outcome(404, "not-found", "no such export"),
-            Err(e) => return crate::api_error(&e),
+            Err(e) => return Response::server_error(&e),
         }
         if let Err(e) = remove_files(self.objects, &self.settings.exports_bucket, &job).await {
-            return crate::api_error(&e);
+            return Response::server_error(&e);
         }
         Response::empty(202)
     }
@@ -366,7 +367,7 @@ where
                 .filter_map(|f| f.key.rsplit('/').next().map(str::to_owned))
                 .chain([ERRORS_FILE.to_owned(), DELETED_FILE.to_owned()])
                 .collect(),
-            Err(e) => return crate::api_error(&e),
+            Err(e) => return Response::server_error(&e),
         };
         if !known.contains(file) {
             return Response::outcome(404, "not-found", "no such file");
@@ -378,7 +379,7 @@ where
             .await
         {
             Ok(url) => Response::empty(307).with_header("location", url),
-            Err(e) => crate::api_error(&e),
+            Err(e) => Response::server_error(&e),
         }
     }
 
@@ -392,7 +393,7 @@ where
         match self.jobs.get(id).await {
             Ok(Some(job)) if job_belongs(&job, partner) => Ok(job),
             Ok(_) => Err(Response::outcome(404, "not-found", "no such export")),
-            Err(e) => Err(crate::api_error(&e)),
+            Err(e) => Err(Response::server_error(&e)),
         }
     }
 }

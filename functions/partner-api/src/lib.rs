@@ -17,8 +17,10 @@ use pulselake_adapters::{
     SdkConfig, SecretsManager, SqsQueue, TokenSigner,
 };
 
-pub use api::{ApiPorts, PartnerApi, Settings};
+pub use api::{ApiPorts, PartnerApi};
+pub use auth::unguessable_id;
 pub use config::Config;
+pub use config::Settings;
 
 /// The API over AWS.
 pub struct AwsPorts;
@@ -70,17 +72,6 @@ pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<AwsPartnerApi, St
             exports_bucket: config.exports_bucket.clone(),
         },
     })
-}
-
-/// A failure of the platform (an AWS call): `500` with an OperationOutcome, the
-/// cause in the log (no identifiers), nothing of it in the response.
-pub(crate) fn api_error(e: &AwsError) -> http::Response {
-    tracing::error!(error = %e, "a request failed");
-    http::Response::outcome(
-        500,
-        "exception",
-        "the server could not finish the request; try again later",
-    )
 }
 
 /// The API Gateway event as the API's request.
@@ -174,14 +165,6 @@ fn route_name(path: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
-}
-
-/// 128 bits from the operating system's CSPRNG, as hex: export ids and token ids
-/// must be unguessable (`None` only if the OS cannot give randomness).
-pub fn unguessable_id() -> Option<String> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).ok()?;
-    Some(hex::encode(bytes))
 }
 
 pub use pulselake_adapters::now_ms;
