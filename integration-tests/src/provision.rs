@@ -418,6 +418,7 @@ impl Stack {
             mappings_parameter: Some(n.mappings_parameter.clone()),
             dedup_ttl: std::time::Duration::from_secs(400 * 86_400),
             naming_key_secret: n.naming_key_secret.clone(),
+            retention_years: local_retention_years(),
         }
     }
 
@@ -574,4 +575,12 @@ async fn create_catalog(glue: &aws_sdk_glue::Client, names: &Names) -> Result<()
         .send()
         .await?;
     Ok(())
+}
+
+/// The local stack keeps enough calendar years for the real 2020 vendor sample (a
+/// deployment keeps `LakeRetentionYears`, at least 3; file-ingest's tests check the 3).
+pub fn local_retention_years() -> u32 {
+    use pulselake_domain::time::Date;
+    let sample = Date::new(2020, 10, 12).unwrap_or(Date::from_epoch_ms(0));
+    pulselake_domain::retention::years_covering(sample, Date::from_epoch_ms(crate::invoke_now_ms()))
 }

@@ -46,6 +46,9 @@ pub enum Reason {
     TimestampInFuture,
     /// Measured earlier than the accepted age.
     TimestampTooOld,
+    /// Measured before the lake's retention cut-off: it would be deleted by the next
+    /// retention run, so it never lands.
+    PastRetention,
     /// The device had no subject assigned at the measurement time.
     DeviceUnassigned,
     /// An identifier (device, sensor, metric, unit) that is too long or holds control
@@ -83,7 +86,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 33] = [
+    pub const ALL: [Reason; 34] = [
         Reason::InvalidBase64,
         Reason::Oversized,
         Reason::NotJson,
@@ -102,6 +105,7 @@ impl Reason {
         Reason::InvalidTimestamp,
         Reason::TimestampInFuture,
         Reason::TimestampTooOld,
+        Reason::PastRetention,
         Reason::DeviceUnassigned,
         Reason::InvalidId,
         Reason::ConflictingDuplicate,
@@ -139,6 +143,7 @@ impl Reason {
             Reason::InvalidTimestamp => "invalid_timestamp",
             Reason::TimestampInFuture => "timestamp_in_future",
             Reason::TimestampTooOld => "timestamp_too_old",
+            Reason::PastRetention => "past_retention",
             Reason::DeviceUnassigned => "device_unassigned",
             Reason::InvalidId => "invalid_id",
             Reason::ConflictingDuplicate => "conflicting_duplicate",

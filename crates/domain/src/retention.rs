@@ -18,6 +18,17 @@ pub fn cutoff(today: Date, years: u32) -> Date {
         .unwrap_or(today)
 }
 
+/// The fewest calendar years (at least [`MIN_RETENTION_YEARS`]) that keep `day` on
+/// `today`: how a stack that must hold an old sample (the local one, with the 2020
+/// vendor export) sets its retention without a date that runs out.
+pub fn years_covering(day: Date, today: Date) -> u32 {
+    let mut years = MIN_RETENTION_YEARS;
+    while day < cutoff(today, years) && years < 10_000 {
+        years += 1;
+    }
+    years
+}
+
 /// Whether a partition is past retention on `today`.
 pub fn expired(p: &Partition, today: Date, years: u32) -> bool {
     p.date < cutoff(today, years)
@@ -41,6 +52,16 @@ mod tests {
         assert_eq!(cutoff(d(2028, 2, 29), 3), d(2025, 3, 1));
         assert_eq!(cutoff(d(2028, 2, 28), 3), d(2025, 2, 28));
         assert_eq!(cutoff(d(2026, 1, 1), 5), d(2021, 1, 1));
+    }
+
+    #[test]
+    fn the_years_covering_a_day_keep_it_and_no_fewer_would() {
+        let today = d(2026, 12, 3);
+        assert_eq!(years_covering(d(2026, 1, 1), today), 3);
+        let y = years_covering(d(2020, 10, 12), today);
+        assert_eq!(y, 7);
+        assert!(d(2020, 10, 12) >= cutoff(today, y));
+        assert!(d(2020, 10, 12) < cutoff(today, y - 1));
     }
 
     #[test]

@@ -21,6 +21,13 @@ pub struct Date {
     pub day: u8,
 }
 
+/// `YYYY-MM-DD`.
+impl std::fmt::Display for Date {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
 /// Instants beyond the `time` crate's years (+-9999) are clamped to them: nothing
 /// plausible lies there, and a date must still be given.
 fn utc(epoch_ms: i64) -> UtcDateTime {

@@ -19,6 +19,9 @@ pub struct TimePolicy {
     pub max_age_ms: Option<i64>,
     /// Nothing before this instant is plausible device data.
     pub earliest_ms: i64,
+    /// The lake's retention in calendar years: a reading measured before the cut-off on
+    /// its day of receipt is `past_retention` (`None`: not checked).
+    pub retention_years: Option<u32>,
 }
 
 impl TimePolicy {
@@ -29,15 +32,19 @@ impl TimePolicy {
             max_future_skew_ms: 5 * 60_000,
             max_age_ms: Some(7 * DAY_MS),
             earliest_ms: earliest(),
+            retention_years: None,
         }
     }
 
-    /// Files and migration backfills are history: any age after 2000-01-01 is accepted.
-    pub fn history() -> TimePolicy {
+    /// Files and migration backfills are history: any age after 2000-01-01 is accepted,
+    /// inside the lake's retention (`retention_years`, at least
+    /// [`crate::retention::MIN_RETENTION_YEARS`]).
+    pub fn history(retention_years: u32) -> TimePolicy {
         TimePolicy {
             max_future_skew_ms: 5 * 60_000,
             max_age_ms: None,
             earliest_ms: earliest(),
+            retention_years: Some(retention_years.max(crate::retention::MIN_RETENTION_YEARS)),
         }
     }
 
@@ -64,6 +71,18 @@ impl TimePolicy {
                     format_rfc3339_ms(measured_at)
                 ),
             ));
+        }
+        if let Some(years) = self.retention_years {
+            let cutoff =
+                crate::retention::cutoff(crate::time::Date::from_epoch_ms(received_at), years);
+            if measured_at < cutoff.start_epoch_ms() {
+                return Err(Rejection::new(
+                    Reason::PastRetention,
+                    format!(
+                        "measured before the lake's retention cut-off {cutoff} ({years} years)"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -330,18 +349,34 @@ mod tests {
             raw("heart_rate", 72.0, "/min", NOW - 40 * DAY_MS),
             &d,
             prov,
-            &TimePolicy::history(),
+            &TimePolicy::history(3),
         );
         assert_eq!(r.unwrap_err().reason, Reason::DeviceUnassigned);
     }
 
     #[test]
     fn history_accepts_old_data_but_not_before_2000() {
-        let p = TimePolicy::history();
+        let p = TimePolicy::history(50);
         assert!(
             p.check(parse_rfc3339_ms("2020-10-12T00:00:00Z").unwrap(), NOW)
                 .is_ok()
         );
         assert_eq!(p.check(0, NOW).unwrap_err().reason, Reason::TimestampTooOld);
+    }
+
+    #[test]
+    fn history_refuses_what_the_lake_would_not_keep() {
+        let p = TimePolicy::history(3);
+        let today = crate::time::Date::from_epoch_ms(NOW);
+        let cutoff = crate::retention::cutoff(today, 3).start_epoch_ms();
+        assert!(p.check(cutoff, NOW).is_ok(), "the cut-off day is kept");
+        let e = p.check(cutoff - 1, NOW).unwrap_err();
+        assert_eq!(e.reason, Reason::PastRetention);
+        assert!(e.detail.contains("3 years"), "{e}");
+        assert_eq!(
+            TimePolicy::history(1).retention_years,
+            Some(3),
+            "never fewer than the lake's minimum"
+        );
     }
 }

@@ -100,7 +100,7 @@ fn main() -> std::io::Result<()> {
         reference: "bench",
         received_at: parse_rfc3339_ms("2026-11-22T00:00:00Z").unwrap_or_default(),
         mappings: &mappings,
-        policy: TimePolicy::history(),
+        policy: TimePolicy::history(pulselake_domain::retention::MIN_RETENTION_YEARS),
     };
     // A shared machine's timings vary from run to run: the median of five is reported.
     let runs = if bench { 5 } else { 1 };

@@ -17,6 +17,9 @@ pub struct Config {
     pub dedup_ttl: Duration,
     /// The secret whose value keys file references (lake file names, logs).
     pub naming_key_secret: String,
+    /// The lake's retention (`LAKE_RETENTION_YEARS`, at least 3): older readings are
+    /// refused at the door.
+    pub retention_years: u32,
 }
 
 impl Config {
@@ -32,6 +35,10 @@ impl Config {
             mappings_parameter: env_var("DEVICE_MAPPINGS_PARAMETER").ok(),
             dedup_ttl: Duration::from_secs(env_number("DEDUP_TTL_DAYS", 400u64)? * 86_400),
             naming_key_secret: env_var("NAMING_KEY_SECRET")?,
+            retention_years: env_number(
+                "LAKE_RETENTION_YEARS",
+                pulselake_domain::retention::MIN_RETENTION_YEARS,
+            )?,
         })
     }
 }

@@ -278,7 +278,7 @@ impl<
             reference: &reference,
             received_at,
             mappings: &self.mappings,
-            policy: TimePolicy::history(),
+            policy: TimePolicy::history(self.limits.retention_years),
         };
         match self.run_pipeline(obj, &spec).await? {
             Err((rej, report)) => {

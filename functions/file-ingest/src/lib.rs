@@ -60,7 +60,10 @@ pub async fn build(
             quarantine: config.quarantine_bucket.clone(),
             processed: config.processed_bucket.clone(),
         },
-        limits: Default::default(),
+        limits: pipeline::Limits {
+            retention_years: config.retention_years,
+            ..Default::default()
+        },
         dedup_ttl: config.dedup_ttl,
         naming: NamingKey::new(
             pulselake_adapters::secrets::read_secret(sdk, &config.naming_key_secret, None)

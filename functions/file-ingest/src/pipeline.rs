@@ -56,6 +56,8 @@ pub struct Limits {
     /// says how many more there were (the raw file is archived whole).
     pub report_rows_per_reason: u64,
     pub bytes: ByteLimits,
+    /// The lake's retention in calendar years: older readings are `past_retention`.
+    pub retention_years: u32,
 }
 
 impl Default for Limits {
@@ -69,6 +71,7 @@ impl Default for Limits {
             block_rows: 2048,
             report_rows_per_reason: 1000,
             bytes: ByteLimits::default(),
+            retention_years: pulselake_domain::retention::MIN_RETENTION_YEARS,
         }
     }
 }

@@ -56,10 +56,23 @@ fn ingest() -> Ingest {
             quarantine: "quarantine".into(),
             processed: "processed".into(),
         },
-        limits: Default::default(),
+        // Retention long enough for the 2020 vendor sample (the lake's 3 years are
+        // tested on their own).
+        limits: file_ingest::pipeline::Limits {
+            retention_years: years_covering_the_sample(),
+            ..Default::default()
+        },
         dedup_ttl: Duration::from_secs(86_400),
         naming: pulselake_domain::NamingKey::new(b"test naming key".to_vec()),
     }
+}
+
+fn years_covering_the_sample() -> u32 {
+    use pulselake_domain::time::Date;
+    pulselake_domain::retention::years_covering(
+        Date::new(2020, 10, 12).unwrap(),
+        Date::from_epoch_ms(pulselake_adapters::now_ms()),
+    )
 }
 
 fn object(key: &str, etag: &str) -> ObjectRef {
@@ -473,6 +486,39 @@ async fn bad_rows_are_quarantined_with_line_and_reason_and_the_rest_lands() {
     assert_eq!(
         glucose.measured_at,
         parse_rfc3339_ms("2026-11-20T09:04:00Z").unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_older_than_the_lake_s_retention_is_quarantined_as_past_retention() {
+    use pulselake_domain::time::{DAY_MS, format_rfc3339_ms};
+    let mut i = ingest();
+    i.limits.retention_years = 3;
+    let now = pulselake_adapters::now_ms();
+    let kept = format_rfc3339_ms(now - 1_000 * DAY_MS);
+    let past = format_rfc3339_ms(now - 1_200 * DAY_MS);
+    let body = csv(&[
+        &format!("dev-1,hr,heart_rate,70,/min,{kept}"),
+        &format!("dev-1,hr,heart_rate,71,/min,{past}"),
+    ]);
+    let obj = upload(&i, "csv/backfill.csv", body);
+    let Outcome::Ingested(r) = i.ingest_object(&obj, far()).await.unwrap() else {
+        panic!("ingested")
+    };
+    assert_eq!((r.written, r.quarantined_readings()), (1, 1));
+    let entries = report(&i);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].reason, Some(Reason::PastRetention));
+    assert!(entries[0].reference.ends_with("#L3"), "{:?}", entries[0]);
+    let cutoff =
+        pulselake_domain::retention::cutoff(pulselake_domain::time::Date::from_epoch_ms(now), 3);
+    assert!(
+        entries[0]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains(&cutoff.to_string())),
+        "the reason names the cut-off: {:?}",
+        entries[0]
     );
 }
 

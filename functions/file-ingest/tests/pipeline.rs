@@ -91,7 +91,7 @@ fn a_file_far_larger_than_the_buffer_streams_through_in_sorted_chunks() {
         reference: "test",
         received_at: parse_rfc3339_ms("2026-11-22T00:00:00Z").unwrap(),
         mappings: &mappings,
-        policy: TimePolicy::history(),
+        policy: TimePolicy::history(pulselake_domain::retention::MIN_RETENTION_YEARS),
     };
     let input = GeneratedCsv {
         next: 0,
