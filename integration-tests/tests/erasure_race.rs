@@ -169,6 +169,14 @@ impl VersionedObjects for Racing {
     ) -> Result<bytes::Bytes, AwsError> {
         self.inner.read_range(b, k, v, start, end).await
     }
+    async fn delete_if_current(
+        &self,
+        b: &str,
+        k: &str,
+        etag: &str,
+    ) -> Result<Option<String>, AwsError> {
+        self.inner.delete_if_current(b, k, etag).await
+    }
 }
 
 /// The local stack with its lake bucket versioned, as deployed.

@@ -29,6 +29,7 @@ pub mod secrets;
 pub mod shared;
 pub mod signing;
 pub mod uploads;
+pub mod versioned_memory;
 pub mod versions;
 
 pub use alerts::{
@@ -66,6 +67,7 @@ pub use retry::{Backoff, RetryPolicy, with_retries};
 pub use secrets::{MemorySecrets, Secrets, SecretsAdmin, SecretsManager};
 pub use signing::{KmsSigner, TokenSigner};
 pub use uploads::{MIN_PART, ObjectUploads};
+pub use versioned_memory::MemoryVersioned;
 pub use versions::{DELETE_BATCH, ObjectVersion, VersionedObjects};
 
 /// Now, in epoch seconds (DynamoDB TTL attributes and expiry conditions).

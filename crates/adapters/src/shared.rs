@@ -6,8 +6,8 @@ use std::future::Future;
 
 use crate::{
     AuditLog, AwsError, ErasureRequest, ErasureRequests, ExportJobs, Job, JobStatus, ObjectBody,
-    ObjectReader, ObjectWriter, OnceClaims, OutputFile, Partner, Partners, Presigner, Secrets,
-    WorkQueue,
+    ObjectReader, ObjectUploads, ObjectVersion, ObjectWriter, OnceClaims, OutputFile, Partner,
+    Partners, Presigner, Secrets, VersionedObjects, WorkQueue,
 };
 
 impl<T: ExportJobs> ExportJobs for &T {
@@ -201,5 +201,89 @@ impl<T: OnceClaims> OnceClaims for &T {
         expires_at: i64,
     ) -> impl Future<Output = Result<bool, AwsError>> + Send {
         (**self).claim(key, expires_at)
+    }
+}
+
+impl<T: VersionedObjects> VersionedObjects for &T {
+    fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<ObjectVersion>, AwsError>> + Send {
+        (**self).list_versions(bucket, prefix)
+    }
+    fn delete_versions(
+        &self,
+        bucket: &str,
+        versions: &[ObjectVersion],
+    ) -> impl Future<Output = Result<Vec<(String, String)>, AwsError>> + Send {
+        (**self).delete_versions(bucket, versions)
+    }
+    fn read_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> impl Future<Output = Result<bytes::Bytes, AwsError>> + Send {
+        (**self).read_range(bucket, key, version, start, end)
+    }
+    fn delete_if_current(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+    ) -> impl Future<Output = Result<Option<String>, AwsError>> + Send {
+        (**self).delete_if_current(bucket, key, etag)
+    }
+}
+
+impl<T: ObjectUploads> ObjectUploads for &T {
+    fn start_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send {
+        (**self).start_upload(bucket, key, content_type)
+    }
+    fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send {
+        (**self).upload_part(bucket, key, upload_id, number, body)
+    }
+    fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[(i32, String)],
+        if_match: &str,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send {
+        (**self).complete_upload(bucket, key, upload_id, parts, if_match)
+    }
+    fn abort_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send {
+        (**self).abort_upload(bucket, key, upload_id)
+    }
+    fn put_if_match(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        if_match: &str,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send {
+        (**self).put_if_match(bucket, key, body, content_type, if_match)
     }
 }

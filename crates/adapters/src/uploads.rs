@@ -61,11 +61,12 @@ pub trait ObjectUploads: Send + Sync {
     ) -> impl Future<Output = Result<bool, AwsError>> + Send;
 }
 
-/// A precondition that did not hold (412), or a concurrent conditional write (409).
-fn changed(e: &AwsError) -> bool {
+/// A precondition that did not hold (412), a concurrent conditional write (409), or
+/// no current object to match (404: deleted since it was read).
+pub(crate) fn changed(e: &AwsError) -> bool {
     matches!(
         e.code.as_deref(),
-        Some("PreconditionFailed" | "ConditionalRequestConflict")
+        Some("PreconditionFailed" | "ConditionalRequestConflict" | "NoSuchKey")
     )
 }
 

@@ -53,6 +53,17 @@ pub trait VersionedObjects: Send + Sync {
         start: u64,
         end: u64,
     ) -> impl Future<Output = Result<bytes::Bytes, AwsError>> + Send;
+
+    /// Deletes `key` only while its current version's ETag is `etag` (S3's conditional
+    /// delete, `If-Match`): in a versioned bucket a delete marker goes on top of that
+    /// version, whose id is returned (`Some("")` where the bucket is unversioned).
+    /// `Ok(None)` when the key changed or is gone: nothing was deleted.
+    fn delete_if_current(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+    ) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
 }
 
 impl VersionedObjects for S3Objects {
@@ -161,6 +172,29 @@ impl VersionedObjects for S3Objects {
     ) -> Result<bytes::Bytes, AwsError> {
         self.range_of(bucket, key, version, start, end).await
     }
+
+    async fn delete_if_current(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+    ) -> Result<Option<String>, AwsError> {
+        const OP: &str = "s3:DeleteObject";
+        let out = self
+            .client()
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .if_match(etag)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(OP, e));
+        match out {
+            Ok(o) => Ok(Some(o.version_id().unwrap_or_default().to_owned())),
+            Err(e) if crate::uploads::changed(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl S3Objects {
@@ -238,5 +272,18 @@ impl VersionedObjects for MemoryObjects {
             .ok_or_else(|| AwsError::permanent("s3:GetObject", "NoSuchKey"))?;
         let end = (end as usize + 1).min(body.len());
         Ok(body.slice((start as usize).min(end)..end))
+    }
+
+    async fn delete_if_current(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+    ) -> Result<Option<String>, AwsError> {
+        if self.etag(bucket, key).as_deref() != Some(etag.trim_matches('"')) {
+            return Ok(None);
+        }
+        self.delete(bucket, key, None).await?;
+        Ok(Some(String::new()))
     }
 }

@@ -11,6 +11,11 @@ use crate::time::Date;
 /// Prefix of the readings table in the lake bucket.
 pub const READINGS_PREFIX: &str = "readings/";
 
+/// Prefix of compaction plans in the lake bucket (outside `readings/`: no catalog
+/// notification). A partition with a plan is being compacted: erasure leaves it for
+/// its next pass (docs/lifecycle.md).
+pub const COMPACTION_PLANS_PREFIX: &str = "_compaction/";
+
 /// One lake partition: a metric on a UTC day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Partition {
@@ -50,6 +55,11 @@ impl Partition {
     /// The partition's folder in the lake bucket, with its trailing slash.
     pub fn prefix(&self) -> String {
         format!("{READINGS_PREFIX}{self}/")
+    }
+
+    /// Where a compaction of this partition keeps its plan while it runs.
+    pub fn compaction_plan_key(&self) -> String {
+        format!("{COMPACTION_PLANS_PREFIX}{self}/plan.json")
     }
 }
 

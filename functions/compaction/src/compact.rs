@@ -13,18 +13,27 @@
 //! outputs that are complete. Every reading is in the lake exactly once before and
 //! after; for the seconds between the outputs' writing and the inputs' deletion a query
 //! can see a row twice (docs/lifecycle.md).
+//!
+//! The swap is conditional, so compaction never undoes another writer's work (an
+//! erasure's rewrite, a corrected upload): the plan records the version and ETag of
+//! each input it read, the outputs are written from exactly those versions, and each
+//! input goes by a conditional delete (S3 `If-Match` on its ETag: a delete marker on
+//! that version only while it is still current). An input that changed since the plan
+//! aborts the swap: markers already placed are removed (the inputs are current again),
+//! the outputs go, and the next run plans the day again from what it finds then.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use pulselake_adapters::{AwsError, ObjectReader, ObjectVersion, ObjectWriter, VersionedObjects};
+use pulselake_domain::partition::COMPACTION_PLANS_PREFIX;
 use pulselake_domain::{Partition, Reading};
 use pulselake_lake::erase::row_hash;
 use pulselake_lake::{FileLayout, GroupWriter, LakeFile, encode_readings, row_count, with_columns};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of compaction plans (outside `readings/`: no catalog notification).
-pub const PLANS_PREFIX: &str = "_compaction/";
+pub const PLANS_PREFIX: &str = COMPACTION_PLANS_PREFIX;
 /// Output files' names start so.
 pub const OUTPUT_PREFIX: &str = "compacted-";
 /// Rows per output file at most (~150 MB at the lake's ~39 bytes per row), unless one
@@ -35,10 +44,24 @@ pub const FILE_ROWS: usize = 4_000_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub run: String,
-    pub inputs: Vec<String>,
+    /// The input files, each at the version read.
+    pub inputs: Vec<PlannedInput>,
     /// One file per range of subjects, with the rows it must hold.
     pub outputs: Vec<PlannedFile>,
     pub rows: u64,
+    /// The swap has begun (some inputs may be deleted): a run that finds the plan so
+    /// carries the swap on, or undoes it when an input changed.
+    #[serde(default)]
+    pub swapping: bool,
+}
+
+/// An input file at the version the plan read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedInput {
+    pub key: String,
+    /// `None` in a bucket never versioned.
+    pub version_id: Option<String>,
+    pub etag: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +157,41 @@ fn subject_ranges(per_subject: &BTreeMap<String, u64>, limit: u64) -> Vec<Subjec
     out
 }
 
+/// Whether `v` is the version of `input` the plan read.
+fn is_planned(input: &PlannedInput, v: &ObjectVersion) -> bool {
+    if v.delete_marker {
+        return false;
+    }
+    match &input.version_id {
+        Some(id) => v.version_id.as_deref() == Some(id),
+        None => {
+            v.etag.as_deref().map(|e| e.trim_matches('"')) == Some(input.etag.trim_matches('"'))
+        }
+    }
+}
+
+/// Whether an earlier run's swap deleted `input` already: its current version is a
+/// delete marker over the version read (in a bucket never versioned: the key is gone).
+fn swapped_out(input: &PlannedInput, versions: &[ObjectVersion]) -> bool {
+    match &input.version_id {
+        None => !versions.iter().any(|v| v.latest && !v.delete_marker),
+        Some(id) => {
+            versions.iter().any(|v| v.latest && v.delete_marker)
+                && versions.iter().any(|v| v.version_id.as_deref() == Some(id))
+        }
+    }
+}
+
+/// An input rewritten or removed since the plan read it: the day is planned again.
+fn changed_since_the_plan(input: &PlannedInput) -> Outcome {
+    Outcome::Skipped {
+        why: format!(
+            "{} changed since the plan; planned again next run",
+            input.key
+        ),
+    }
+}
+
 fn skipped(key: &str, e: impl std::fmt::Display) -> Outcome {
     Outcome::Skipped {
         why: format!("{key}: {e}"),
@@ -167,7 +225,32 @@ fn verify_failed() -> AwsError {
 
 impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
     fn plan_key(p: &Partition) -> String {
-        format!("{PLANS_PREFIX}{p}/plan.json")
+        p.compaction_plan_key()
+    }
+
+    /// An input's bytes at the version the plan read; `Ok(None)` when that version is
+    /// gone (an erasure rewrote the file and deleted the version read, or it was removed).
+    async fn read_input(&self, input: &PlannedInput) -> Result<Option<Bytes>, AwsError> {
+        let opened = self
+            .objects
+            .open(&self.lake_bucket, &input.key, input.version_id.as_deref())
+            .await;
+        match opened {
+            Ok(body) => body.bytes().await.map(Some),
+            Err(e) if matches!(e.code.as_deref(), Some("NoSuchKey" | "NoSuchVersion")) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The plan's outputs and the plan removed (`abandon`), told as an input that changed.
+    async fn gone(
+        &self,
+        p: Partition,
+        plan: &Plan,
+        input: &PlannedInput,
+    ) -> Result<Outcome, AwsError> {
+        self.abandon(p, plan).await?;
+        Ok(changed_since_the_plan(input))
     }
 
     /// Compacts one partition; `keep_going` is asked before each output file and before
@@ -184,32 +267,39 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
         }
         let bucket = &self.lake_bucket;
         let prefix = p.prefix();
-        let mut inputs: Vec<String> = self
+        let mut inputs: Vec<PlannedInput> = self
             .objects
-            .list(bucket, &prefix)
+            .list_versions(bucket, &prefix)
             .await?
             .into_iter()
-            .filter(|k| k.ends_with(".parquet"))
+            .filter(|v| v.latest && !v.delete_marker && v.key.ends_with(".parquet"))
+            .map(|v| PlannedInput {
+                etag: v.etag.unwrap_or_default(),
+                key: v.key,
+                version_id: v.version_id,
+            })
             .collect();
-        inputs.sort();
-        let runs: std::collections::BTreeSet<&str> = inputs
+        inputs.sort_by(|a, b| a.key.cmp(&b.key));
+        let name = |i: &PlannedInput| i.key.rsplit('/').next().unwrap_or_default().to_owned();
+        let runs: std::collections::BTreeSet<String> = inputs
             .iter()
-            .filter_map(|k| k.rsplit('/').next()?.strip_prefix(OUTPUT_PREFIX))
-            .filter_map(|rest| rest.split('-').next())
+            .filter_map(|i| {
+                let n = name(i);
+                Some(n.strip_prefix(OUTPUT_PREFIX)?.split('-').next()?.to_owned())
+            })
             .collect();
-        let all_outputs = inputs.iter().all(|k| {
-            k.rsplit('/')
-                .next()
-                .is_some_and(|n| n.starts_with(OUTPUT_PREFIX))
-        });
+        let all_outputs = inputs.iter().all(|i| name(i).starts_with(OUTPUT_PREFIX));
         if inputs.is_empty() || (all_outputs && runs.len() == 1) {
             return Ok(Outcome::AlreadyCompact);
         }
         // First look: the subject column of every file, to cut the partition into
         // ranges of subjects, each of at most `file_rows` rows, each sorted alone.
         let mut per_subject: BTreeMap<String, u64> = BTreeMap::new();
-        for key in &inputs {
-            let body = self.objects.open(bucket, key, None).await?.bytes().await?;
+        for input in &inputs {
+            let key = &input.key;
+            let Some(body) = self.read_input(input).await? else {
+                return Ok(changed_since_the_plan(input));
+            };
             let file = match LakeFile::open(body, p.metric) {
                 Ok(f) => f,
                 Err(e) => return Ok(skipped(key, e)),
@@ -253,6 +343,7 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
                 })
                 .collect(),
             rows: per_subject.values().sum(),
+            swapping: false,
         };
         let plan_body = serde_json::to_vec(&plan)
             .map_err(|e| AwsError::permanent("compaction plan", e.to_string()))?;
@@ -294,13 +385,11 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
             rows.clear();
             r.map_err(spill_error)
         };
-        for key in &plan.inputs {
-            let body = self
-                .objects
-                .open(&self.lake_bucket, key, None)
-                .await?
-                .bytes()
-                .await?;
+        for input in &plan.inputs {
+            let key = &input.key;
+            let Some(body) = self.read_input(input).await? else {
+                return Ok(Err(self.gone(p, plan, input).await?));
+            };
             let file = match LakeFile::open(body, p.metric) {
                 Ok(f) => f,
                 Err(e) => return Ok(Err(skipped(key, e))),
@@ -347,18 +436,13 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
         keep_going: &mut impl FnMut() -> bool,
     ) -> Result<Outcome, AwsError> {
         let bucket = &self.lake_bucket;
-        let plan_key = Self::plan_key(&p);
-        for key in &plan.inputs {
-            if !self.objects.any_under(bucket, key).await? {
-                // Removed since the plan (retention, by hand): plan again next run.
-                let outputs: Vec<String> = plan.outputs.iter().map(|o| o.key.clone()).collect();
-                self.delete_all_versions(&outputs).await?;
-                self.delete_all_versions(std::slice::from_ref(&plan_key))
-                    .await?;
-                return Ok(Outcome::Skipped {
-                    why: format!("{key} went away since the plan; planned again next run"),
-                });
-            }
+        if plan.swapping {
+            return self.swap(p, plan, resumed, true).await;
+        }
+        if let Some(changed) = self.changed_input(plan).await? {
+            // Rewritten (an erasure, a corrected upload) or removed since the plan: the
+            // outputs hold what is no longer there. Nothing was swapped yet.
+            return self.gone(p, plan, changed).await;
         }
         let layout = FileLayout {
             sorted_by_subject: true,
@@ -377,7 +461,7 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
             .list_versions(bucket, &p.prefix())
             .await?
             .iter()
-            .filter(|v| v.latest && plan.inputs.contains(&v.key))
+            .filter(|v| v.latest && plan.inputs.iter().any(|i| i.key == v.key))
             .map(|v| v.size)
             .sum();
         let spill = if pending.len() > 1 && input_bytes > self.cache_bytes {
@@ -406,11 +490,14 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
                     Err(e) => return Err(spill_error(e)),
                 }
             }
-            for key in plan.inputs.iter().filter(|_| spill.is_none()) {
+            for input in plan.inputs.iter().filter(|_| spill.is_none()) {
+                let key = &input.key;
                 let body = match cache.get(key.as_str()) {
                     Some(b) => b.clone(),
                     None => {
-                        let b = self.objects.open(bucket, key, None).await?.bytes().await?;
+                        let Some(b) = self.read_input(input).await? else {
+                            return self.gone(p, plan, input).await;
+                        };
                         if cached + b.len() as u64 <= self.cache_bytes {
                             cached += b.len() as u64;
                             cache.insert(key, b.clone());
@@ -473,9 +560,86 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
         if !keep_going() {
             return Ok(Outcome::Interrupted);
         }
-        self.delete_all_versions(&plan.inputs).await?;
-        self.delete_all_versions(std::slice::from_ref(&plan_key))
+        let swapping = Plan {
+            swapping: true,
+            ..plan.clone()
+        };
+        let body = serde_json::to_vec(&swapping)
+            .map_err(|e| AwsError::permanent("compaction plan", e.to_string()))?;
+        self.objects
+            .put(bucket, &Self::plan_key(&p), body, "application/json")
             .await?;
+        self.swap(p, &swapping, resumed, false).await
+    }
+
+    /// The first input whose current version is no longer the one planned.
+    async fn changed_input<'p>(
+        &self,
+        plan: &'p Plan,
+    ) -> Result<Option<&'p PlannedInput>, AwsError> {
+        for input in &plan.inputs {
+            let current = self.current_version(&input.key).await?;
+            if !current.is_some_and(|v| is_planned(input, &v)) {
+                return Ok(Some(input));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The current version of exactly `key` (a delete marker included), if any.
+    async fn current_version(&self, key: &str) -> Result<Option<ObjectVersion>, AwsError> {
+        Ok(self.versions_of(key).await?.into_iter().find(|v| v.latest))
+    }
+
+    async fn versions_of(&self, key: &str) -> Result<Vec<ObjectVersion>, AwsError> {
+        Ok(self
+            .objects
+            .list_versions(&self.lake_bucket, key)
+            .await?
+            .into_iter()
+            .filter(|v| v.key == key)
+            .collect())
+    }
+
+    /// The swap: each input deleted only while it is still the version read (a
+    /// conditional delete); when one changed, every input already deleted is made
+    /// current again and the outputs go. Then every version of the inputs is removed and
+    /// the plan last. `carried_on`: an earlier run began this swap (inputs it deleted
+    /// are passed over).
+    async fn swap(
+        &self,
+        p: Partition,
+        plan: &Plan,
+        resumed: bool,
+        carried_on: bool,
+    ) -> Result<Outcome, AwsError> {
+        for input in &plan.inputs {
+            let versions = self.versions_of(&input.key).await?;
+            if carried_on && swapped_out(input, &versions) {
+                continue;
+            }
+            let deleted = match versions.iter().find(|v| v.latest) {
+                Some(v) if is_planned(input, v) => {
+                    self.objects
+                        .delete_if_current(&self.lake_bucket, &input.key, &input.etag)
+                        .await?
+                }
+                _ => None,
+            };
+            if deleted.is_none() {
+                self.undo_swap(p, plan).await?;
+                return Ok(Outcome::Skipped {
+                    why: format!(
+                        "{} changed during the swap; the swap was undone and the day is planned again next run",
+                        input.key
+                    ),
+                });
+            }
+        }
+        // Every input is out of the current view: the outputs hold the day now.
+        let inputs: Vec<String> = plan.inputs.iter().map(|i| i.key.clone()).collect();
+        self.delete_all_versions(&inputs).await?;
+        self.delete_all_versions(&[Self::plan_key(&p)]).await?;
         Ok(if resumed {
             Outcome::Resumed { rows: plan.rows }
         } else {
@@ -487,7 +651,40 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
         })
     }
 
+    /// Every input the swap deleted made current again (its delete marker removed), then
+    /// the outputs and the plan removed: the day is as it was, with whatever changed.
+    async fn undo_swap(&self, p: Partition, plan: &Plan) -> Result<(), AwsError> {
+        for input in &plan.inputs {
+            let versions = self.versions_of(&input.key).await?;
+            if !swapped_out(input, &versions) {
+                continue;
+            }
+            if input.version_id.is_none() {
+                // A bucket never versioned cannot bring a deleted object back: keep the
+                // outputs, which hold its rows, and let the next run plan again.
+                return Err(AwsError::permanent(
+                    "compaction swap",
+                    "an input changed during the swap in a bucket without versioning; the outputs are kept",
+                ));
+            }
+            let markers: Vec<ObjectVersion> = versions
+                .into_iter()
+                .filter(|v| v.latest && v.delete_marker)
+                .collect();
+            self.delete_versions_checked(&markers).await?;
+        }
+        self.abandon(p, plan).await
+    }
+
+    /// The plan's outputs and the plan removed (every version): nothing of this run stays.
+    async fn abandon(&self, p: Partition, plan: &Plan) -> Result<(), AwsError> {
+        let outputs: Vec<String> = plan.outputs.iter().map(|o| o.key.clone()).collect();
+        self.delete_all_versions(&outputs).await?;
+        self.delete_all_versions(&[Self::plan_key(&p)]).await
+    }
+
     async fn read_plan(&self, key: &str) -> Result<Option<Plan>, AwsError> {
+        // (A plan is read whole, as the current version: its own writer is the only one.)
         if !self.objects.any_under(&self.lake_bucket, key).await? {
             return Ok(None);
         }
@@ -519,14 +716,12 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
     async fn delete_all_versions(&self, keys: &[String]) -> Result<(), AwsError> {
         let mut versions: Vec<ObjectVersion> = Vec::new();
         for key in keys {
-            versions.extend(
-                self.objects
-                    .list_versions(&self.lake_bucket, key)
-                    .await?
-                    .into_iter()
-                    .filter(|v| &v.key == key),
-            );
+            versions.extend(self.versions_of(key).await?);
         }
+        self.delete_versions_checked(&versions).await
+    }
+
+    async fn delete_versions_checked(&self, versions: &[ObjectVersion]) -> Result<(), AwsError> {
         for batch in versions.chunks(pulselake_adapters::DELETE_BATCH) {
             let failed = self
                 .objects

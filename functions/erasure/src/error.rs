@@ -13,6 +13,9 @@ pub enum ErasureError {
     /// compaction's swap): nothing was put over it, and the request stays pending.
     #[error("changed while it was rewritten; the next pass takes it again")]
     Changed,
+    /// The partition is being compacted (its plan is there): the next pass takes it.
+    #[error("a compaction of this partition is under way; the next pass takes it again")]
+    Compacting,
     #[error(transparent)]
     Aws(#[from] AwsError),
     /// A lake object that cannot be read as lake Parquet.
@@ -33,7 +36,7 @@ impl ErasureError {
     /// Whether the same step could succeed if run again as it is.
     pub fn retryable(&self) -> bool {
         match self {
-            ErasureError::Changed => true,
+            ErasureError::Changed | ErasureError::Compacting => true,
             ErasureError::Aws(e) => e.retryable,
             ErasureError::Lake(_)
             | ErasureError::Content(_)
@@ -44,7 +47,7 @@ impl ErasureError {
 
     pub fn kind(&self) -> FailureKind {
         match self {
-            ErasureError::Changed => FailureKind::Changed,
+            ErasureError::Changed | ErasureError::Compacting => FailureKind::Changed,
             ErasureError::Aws(e) if e.retryable => FailureKind::Transient,
             ErasureError::Aws(_) | ErasureError::Record(_) | ErasureError::BadUnit(_) => {
                 FailureKind::Permanent

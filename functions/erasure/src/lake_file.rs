@@ -54,6 +54,8 @@ impl<O: VersionedObjects + ObjectUploads> FileErasure<'_, O> {
     pub async fn erase(&self, key: &str, metric: Metric) -> Result<FileOutcome, ErasureError> {
         let versions = self.lake.versions_of(key).await?;
         let mut out = FileOutcome::default();
+        // Whether the current version went (rewritten, or removed whole).
+        let mut current_replaced = false;
         for v in versions.iter().filter(|v| !v.delete_marker) {
             let ranged = Ranged {
                 objects: self.lake.objects,
@@ -79,6 +81,7 @@ impl<O: VersionedObjects + ObjectUploads> FileErasure<'_, O> {
             if !v.latest {
                 continue;
             }
+            current_replaced = true;
             // In place: a new version of the same key, so whatever names this file
             // (file-ingest's record of a source's outputs, which a corrected re-upload
             // deletes) still names it. A file of the subjects' rows only just goes, but
@@ -116,8 +119,13 @@ impl<O: VersionedObjects + ObjectUploads> FileErasure<'_, O> {
         if out.held {
             // Every version listed before the rewrite goes, markers too; the new
             // version (and any written since, e.g. by file-ingest) stays. In a bucket
-            // without versioning the put has replaced the object already.
-            out.old_versions_deleted = self.lake.delete_old(versions, out.kept.is_some()).await?;
+            // without versioning the put has replaced the object already. A current
+            // version without the subjects (only an older one held them) stays too.
+            let old: Vec<_> = versions
+                .into_iter()
+                .filter(|v| current_replaced || !v.latest || v.delete_marker)
+                .collect();
+            out.old_versions_deleted = self.lake.delete_old(old, out.kept.is_some()).await?;
         }
         Ok(out)
     }

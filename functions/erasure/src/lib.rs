@@ -438,6 +438,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_current_file_without_the_subject_stays_when_only_an_older_version_held_them() {
+        struct Versioned;
+        impl ErasurePorts for Versioned {
+            type Objects = pulselake_adapters::MemoryVersioned;
+            type Requests = MemoryErasures;
+            type Audit = MemoryAuditLog;
+            type Passes = MemoryErasurePasses;
+            type Queue = MemoryQueue;
+        }
+        let objects = pulselake_adapters::MemoryVersioned::default();
+        let p = Partition::of(Metric::HeartRate, AT);
+        let key = format!("readings/{p}/upload.parquet");
+        let first: Vec<_> = (0..6)
+            .map(|i| row(["bob", "cy"][i as usize % 2], i))
+            .collect();
+        let corrected: Vec<_> = (0..3).map(|i| row("cy", 50 + i)).collect();
+        for rows in [&first, &corrected] {
+            objects.insert(
+                LAKE,
+                &key,
+                encode_readings(rows, FileLayout::default()).unwrap(),
+            );
+        }
+        let j: Erasure<Versioned> = Erasure {
+            objects,
+            requests: MemoryErasures::default(),
+            audit: MemoryAuditLog::default(),
+            passes: MemoryErasurePasses::default(),
+            queue: MemoryQueue::default(),
+            lake_bucket: LAKE.into(),
+            copies: None,
+            part_bytes: lake_file::PART_BYTES,
+        };
+        j.requests.record(&request("bob")).await.unwrap();
+        let ev = j.run(AT + 1000).await.unwrap().unwrap();
+        assert!(ev.completed, "{ev:?}");
+        assert_eq!(
+            ev.old_versions_deleted, 1,
+            "the old version, not the current one"
+        );
+        let current = read_readings(j.objects.get(LAKE, &key).unwrap(), Metric::HeartRate).unwrap();
+        assert_eq!(current, corrected, "the correction stays as it is");
+        assert_eq!(j.objects.all_versions(LAKE, &key).len(), 1);
+    }
+
+    #[tokio::test]
     async fn an_unknown_subject_is_verified_absent_and_nothing_changes() {
         let j = job();
         j.requests.record(&request("zed")).await.unwrap();

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use pulselake_adapters::{ObjectUploads, VersionedObjects};
+use pulselake_adapters::{ObjectReader, ObjectUploads, VersionedObjects};
 use pulselake_domain::Partition;
 
 use crate::error::ErasureError;
@@ -12,9 +12,12 @@ use crate::evidence::{Failure, Kept, UnitEvidence, Verification};
 use crate::lake_file::{FileErasure, Ranged};
 use crate::versions::Bucket;
 
+/// Listings of a partition a unit makes before it gives up on one that keeps changing.
+const MAX_ROUNDS: usize = 6;
+
 /// Every file of partition `p` erased of the subjects, and the partition verified. A
 /// file that fails is recorded (nothing of it was deleted); the others go on.
-pub async fn erase_partition<O: VersionedObjects + ObjectUploads>(
+pub async fn erase_partition<O: ObjectReader + VersionedObjects + ObjectUploads>(
     files: &FileErasure<'_, O>,
     p: Partition,
 ) -> Result<UnitEvidence, ErasureError> {
@@ -25,38 +28,66 @@ pub async fn erase_partition<O: VersionedObjects + ObjectUploads>(
     if files.subjects.is_empty() {
         return Ok(ev);
     }
-    let keys: BTreeSet<String> = files
-        .lake
-        .objects
-        .list_versions(files.lake.name, &p.prefix())
-        .await?
-        .into_iter()
-        .map(|v| v.key)
-        .collect();
+    // Rounds until a listing shows nothing new: a file written while the unit ran (a
+    // compaction's output, a late upload) is erased too before the partition counts
+    // as done. Each listing is followed by the look for a compaction plan: a plan seen
+    // then may have swapped inputs out (delete markers over versions it has not yet
+    // removed), so the partition is left to the next pass; a compaction that starts
+    // later cannot swap out what this unit changed without its own swap failing.
+    let mut seen: BTreeSet<(String, Option<String>)> = BTreeSet::new();
+    let mut files_read: BTreeSet<String> = BTreeSet::new();
     let mut touched = false;
     let mut kept: BTreeMap<String, Kept> = BTreeMap::new();
-    for key in keys {
-        ev.files_read += 1;
-        // Boxed: the rewrite's future is large (kept off the caller's stack).
-        let file = match Box::pin(files.erase(&key, p.metric)).await {
-            Ok(f) => f,
-            Err(e) => {
-                ev.failures.push(Failure::of(&key, &e));
-                continue;
-            }
-        };
-        touched |= file.held;
-        ev.versions_cleared_by_footer += file.versions_cleared_by_footer;
-        ev.rows_removed += file.rows_removed;
-        ev.old_versions_deleted += file.old_versions_deleted;
-        ev.files_rewritten.extend(file.rewritten);
-        if let Some(k) = file.kept {
-            kept.insert(key, k);
+    for round in 0.. {
+        let listed = files
+            .lake
+            .objects
+            .list_versions(files.lake.name, &p.prefix())
+            .await?;
+        let plan = p.compaction_plan_key();
+        if files.lake.objects.any_under(files.lake.name, &plan).await? {
+            ev.failures
+                .push(Failure::of(plan, &ErasureError::Compacting));
+            return Ok(ev);
         }
-        for (source, lines) in file.raw_lines {
-            ev.raw_lines.entry(source).or_default().merge(lines);
+        let keys: BTreeSet<String> = listed
+            .iter()
+            .filter(|v| !seen.contains(&(v.key.clone(), v.version_id.clone())))
+            .map(|v| v.key.clone())
+            .collect();
+        if keys.is_empty() {
+            break;
+        }
+        if round == MAX_ROUNDS {
+            ev.failures
+                .push(Failure::of(p.prefix(), &ErasureError::Changed));
+            return Ok(ev);
+        }
+        seen.extend(listed.into_iter().map(|v| (v.key, v.version_id)));
+        for key in keys {
+            files_read.insert(key.clone());
+            // Boxed: the rewrite's future is large (kept off the caller's stack).
+            let file = match Box::pin(files.erase(&key, p.metric)).await {
+                Ok(f) => f,
+                Err(e) => {
+                    ev.failures.push(Failure::of(&key, &e));
+                    continue;
+                }
+            };
+            touched |= file.held;
+            ev.versions_cleared_by_footer += file.versions_cleared_by_footer;
+            ev.rows_removed += file.rows_removed;
+            ev.old_versions_deleted += file.old_versions_deleted;
+            ev.files_rewritten.extend(file.rewritten);
+            if let Some(k) = file.kept {
+                kept.insert(key, k);
+            }
+            for (source, lines) in file.raw_lines {
+                ev.raw_lines.entry(source).or_default().merge(lines);
+            }
         }
     }
+    ev.files_read = files_read.len();
     ev.verification = if touched {
         verify_partition(&files.lake, files.subjects, p, &kept).await?
     } else {
