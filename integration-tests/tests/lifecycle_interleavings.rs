@@ -405,7 +405,7 @@ async fn settle_compaction(lake: &MemoryVersioned) {
             .unwrap();
         if matches!(outcome, Outcome::AlreadyCompact | Outcome::Compacted { .. }) {
             let plan = partition().compaction_plan_key();
-            assert!(!lake.keys(LAKE, &plan).iter().any(|k| *k == plan));
+            assert!(!lake.keys(LAKE, &plan).contains(&plan));
             return;
         }
     }
