@@ -115,7 +115,7 @@ pub async fn run_erasure(
     report.evidence = p
         .erasure()
         .await?
-        .run(now + 1_000)
+        .run(now + erasure::pass::DELIVERY_HORIZON_MS + 1_000)
         .await?
         .ok_or("the erasure pass found no pending request")?;
     progress(format!(

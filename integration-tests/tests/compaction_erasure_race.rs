@@ -361,7 +361,11 @@ impl World {
     /// One more erasure pass alone, compaction settled, then the lake as a whole: no
     /// version holds the patient and every other row is there exactly once.
     async fn finish(&self) {
-        let ev = self.erasure(self.s3()).run(AT + 10_000).await.unwrap();
+        let ev = self
+            .erasure(self.s3())
+            .run(AT + erasure::pass::DELIVERY_HORIZON_MS + 10_000)
+            .await
+            .unwrap();
         assert!(ev.is_none_or(|e| e.completed), "a pass alone completes");
         self.settle(true).await;
         let (gone, current) = self.lake().await;
@@ -388,7 +392,11 @@ async fn an_erasure_while_compaction_holds_what_it_read_waits_and_nothing_is_und
     let compacting = c.compact(part(), "race", || true);
     let meanwhile = async {
         paused.await.unwrap();
-        let ev = w.erasure(w.s3()).run(AT + 1).await.unwrap();
+        let ev = w
+            .erasure(w.s3())
+            .run(AT + erasure::pass::DELIVERY_HORIZON_MS + 1)
+            .await
+            .unwrap();
         resume.send(()).unwrap();
         ev
     };
@@ -415,7 +423,11 @@ async fn a_compaction_that_read_before_an_erasure_finishes_undoes_nothing_and_pl
     let compacting = c.compact(part(), "race", || true);
     let meanwhile = async {
         paused.await.unwrap();
-        let ev = w.erasure(w.s3()).run(AT + 1).await.unwrap();
+        let ev = w
+            .erasure(w.s3())
+            .run(AT + erasure::pass::DELIVERY_HORIZON_MS + 1)
+            .await
+            .unwrap();
         resume.send(()).unwrap();
         ev
     };
@@ -439,7 +451,7 @@ async fn a_compaction_while_erasure_holds_its_rewrite_is_caught_by_the_pass() {
         op == "put_if_match" && key.ends_with("firehose-a.parquet")
     });
     let e = w.erasure(objects);
-    let erasing = e.run(AT + 1);
+    let erasing = e.run(AT + erasure::pass::DELIVERY_HORIZON_MS + 1);
     let meanwhile = async {
         paused.await.unwrap();
         let o = w
@@ -479,7 +491,12 @@ async fn a_compaction_interrupted_between_its_puts_and_its_deletes_while_erasure
         .await
         .unwrap();
     assert_eq!(first, Outcome::Interrupted);
-    let ev = w.erasure(w.s3()).run(AT + 1).await.unwrap().unwrap();
+    let ev = w
+        .erasure(w.s3())
+        .run(AT + erasure::pass::DELIVERY_HORIZON_MS + 1)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!ev.completed, "a partition with a plan waits: {ev:?}");
     let second = c.compact(part(), "cut-2", || true).await.unwrap();
     assert!(compacted(&second), "{second:?}");

@@ -61,7 +61,7 @@ async fn an_erased_patient_is_gone_from_the_lake_with_proof_and_stays_gone() {
         .erasure()
         .await
         .unwrap()
-        .run(pulselake_local::invoke_now_ms())
+        .run(pulselake_local::invoke_now_ms() + 2 * erasure::pass::DELIVERY_HORIZON_MS)
         .await
         .unwrap();
     assert!(again.is_none(), "the request is done: nothing pending");
@@ -101,7 +101,7 @@ async fn a_legacy_patient_s_raw_files_go_with_their_lake_rows() {
         .erasure()
         .await
         .unwrap()
-        .run(now + 1)
+        .run(now + erasure::pass::DELIVERY_HORIZON_MS + 1)
         .await
         .unwrap()
         .unwrap();
@@ -178,7 +178,7 @@ async fn a_patient_s_lines_leave_the_raw_files_and_reports_they_share_with_other
         .erasure()
         .await
         .unwrap()
-        .run(now + 1)
+        .run(now + erasure::pass::DELIVERY_HORIZON_MS + 1)
         .await
         .unwrap()
         .unwrap();

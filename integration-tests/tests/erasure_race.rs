@@ -276,7 +276,11 @@ async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
         part_bytes: erasure::lake_file::PART_BYTES,
     };
 
-    let raced = job.run(AT + 1).await.unwrap().unwrap();
+    let raced = job
+        .run(AT + erasure::pass::DELIVERY_HORIZON_MS + 1)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         job.objects.fired.load(Ordering::SeqCst),
         "the race happened"
@@ -289,7 +293,11 @@ async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
             .any(|f| f.kind == erasure::FailureKind::Changed),
         "{raced:?}"
     );
-    let settled = job.run(AT + 2).await.unwrap().unwrap();
+    let settled = job
+        .run(AT + erasure::pass::DELIVERY_HORIZON_MS + 2)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         settled.completed && settled.verification.passed,
         "{settled:?}"
@@ -381,7 +389,11 @@ async fn a_file_larger_than_a_part_is_rewritten_by_a_multipart_upload() {
         copies: None,
         part_bytes: pulselake_adapters::MIN_PART,
     };
-    let ev = job.run(AT + 1).await.unwrap().unwrap();
+    let ev = job
+        .run(AT + erasure::pass::DELIVERY_HORIZON_MS + 1)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(ev.completed && ev.verification.passed, "{ev:?}");
     assert_eq!(ev.rows_removed, 200_000);
     let current = read_readings(

@@ -150,6 +150,12 @@ pub struct ErasureEvidence {
     pub old_versions_deleted: usize,
     #[serde(flatten)]
     pub copies: CopiesEvidence,
+    /// The final check after every unit: partitions of the days a late row could land
+    /// on, read again, and the rows of the subjects found there (and removed).
+    #[serde(default)]
+    pub late_partitions_checked: usize,
+    #[serde(default)]
+    pub late_rows_removed: u64,
     /// What could not be done (nothing of it was deleted).
     pub failures: Vec<Failure>,
     pub verification: Verification,
@@ -174,6 +180,31 @@ impl ErasureEvidence {
         v.subject_rows_left += u.verification.subject_rows_left;
         v.files_changed_otherwise += u.verification.files_changed_otherwise;
         v.passed &= u.verification.passed;
+    }
+
+    /// The final check's share: what it removed and whether it verified. Its files were
+    /// each read by their own unit already (not counted again); a failure a unit
+    /// recorded is not recorded twice.
+    pub fn add_final_check(&mut self, late: UnitEvidence) {
+        self.late_partitions_checked = late.verification.partitions;
+        self.late_rows_removed = late.rows_removed;
+        self.rows_removed += late.rows_removed;
+        self.files_rewritten.extend(late.files_rewritten);
+        self.old_versions_deleted += late.old_versions_deleted;
+        for f in late.failures {
+            if !self
+                .failures
+                .iter()
+                .any(|x| x.object == f.object && x.kind == f.kind)
+            {
+                self.failures.push(f);
+            }
+        }
+        let v = &mut self.verification;
+        v.object_versions_read += late.verification.object_versions_read;
+        v.subject_rows_left += late.verification.subject_rows_left;
+        v.files_changed_otherwise += late.verification.files_changed_otherwise;
+        v.passed &= late.verification.passed;
     }
 
     /// The copies outside the lake, and their verification.

@@ -249,6 +249,8 @@ mod tests {
 
     const LAKE: &str = "lake";
     const AT: i64 = 1_795_305_600_000;
+    /// A pass's clock: the requests (made at `AT`) are past their delivery horizon.
+    const LATER: i64 = AT + pass::DELIVERY_HORIZON_MS;
 
     fn row(subject: &str, i: i64) -> Reading<'static> {
         Reading {
@@ -324,7 +326,7 @@ mod tests {
             !j.requests.record(&request("bob")).await.unwrap(),
             "one request per subject"
         );
-        let ev = j.run(AT + 1000).await.unwrap().unwrap();
+        let ev = j.run(LATER + 1000).await.unwrap().unwrap();
         assert_eq!((ev.files_read, ev.rows_removed), (3, 15));
         assert_eq!(
             ev.files_rewritten.len(),
@@ -349,7 +351,7 @@ mod tests {
         let done = j.requests.all().await.unwrap();
         assert_eq!(done[0].evidence.as_deref(), Some(ev.evidence_id.as_str()));
         assert!(
-            j.run(AT + 2000).await.unwrap().is_none(),
+            j.run(LATER + 2000).await.unwrap().is_none(),
             "nothing pending: no pass"
         );
     }
@@ -368,12 +370,12 @@ mod tests {
                 .insert(LAKE, &format!("readings/{p}/d{day}.parquet"), body);
         }
         j.requests.record(&request("bob")).await.unwrap();
-        let Planned::Started { pass, units } = j.plan(AT + 1000).await.unwrap() else {
+        let Planned::Started { pass, units } = j.plan(LATER + 1000).await.unwrap() else {
             panic!("a pass should start");
         };
         assert_eq!(units, 3);
         assert_eq!(
-            j.plan(AT + 2000).await.unwrap(),
+            j.plan(LATER + 2000).await.unwrap(),
             Planned::Running,
             "one pass at a time"
         );
@@ -387,14 +389,14 @@ mod tests {
             .collect();
         assert!(queued.iter().all(|u| u.pass == pass));
         // In any order; a unit delivered twice counts once; only the last one finishes.
-        assert!(j.unit(&queued[2], AT + 3000).await.unwrap().is_none());
+        assert!(j.unit(&queued[2], LATER + 3000).await.unwrap().is_none());
         assert!(
-            j.unit(&queued[2], AT + 3000).await.unwrap().is_none(),
+            j.unit(&queued[2], LATER + 3000).await.unwrap().is_none(),
             "redelivered"
         );
-        assert!(j.unit(&queued[0], AT + 3000).await.unwrap().is_none());
+        assert!(j.unit(&queued[0], LATER + 3000).await.unwrap().is_none());
         let ev = j
-            .unit(&queued[1], AT + 4000)
+            .unit(&queued[1], LATER + 4000)
             .await
             .unwrap()
             .expect("the last unit");
@@ -405,11 +407,70 @@ mod tests {
             "each partition bob was in, verified"
         );
         assert!(
-            j.unit(&queued[1], AT + 5000).await.unwrap().is_none(),
+            j.unit(&queued[1], LATER + 5000).await.unwrap().is_none(),
             "after the end: nothing"
         );
         assert_eq!(j.audit.0.lock().unwrap().len(), 1, "one evidence record");
-        assert_eq!(j.plan(AT + 6000).await.unwrap(), Planned::NothingPending);
+        assert_eq!(j.plan(LATER + 6000).await.unwrap(), Planned::NothingPending);
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_for_the_delivery_horizon_before_a_pass_takes_it() {
+        let j = job();
+        j.requests.record(&request("bob")).await.unwrap();
+        assert_eq!(
+            j.plan(AT + 60_000).await.unwrap(),
+            Planned::NothingPending,
+            "rows of the subject may still be on their way"
+        );
+        assert!(matches!(
+            j.plan(LATER).await.unwrap(),
+            Planned::Started { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_row_that_lands_after_its_partition_s_unit_ran_is_gone_when_the_request_is_done() {
+        let j = job();
+        let yesterday = Partition::of(Metric::HeartRate, AT - 86_400_000);
+        let rows: Vec<_> = (0..4)
+            .map(|i| row(["bob", "cy"][i as usize % 2], i - 86_400_000))
+            .collect();
+        let body = encode_readings(&rows, FileLayout::default()).unwrap();
+        j.objects
+            .insert(LAKE, &format!("readings/{yesterday}/y.parquet"), body);
+        j.requests.record(&request("bob")).await.unwrap();
+        let Planned::Started { units, .. } = j.plan(LATER).await.unwrap() else {
+            panic!("a pass should start");
+        };
+        assert_eq!(units, 2);
+        let queued: Vec<Unit> = j
+            .queue
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect();
+        let today = Partition::of(Metric::HeartRate, AT).to_string();
+        let (first, last): (Vec<&Unit>, Vec<&Unit>) =
+            queued.iter().partition(|u| u.partition == today);
+        assert!(j.unit(first[0], LATER).await.unwrap().is_none());
+        // Firehose delivers a buffer late, into the partition whose unit has run.
+        let late = encode_readings(&[row("bob", 999)], FileLayout::default()).unwrap();
+        j.objects
+            .insert(LAKE, &format!("readings/{today}/late.parquet"), late);
+        let ev = j
+            .unit(last[0], LATER + 1)
+            .await
+            .unwrap()
+            .expect("the last unit");
+        assert!(ev.completed, "{ev:?}");
+        assert_eq!(ev.late_rows_removed, 1, "{ev:?}");
+        for k in j.objects.keys(LAKE) {
+            let left = read_readings(j.objects.get(LAKE, &k).unwrap(), Metric::HeartRate).unwrap();
+            assert!(left.iter().all(|r| r.subject_id != "bob"), "{k}");
+        }
     }
 
     #[tokio::test]
@@ -428,7 +489,7 @@ mod tests {
         j.objects
             .insert(LAKE, &key, encode_readings(&big, layout).unwrap());
         j.requests.record(&request("dee")).await.unwrap();
-        let ev = j.run(AT + 1000).await.unwrap().unwrap();
+        let ev = j.run(LATER + 1000).await.unwrap().unwrap();
         assert!(ev.completed && ev.verification.passed, "{ev:?}");
         assert_eq!(ev.rows_removed, 10_000);
         let left = read_readings(j.objects.get(LAKE, &key).unwrap(), Metric::HeartRate).unwrap();
@@ -472,7 +533,7 @@ mod tests {
             part_bytes: lake_file::PART_BYTES,
         };
         j.requests.record(&request("bob")).await.unwrap();
-        let ev = j.run(AT + 1000).await.unwrap().unwrap();
+        let ev = j.run(LATER + 1000).await.unwrap().unwrap();
         assert!(ev.completed, "{ev:?}");
         assert_eq!(
             ev.old_versions_deleted, 1,
@@ -488,7 +549,7 @@ mod tests {
         let j = job();
         j.requests.record(&request("zed")).await.unwrap();
         let before = j.objects.keys(LAKE);
-        let ev = j.run(AT + 1000).await.unwrap().unwrap();
+        let ev = j.run(LATER + 1000).await.unwrap().unwrap();
         assert_eq!((ev.rows_removed, ev.files_rewritten.len()), (0, 0));
         assert_eq!(
             ev.versions_cleared_by_footer, 3,
@@ -508,7 +569,7 @@ mod tests {
             b"PAR1 junk".to_vec(),
         );
         j.requests.record(&request("bob")).await.unwrap();
-        let ev = j.run(AT + 1000).await.unwrap().unwrap();
+        let ev = j.run(LATER + 1000).await.unwrap().unwrap();
         assert_eq!(ev.failures.len(), 1, "{ev:?}");
         assert!(!ev.completed);
         assert!(

@@ -33,6 +33,18 @@ pub const STALE_AFTER_MS: i64 = 23 * 3_600_000;
 /// the audit store for years).
 const RECORD_DAYS: i64 = 45;
 
+/// How long after a request rows of the subject can still land in the lake: an
+/// ingest invocation that resolved the device before the tombstone runs at most 15
+/// minutes, the registry cache lives 5 minutes, Firehose buffers up to 300 s; 10
+/// minutes more for clocks. A pass takes a request only once this has passed, so no
+/// row of the subject can arrive after the pass has looked.
+pub const DELIVERY_HORIZON_MS: i64 = 35 * 60_000;
+
+/// Days back from a request that a late row can be measured on (the stream's
+/// 7-day limit on age, and the day itself): the final check reads these partitions
+/// again before the request is done.
+const LATE_DAYS: i64 = 8;
+
 /// The ports the job works with, named once: AWS's in the function, in-memory ones in
 /// tests.
 pub trait ErasurePorts {
@@ -86,7 +98,12 @@ impl<X: ErasurePorts> Erasure<X> {
     /// (every key that has any version, including files deleted since: a replaced
     /// upload's old outputs live on as older versions until they expire).
     pub async fn plan(&self, now_ms: i64) -> Result<Planned, ErasureError> {
-        let pending = self.pending().await?;
+        let pending: Vec<ErasureRequest> = self
+            .pending()
+            .await?
+            .into_iter()
+            .filter(|r| r.requested_at + DELIVERY_HORIZON_MS <= now_ms)
+            .collect();
         if pending.is_empty() {
             return Ok(Planned::NothingPending);
         }
@@ -233,6 +250,13 @@ impl<X: ErasurePorts> Erasure<X> {
                 ),
             });
         }
+        // The final check: the days a late row could have landed on, read again (and
+        // erased) now that every unit is done.
+        if let Some(first) = pending.iter().map(|r| r.requested_at).min() {
+            let subjects: BTreeSet<String> = pending.iter().map(|r| r.subject_id.clone()).collect();
+            let late = Box::pin(self.final_check(&subjects, first, now_ms)).await?;
+            ev.add_final_check(late);
+        }
         if let Some(copies) = &self.copies {
             let c = CopiesErasure {
                 objects: &self.objects,
@@ -262,6 +286,64 @@ impl<X: ErasurePorts> Erasure<X> {
             .finish(&pass.id, &serde_json::to_string(&summary)?)
             .await?;
         Ok(ev)
+    }
+}
+
+impl<X: ErasurePorts> Erasure<X> {
+    /// Every lake partition measured from `LATE_DAYS` before the first request to today,
+    /// erased and verified again (the same work as a unit's): what arrived after a unit
+    /// looked is gone before the requests are done.
+    async fn final_check(
+        &self,
+        subjects: &BTreeSet<String>,
+        first_request_ms: i64,
+        now_ms: i64,
+    ) -> Result<UnitEvidence, ErasureError> {
+        let files = FileErasure {
+            lake: Bucket {
+                objects: &self.objects,
+                name: &self.lake_bucket,
+            },
+            subjects,
+            part_bytes: self.part_bytes,
+        };
+        let mut all = UnitEvidence {
+            partition: "final check".into(),
+            verification: crate::evidence::Verification::nothing_to_check(),
+            ..UnitEvidence::default()
+        };
+        let from = pulselake_domain::time::Date::from_epoch_ms(
+            first_request_ms - LATE_DAYS * pulselake_domain::time::DAY_MS,
+        )
+        .start_epoch_ms();
+        let mut day = from;
+        while day <= now_ms {
+            for metric in pulselake_domain::Metric::all() {
+                let p = Partition::of(metric, day);
+                if !self
+                    .objects
+                    .any_under(&self.lake_bucket, &p.prefix())
+                    .await?
+                {
+                    continue;
+                }
+                let u = Box::pin(erase_partition(&files, p)).await?;
+                all.files_read += u.files_read;
+                all.versions_cleared_by_footer += u.versions_cleared_by_footer;
+                all.rows_removed += u.rows_removed;
+                all.files_rewritten.extend(u.files_rewritten);
+                all.old_versions_deleted += u.old_versions_deleted;
+                all.failures.extend(u.failures);
+                let v = &mut all.verification;
+                v.partitions += 1;
+                v.object_versions_read += u.verification.object_versions_read;
+                v.subject_rows_left += u.verification.subject_rows_left;
+                v.files_changed_otherwise += u.verification.files_changed_otherwise;
+                v.passed &= u.verification.passed;
+            }
+            day += pulselake_domain::time::DAY_MS;
+        }
+        Ok(all)
     }
 }
 
