@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use pulselake_adapters::{DeviceIdentities, RegistryAdmin, SubjectAliases};
+use pulselake_adapters::{DeviceIdentities, RegistryAdmin, RegistryWrite, SubjectAliases};
 use pulselake_domain::DeviceRecord;
 use pulselake_domain::onboarding::{self, Onboard, is_alias};
 use pulselake_domain::time::format_rfc3339_ms;
@@ -26,6 +26,27 @@ pub struct Devices<'a, R, I, A> {
 pub struct Registered {
     pub device_id: String,
     pub certificate_id: String,
+}
+
+/// Read-modify-write attempts before a change gives up on a record that keeps changing.
+const CHANGE_ATTEMPTS: usize = 5;
+
+/// The subjects a record attributes readings to.
+fn subjects_of(record: &DeviceRecord) -> Vec<String> {
+    let mut s: Vec<String> = record
+        .assignments
+        .iter()
+        .map(|a| a.subject_id.clone())
+        .collect();
+    s.sort();
+    s.dedup();
+    s
+}
+
+fn tombstoned(subject: &str) -> String {
+    format!(
+        "subject {subject} has an erasure request: no device is ever assigned to them again (see `pulselake erasure list`)"
+    )
 }
 
 impl<R: RegistryAdmin, I: DeviceIdentities, A: SubjectAliases> Devices<'_, R, I, A> {
@@ -82,8 +103,16 @@ impl<R: RegistryAdmin, I: DeviceIdentities, A: SubjectAliases> Devices<'_, R, I,
                 aliases.insert(r.subject.clone(), subject);
             }
         }
-        onboarding::plan(rows, &existing, &aliases)
-            .map_err(|e| AdminError::Refused(e.iter().map(ToString::to_string).collect()))
+        let plan = onboarding::plan(rows, &existing, &aliases)
+            .map_err(|e| AdminError::Refused(e.iter().map(ToString::to_string).collect()))?;
+        let subjects: Vec<String> = plan.iter().flat_map(subjects_of).collect();
+        let erased = self.registry.erased(&subjects).await?;
+        if !erased.is_empty() {
+            return Err(AdminError::Refused(
+                erased.iter().map(|s| tombstoned(s)).collect(),
+            ));
+        }
+        Ok(plan)
     }
 
     /// The identity first, the registry item last: a device is in the registry (and
@@ -98,11 +127,21 @@ impl<R: RegistryAdmin, I: DeviceIdentities, A: SubjectAliases> Devices<'_, R, I,
             write("cert.pem", &credentials.certificate_pem)?;
             write("key.pem", &credentials.private_key)?;
         }
-        self.registry.put(record).await?;
-        Ok(Registered {
-            device_id: record.device_id.clone(),
-            certificate_id: credentials.certificate_id,
-        })
+        let refused = match self.registry.write(record, 0, &subjects_of(record)).await? {
+            RegistryWrite::Written => {
+                return Ok(Registered {
+                    device_id: record.device_id.clone(),
+                    certificate_id: credentials.certificate_id,
+                });
+            }
+            RegistryWrite::Changed => {
+                format!("device {} was registered meanwhile", record.device_id)
+            }
+            RegistryWrite::Tombstoned(s) => tombstoned(&s),
+        };
+        // Nothing half done: the identity made for it goes too.
+        self.identities.revoke(&record.device_id).await?;
+        Err(AdminError::Refused(vec![refused]))
     }
 
     /// Assigns a registered device to another subject from `from` on, ending the
@@ -114,24 +153,55 @@ impl<R: RegistryAdmin, I: DeviceIdentities, A: SubjectAliases> Devices<'_, R, I,
         from: i64,
         cohort: Option<String>,
     ) -> Result<DeviceRecord, AdminError> {
-        let mut record = self.existing(device_id).await?;
         let subject = self.subject(subject).await?;
-        record
-            .assign(&subject, from, cohort)
-            .map_err(|e| AdminError::Refused(vec![e.to_string()]))?;
-        self.registry.put(&record).await?;
-        Ok(record)
+        self.change(device_id, std::slice::from_ref(&subject), |record| {
+            record
+                .assign(&subject, from, cohort.clone())
+                .map_err(|e| AdminError::Refused(vec![e.to_string()]))
+        })
+        .await
+    }
+
+    /// Reads the device's record, applies `change` and writes it over the version read
+    /// (`attributes`: the subjects it newly attributes readings to, checked against the
+    /// erasure requests in the same write). A concurrent change makes it read and apply
+    /// again; a tombstoned subject is refused.
+    async fn change(
+        &self,
+        device_id: &str,
+        attributes: &[String],
+        change: impl Fn(&mut DeviceRecord) -> Result<(), AdminError>,
+    ) -> Result<DeviceRecord, AdminError> {
+        for _ in 0..CHANGE_ATTEMPTS {
+            let (mut record, version) = self.existing(device_id).await?;
+            change(&mut record)?;
+            match self.registry.write(&record, version, attributes).await? {
+                RegistryWrite::Written => return Ok(record),
+                RegistryWrite::Changed => continue,
+                RegistryWrite::Tombstoned(s) => {
+                    return Err(AdminError::Refused(vec![tombstoned(&s)]));
+                }
+            }
+        }
+        Err(AdminError::Setup(format!(
+            "device {device_id} kept changing while this change was made; try again"
+        )))
     }
 
     /// Takes a device out of service at `at`: its certificates are revoked (it can no
     /// longer connect) and its assignment ends (anything it still sends is quarantined).
     pub async fn deactivate(&self, device_id: &str, at: i64) -> Result<usize, AdminError> {
-        let mut record = self.existing(device_id).await?;
+        let (record, _) = self.existing(device_id).await?;
         if record.open_assignment().is_some() {
-            record
-                .end_at(at)
-                .map_err(|e| AdminError::Refused(vec![e.to_string()]))?;
-            self.registry.put(&record).await?;
+            self.change(device_id, &[], |record| {
+                if record.open_assignment().is_none() {
+                    return Ok(());
+                }
+                record
+                    .end_at(at)
+                    .map_err(|e| AdminError::Refused(vec![e.to_string()]))
+            })
+            .await?;
         }
         Ok(self.identities.revoke(device_id).await?)
     }
@@ -144,7 +214,7 @@ impl<R: RegistryAdmin, I: DeviceIdentities, A: SubjectAliases> Devices<'_, R, I,
             .all()
             .await?
             .iter()
-            .map(|r| {
+            .map(|(r, _)| {
                 let wearer = match r.assignment_at(now) {
                     Some(a) => {
                         format!("{} since {}", a.subject_id, format_rfc3339_ms(a.valid_from))
@@ -160,14 +230,10 @@ impl<R: RegistryAdmin, I: DeviceIdentities, A: SubjectAliases> Devices<'_, R, I,
             .collect())
     }
 
-    async fn existing(&self, device_id: &str) -> Result<DeviceRecord, AdminError> {
-        self.registry
-            .fetch(&[device_id])
-            .await?
-            .pop()
-            .ok_or_else(|| {
-                AdminError::Refused(vec![format!("device {device_id} is not registered")])
-            })
+    async fn existing(&self, device_id: &str) -> Result<(DeviceRecord, u64), AdminError> {
+        self.registry.read(device_id).await?.ok_or_else(|| {
+            AdminError::Refused(vec![format!("device {device_id} is not registered")])
+        })
     }
 
     async fn subject(&self, subject: &str) -> Result<String, AdminError> {

@@ -5,7 +5,7 @@
 //! exports skip them. The erasure function then clears the lake and records the proof.
 
 use pulselake_adapters::{
-    AliasAdmin, ErasurePasses, ErasureRequest, ErasureRequests, RegistryAdmin,
+    AliasAdmin, ErasurePasses, ErasureRequest, ErasureRequests, RegistryAdmin, RegistryWrite,
 };
 use pulselake_domain::message::check_id;
 
@@ -57,11 +57,13 @@ impl<E: ErasureRequests, R: RegistryAdmin, A: AliasAdmin> ErasureAdmin<'_, E, R,
         // The request keeps the subject's aliases, so the pass can find their raw files
         // by the legacy keys in the names; the aliases go once the request is recorded.
         let aliases = self.aliases.aliases_of(subject).await?;
-        let devices: Vec<_> = self.registry.all().await?;
-        let theirs: Vec<String> = devices
+        let theirs: Vec<String> = self
+            .registry
+            .all()
+            .await?
             .iter()
-            .filter(|d| d.assignments.iter().any(|a| a.subject_id == subject))
-            .map(|d| d.device_id.clone())
+            .filter(|(d, _)| d.assignments.iter().any(|a| a.subject_id == subject))
+            .map(|(d, _)| d.device_id.clone())
             .collect();
         let fresh = self
             .requests
@@ -77,14 +79,16 @@ impl<E: ErasureRequests, R: RegistryAdmin, A: AliasAdmin> ErasureAdmin<'_, E, R,
                 evidence: None,
             })
             .await?;
+        // The tombstone is in place: no write can assign the subject from now on (the
+        // registry checks it in the same transaction), so the assignments read now are
+        // all there will ever be. Each goes by a write over the version read; one that
+        // changed meanwhile is read again.
         let mut assignments_removed = 0;
-        for mut device in devices {
-            let before = device.assignments.len();
-            device.assignments.retain(|a| a.subject_id != subject);
-            if device.assignments.len() != before {
-                assignments_removed += before - device.assignments.len();
-                self.registry.put(&device).await?;
+        for (device, _) in self.registry.all().await? {
+            if !device.assignments.iter().any(|a| a.subject_id == subject) {
+                continue;
             }
+            assignments_removed += self.unassign(&device.device_id, subject).await?;
         }
         let aliases_removed = self.aliases.remove_subject(subject).await?.len();
         if !fresh {
@@ -97,6 +101,29 @@ impl<E: ErasureRequests, R: RegistryAdmin, A: AliasAdmin> ErasureAdmin<'_, E, R,
             assignments_removed,
             aliases_removed,
         })
+    }
+
+    /// Removes the subject's assignments from one device; how many went.
+    async fn unassign(&self, device_id: &str, subject: &str) -> Result<usize, AdminError> {
+        for _ in 0..20 {
+            let Some((mut device, version)) = self.registry.read(device_id).await? else {
+                return Ok(0);
+            };
+            let before = device.assignments.len();
+            device.assignments.retain(|a| a.subject_id != subject);
+            let removed = before - device.assignments.len();
+            if removed == 0 {
+                return Ok(0);
+            }
+            match self.registry.write(&device, version, &[]).await? {
+                RegistryWrite::Written => return Ok(removed),
+                RegistryWrite::Changed => continue,
+                RegistryWrite::Tombstoned(_) => return Ok(0),
+            }
+        }
+        Err(AdminError::Setup(format!(
+            "device {device_id} kept changing; run the request again (the tombstone stands)"
+        )))
     }
 
     /// One line per request: reference, status, requested, by, reason (no subject id).

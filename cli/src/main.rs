@@ -68,7 +68,8 @@ async fn erasure(
     command: ErasureCommand,
 ) -> Result<(), AdminError> {
     let requests = DynamoErasures::from_config(sdk, &names.erasure_table);
-    let registry = DynamoRegistry::from_config(sdk, &names.registry_table);
+    let registry = DynamoRegistry::from_config(sdk, &names.registry_table)
+        .with_tombstones(&names.erasure_table);
     let aliases = DynamoAliases::from_config(sdk, &names.alias_table);
     let admin = ErasureAdmin {
         requests: &requests,
@@ -259,7 +260,8 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
         Command::Partners(c) => return partners(&sdk, &names, c).await,
         Command::Erasure(c) => return erasure(&sdk, &names, c).await,
     };
-    let registry = DynamoRegistry::from_config(&sdk, &names.registry_table);
+    let registry = DynamoRegistry::from_config(&sdk, &names.registry_table)
+        .with_tombstones(&names.erasure_table);
     let identities = IotIdentities::from_config(&sdk, &names.device_policy);
     let aliases = DynamoAliases::from_config(&sdk, &names.alias_table);
     let credentials = match &command {

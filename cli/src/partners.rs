@@ -87,12 +87,34 @@ fn new_key() -> Result<String, AdminError> {
     Ok(hex::encode(bytes))
 }
 
+/// Read-modify-write attempts before a change gives up on a record that keeps changing.
+const CHANGE_ATTEMPTS: usize = 5;
+
 impl<P: Partners, S: SecretsAdmin> PartnerAdmin<'_, P, S> {
     async fn existing(&self, client_id: &str) -> Result<Partner, AdminError> {
         self.partners
             .get(client_id)
             .await?
             .ok_or_else(|| AdminError::Refused(vec![format!("no partner {client_id}")]))
+    }
+
+    /// Reads the partner, applies `change` and writes it over the version read; a
+    /// concurrent change makes it read and apply again, so neither is lost.
+    async fn change(
+        &self,
+        client_id: &str,
+        change: impl Fn(&mut Partner),
+    ) -> Result<(), AdminError> {
+        for _ in 0..CHANGE_ATTEMPTS {
+            let mut p = self.existing(client_id).await?;
+            change(&mut p);
+            if self.partners.put(&p).await? {
+                return Ok(());
+            }
+        }
+        Err(AdminError::Setup(format!(
+            "partner {client_id} kept changing while this change was made; try again"
+        )))
     }
 
     /// Adds a partner (active) with a new pseudonym key. Refused, with every problem
@@ -140,25 +162,26 @@ impl<P: Partners, S: SecretsAdmin> PartnerAdmin<'_, P, S> {
             policy,
             jwks: jwks.to_owned(),
             key_secret,
+            version: 0,
         };
-        self.partners.put(&partner).await?;
+        if !self.partners.put(&partner).await? {
+            return Err(AdminError::Refused(vec![format!(
+                "partner {client_id} exists already"
+            )]));
+        }
         Ok(partner)
     }
 
     /// Replaces a partner's policy (exports already running keep the scope they got).
     pub async fn update_policy(&self, client_id: &str, policy: &str) -> Result<(), AdminError> {
         let policy = policy_of(policy)?;
-        let mut p = self.existing(client_id).await?;
-        p.policy = policy;
-        Ok(self.partners.put(&p).await?)
+        self.change(client_id, |p| p.policy = policy.clone()).await
     }
 
     /// Replaces the public keys a partner signs with (its own key rotation).
     pub async fn set_keys(&self, client_id: &str, jwks: &str) -> Result<(), AdminError> {
         check_jwks(jwks).map_err(AdminError::Refused)?;
-        let mut p = self.existing(client_id).await?;
-        p.jwks = jwks.to_owned();
-        Ok(self.partners.put(&p).await?)
+        self.change(client_id, |p| p.jwks = jwks.to_owned()).await
     }
 
     /// Suspends or reactivates a partner: a suspended one gets no token, and tokens it
@@ -168,9 +191,7 @@ impl<P: Partners, S: SecretsAdmin> PartnerAdmin<'_, P, S> {
         client_id: &str,
         status: PartnerStatus,
     ) -> Result<(), AdminError> {
-        let mut p = self.existing(client_id).await?;
-        p.status = status;
-        Ok(self.partners.put(&p).await?)
+        self.change(client_id, |p| p.status = status).await
     }
 
     /// A new pseudonym key version: later exports use it (their pseudonyms no longer

@@ -92,5 +92,51 @@ async fn ops_onboard_assign_and_deactivate_devices_with_the_pulselake_cli() {
             && lines[1].contains("unassigned"),
         "{list}"
     );
+    // An erased subject is never assigned again, by any command.
+    let (code, out, err) = run(&[
+        "erasure",
+        "request",
+        "subj-7",
+        "--by",
+        "dpo@example.org",
+        "--reason",
+        "GDPR Art. 17",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, _, err) = run(&[
+        "devices",
+        "assign",
+        "dev-c1",
+        "--subject",
+        "subj-7",
+        "--from",
+        "2026-12-01T00:00:00Z",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("subj-7 has an erasure request"), "{err}");
+    std::fs::write(
+        &csv,
+        "device_id,subject,valid_from\ndev-c5,subj-5,2026-11-02T00:00:00Z\ndev-c6,subj-7,2026-11-02T00:00:00Z\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&[
+        "devices",
+        "import",
+        csv.to_str().unwrap(),
+        "--credentials",
+        creds_arg,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("subj-7 has an erasure request"), "{err}");
+    let (_, list, _) = run(&["devices", "list"]);
+    assert_eq!(
+        list.lines().count(),
+        2,
+        "nothing of the import landed: {list}"
+    );
+    assert!(
+        !list.contains("subj-7"),
+        "the tombstone removed the assignment: {list}"
+    );
     let _ = std::fs::remove_dir_all(&creds);
 }

@@ -36,7 +36,8 @@ impl Admin {
     fn of(stack: &Stack) -> Admin {
         let names = names();
         Admin {
-            registry: DynamoRegistry::from_config(&stack.sdk, &names.registry_table),
+            registry: DynamoRegistry::from_config(&stack.sdk, &names.registry_table)
+                .with_tombstones(&names.erasure_table),
             identities: IotIdentities::from_config(&stack.sdk, &names.device_policy),
             aliases: DynamoAliases::from_config(&stack.sdk, &names.alias_table),
             partners: DynamoPartners::from_config(&stack.sdk, &names.partners_table),

@@ -200,6 +200,7 @@ impl World {
             ),
             jwks: fixture("research-rs384.jwks.json"),
             key_secret: "partners/research".into(),
+            version: 1,
         };
         let insurer = Partner {
             client_id: "insurer".into(),
@@ -209,6 +210,7 @@ impl World {
             ),
             jwks: fixture("insurer-es384.jwks.json"),
             key_secret: "partners/insurer".into(),
+            version: 1,
         };
         partners
             .0

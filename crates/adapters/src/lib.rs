@@ -61,7 +61,8 @@ pub use partners::{
 };
 pub use queue::{MemoryQueue, SqsQueue, WorkQueue};
 pub use registry::{
-    CachedRegistry, DynamoRegistry, MemoryRegistry, RegistryAdmin, RegistryLookup, Resolved,
+    CachedRegistry, DynamoRegistry, MemoryRegistry, RegistryAdmin, RegistryLookup, RegistryWrite,
+    Resolved,
 };
 pub use retry::{Backoff, RetryPolicy, with_retries};
 pub use secrets::{MemorySecrets, Secrets, SecretsAdmin, SecretsManager};

@@ -20,6 +20,9 @@ pub struct Partner {
     pub jwks: String,
     /// The Secrets Manager secret holding the partner's pseudonym key.
     pub key_secret: String,
+    /// The stored record's version (0: never stored): a write goes over exactly this
+    /// version, so two changes at once cannot undo each other.
+    pub version: u64,
 }
 
 /// Port: the partner registry.
@@ -28,7 +31,10 @@ pub trait Partners: Send + Sync {
         &self,
         client_id: &str,
     ) -> impl Future<Output = Result<Option<Partner>, AwsError>> + Send;
-    fn put(&self, partner: &Partner) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Stores `partner` as the next version, only if the stored one is still
+    /// `partner.version` (0: none may exist). `Ok(false)`: it changed meanwhile (read it
+    /// again and redo the change), nothing was written.
+    fn put(&self, partner: &Partner) -> impl Future<Output = Result<bool, AwsError>> + Send;
     fn all(&self) -> impl Future<Output = Result<Vec<Partner>, AwsError>> + Send;
 }
 
@@ -76,6 +82,11 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Option<Partner> {
         policy: Policy::from_json(&text("policy")?).ok()?,
         jwks: text("jwks")?,
         key_secret: text("key_secret")?,
+        version: item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
     })
 }
 
@@ -93,10 +104,11 @@ impl Partners for DynamoPartners {
         Ok(out.item().and_then(decode))
     }
 
-    async fn put(&self, p: &Partner) -> Result<(), AwsError> {
+    async fn put(&self, p: &Partner) -> Result<bool, AwsError> {
         let policy = serde_json::to_string(&p.policy)
             .map_err(|e| AwsError::permanent("dynamodb:PutItem", e.to_string()))?;
-        self.client
+        let put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item("client_id", AttributeValue::S(p.client_id.clone()))
@@ -104,10 +116,18 @@ impl Partners for DynamoPartners {
             .item("policy", AttributeValue::S(policy))
             .item("jwks", AttributeValue::S(p.jwks.clone()))
             .item("key_secret", AttributeValue::S(p.key_secret.clone()))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("dynamodb:PutItem", e))?;
-        Ok(())
+            .item("version", AttributeValue::N((p.version + 1).to_string()));
+        let put = if p.version == 0 {
+            put.condition_expression("attribute_not_exists(client_id)")
+        } else {
+            put.condition_expression("version = :read")
+                .expression_attribute_values(":read", AttributeValue::N(p.version.to_string()))
+        };
+        match put.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if crate::aws::is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(AwsError::from_sdk("dynamodb:PutItem", e)),
+        }
     }
 
     async fn all(&self) -> Result<Vec<Partner>, AwsError> {
@@ -173,12 +193,18 @@ impl Partners for MemoryPartners {
             .cloned())
     }
 
-    async fn put(&self, p: &Partner) -> Result<(), AwsError> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(p.client_id.clone(), p.clone());
-        Ok(())
+    async fn put(&self, p: &Partner) -> Result<bool, AwsError> {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let stored = all.get(&p.client_id).map_or(0, |x| x.version);
+        if stored != p.version {
+            return Ok(false);
+        }
+        let next = Partner {
+            version: p.version + 1,
+            ..p.clone()
+        };
+        all.insert(p.client_id.clone(), next);
+        Ok(true)
     }
 
     async fn all(&self) -> Result<Vec<Partner>, AwsError> {

@@ -28,6 +28,9 @@ pub trait RegistryLookup: Send + Sync {
 pub struct DynamoRegistry {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// The erasure requests table (keyed by subject): a write that attributes readings
+    /// to a subject checks, in the same transaction, that no request names them.
+    tombstones: Option<String>,
 }
 
 impl DynamoRegistry {
@@ -35,7 +38,15 @@ impl DynamoRegistry {
         DynamoRegistry {
             client,
             table: table.into(),
+            tombstones: None,
         }
+    }
+
+    /// The registry as the admin CLI changes it: every assignment checked against the
+    /// erasure requests in `table`.
+    pub fn with_tombstones(mut self, table: impl Into<String>) -> DynamoRegistry {
+        self.tombstones = Some(table.into());
+        self
     }
 
     pub fn from_config(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> DynamoRegistry {
@@ -245,7 +256,10 @@ impl<L: RegistryLookup> CachedRegistry<L> {
 #[derive(Default)]
 pub struct MemoryRegistry {
     devices: Mutex<HashMap<String, DeviceRecord>>,
+    versions: Mutex<HashMap<String, u64>>,
     calls: std::sync::atomic::AtomicUsize,
+    /// Subjects with an erasure request (what the erasure table holds in AWS).
+    pub tombstoned: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl MemoryRegistry {
@@ -257,7 +271,7 @@ impl MemoryRegistry {
                     .map(|r| (r.device_id.clone(), r))
                     .collect(),
             ),
-            calls: Default::default(),
+            ..MemoryRegistry::default()
         }
     }
 
@@ -284,51 +298,272 @@ impl RegistryLookup for MemoryRegistry {
     }
 }
 
-/// Port: changing the registry (the admin CLI), and reading it whole.
+/// What a conditional registry write came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryWrite {
+    Written,
+    /// The record changed since it was read (or exists already, for a new one):
+    /// nothing was written; read it again and redo the change.
+    Changed,
+    /// The record would attribute readings to a subject with an erasure request:
+    /// nothing was written.
+    Tombstoned(String),
+}
+
+/// Port: changing the registry (the admin CLI), and reading it whole. Every write goes
+/// over the version read, so concurrent changes fail rather than overwrite.
 pub trait RegistryAdmin: RegistryLookup {
-    /// Writes a device's record (its whole assignment history).
-    fn put(&self, record: &DeviceRecord) -> impl Future<Output = Result<(), AwsError>> + Send;
-    fn all(&self) -> impl Future<Output = Result<Vec<DeviceRecord>, AwsError>> + Send;
+    /// A device's record and the version it is stored at.
+    fn read(
+        &self,
+        device_id: &str,
+    ) -> impl Future<Output = Result<Option<(DeviceRecord, u64)>, AwsError>> + Send;
+    /// Stores `record` over `version` (0: no record may exist yet), in one transaction
+    /// with the check that none of `attributes` (the subjects it newly attributes
+    /// readings to) has an erasure request.
+    fn write(
+        &self,
+        record: &DeviceRecord,
+        version: u64,
+        attributes: &[String],
+    ) -> impl Future<Output = Result<RegistryWrite, AwsError>> + Send;
+    /// Every record, with its version.
+    fn all(&self) -> impl Future<Output = Result<Vec<(DeviceRecord, u64)>, AwsError>> + Send;
+    /// The subjects among `subjects` that have an erasure request (to refuse a whole
+    /// import before any of it is written).
+    fn erased(
+        &self,
+        subjects: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+}
+
+fn version_of(item: &HashMap<String, AttributeValue>) -> u64 {
+    item.get("version")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 impl RegistryAdmin for DynamoRegistry {
-    async fn put(&self, record: &DeviceRecord) -> Result<(), AwsError> {
-        self.client
-            .put_item()
+    async fn read(&self, device_id: &str) -> Result<Option<(DeviceRecord, u64)>, AwsError> {
+        let out = self
+            .client
+            .get_item()
             .table_name(&self.table)
-            .set_item(Some(device_item(record)))
+            .key("device_id", AttributeValue::S(device_id.to_owned()))
+            .consistent_read(true)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("dynamodb:PutItem", e))?;
-        Ok(())
+            .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))?;
+        Ok(out
+            .item()
+            .and_then(|i| Some((device_from_item(i)?, version_of(i)))))
     }
 
-    async fn all(&self) -> Result<Vec<DeviceRecord>, AwsError> {
-        let items = crate::aws::scan_items(self.client.scan().table_name(&self.table)).await?;
-        let mut out: Vec<DeviceRecord> = items.iter().filter_map(device_from_item).collect();
-        out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    async fn write(
+        &self,
+        record: &DeviceRecord,
+        version: u64,
+        attributes: &[String],
+    ) -> Result<RegistryWrite, AwsError> {
+        use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
+        const OP: &str = "dynamodb:TransactWriteItems";
+        let mut item = device_item(record);
+        item.insert(
+            "version".into(),
+            AttributeValue::N((version + 1).to_string()),
+        );
+        let put = Put::builder().table_name(&self.table).set_item(Some(item));
+        let put = if version == 0 {
+            put.condition_expression("attribute_not_exists(device_id)")
+        } else {
+            put.condition_expression("version = :read")
+                .expression_attribute_values(":read", AttributeValue::N(version.to_string()))
+        }
+        .build()
+        .map_err(|e| AwsError::permanent(OP, e.to_string()))?;
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        if !attributes.is_empty() {
+            let Some(tombstones) = &self.tombstones else {
+                return Err(AwsError::permanent(
+                    OP,
+                    "the registry was opened without the erasure table: assignments cannot be checked",
+                ));
+            };
+            for subject in attributes {
+                let check = ConditionCheck::builder()
+                    .table_name(tombstones)
+                    .key("subject_id", AttributeValue::S(subject.clone()))
+                    .condition_expression("attribute_not_exists(subject_id)")
+                    .build()
+                    .map_err(|e| AwsError::permanent(OP, e.to_string()))?;
+                items.push(TransactWriteItem::builder().condition_check(check).build());
+            }
+        }
+        let sent = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let err = match sent {
+            Ok(_) => return Ok(RegistryWrite::Written),
+            Err(e) => e,
+        };
+        let reasons: Vec<Option<String>> = match err.as_service_error() {
+            Some(
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t),
+            ) => t
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code().map(str::to_owned))
+                .collect(),
+            _ => return Err(AwsError::from_sdk(OP, err)),
+        };
+        let failed =
+            |i: usize| reasons.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed");
+        if let Some(i) = (0..attributes.len()).find(|i| failed(i + 1)) {
+            return Ok(RegistryWrite::Tombstoned(attributes[i].clone()));
+        }
+        if failed(0) {
+            return Ok(RegistryWrite::Changed);
+        }
+        Err(AwsError::from_sdk(OP, err))
+    }
+
+    async fn all(&self) -> Result<Vec<(DeviceRecord, u64)>, AwsError> {
+        let items = crate::aws::scan_items(
+            self.client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true),
+        )
+        .await?;
+        let mut out: Vec<(DeviceRecord, u64)> = items
+            .iter()
+            .filter_map(|i| Some((device_from_item(i)?, version_of(i))))
+            .collect();
+        out.sort_by(|a, b| a.0.device_id.cmp(&b.0.device_id));
+        Ok(out)
+    }
+
+    async fn erased(&self, subjects: &[String]) -> Result<Vec<String>, AwsError> {
+        const OP: &str = "dynamodb:BatchGetItem";
+        let Some(table) = &self.tombstones else {
+            return Err(AwsError::permanent(
+                OP,
+                "the registry was opened without the erasure table: assignments cannot be checked",
+            ));
+        };
+        let mut unique: Vec<&String> = subjects.iter().collect();
+        unique.sort();
+        unique.dedup();
+        let mut out = Vec::new();
+        for chunk in unique.chunks(BATCH_GET_MAX) {
+            let keys = chunk
+                .iter()
+                .map(|s| {
+                    HashMap::from([("subject_id".to_owned(), AttributeValue::S((*s).clone()))])
+                })
+                .collect();
+            let mut request = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .projection_expression("subject_id")
+                .build()
+                .map_err(|e| AwsError::permanent(OP, e.to_string()))?;
+            loop {
+                let resp = self
+                    .client
+                    .batch_get_item()
+                    .request_items(table, request)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk(OP, e))?;
+                if let Some(items) = resp.responses().and_then(|r| r.get(table)) {
+                    out.extend(
+                        items
+                            .iter()
+                            .filter_map(|i| i.get("subject_id")?.as_s().ok().cloned()),
+                    );
+                }
+                match resp.unprocessed_keys().and_then(|u| u.get(table)) {
+                    Some(rest) if !rest.keys().is_empty() => request = rest.clone(),
+                    _ => break,
+                }
+            }
+        }
+        out.sort();
         Ok(out)
     }
 }
 
 impl RegistryAdmin for MemoryRegistry {
-    async fn put(&self, record: &DeviceRecord) -> Result<(), AwsError> {
-        self.devices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(record.device_id.clone(), record.clone());
-        Ok(())
+    async fn read(&self, device_id: &str) -> Result<Option<(DeviceRecord, u64)>, AwsError> {
+        let devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(devices
+            .get(device_id)
+            .map(|r| (r.clone(), versions.get(device_id).copied().unwrap_or(1))))
     }
 
-    async fn all(&self) -> Result<Vec<DeviceRecord>, AwsError> {
-        let mut out: Vec<DeviceRecord> = self
+    async fn write(
+        &self,
+        record: &DeviceRecord,
+        version: u64,
+        attributes: &[String],
+    ) -> Result<RegistryWrite, AwsError> {
+        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        let id = &record.device_id;
+        let stored = match devices.get(id) {
+            None => 0,
+            Some(_) => versions.get(id).copied().unwrap_or(1),
+        };
+        if stored != version {
+            return Ok(RegistryWrite::Changed);
+        }
+        let tombstoned = self.tombstoned.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = attributes.iter().find(|s| tombstoned.contains(*s)) {
+            return Ok(RegistryWrite::Tombstoned(s.clone()));
+        }
+        devices.insert(id.clone(), record.clone());
+        versions.insert(id.clone(), version + 1);
+        Ok(RegistryWrite::Written)
+    }
+
+    async fn all(&self) -> Result<Vec<(DeviceRecord, u64)>, AwsError> {
+        let mut out = Vec::new();
+        let devices: Vec<DeviceRecord> = self
             .devices
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
             .collect();
-        out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        for r in devices {
+            let v = self
+                .versions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&r.device_id)
+                .copied()
+                .unwrap_or(1);
+            out.push((r, v));
+        }
+        out.sort_by(|a, b| a.0.device_id.cmp(&b.0.device_id));
+        Ok(out)
+    }
+
+    async fn erased(&self, subjects: &[String]) -> Result<Vec<String>, AwsError> {
+        let tombstoned = self.tombstoned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<String> = subjects
+            .iter()
+            .filter(|s| tombstoned.contains(*s))
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
         Ok(out)
     }
 }

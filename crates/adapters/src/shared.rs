@@ -63,7 +63,7 @@ impl<T: Partners> Partners for &T {
     ) -> impl Future<Output = Result<Option<Partner>, AwsError>> + Send {
         (**self).get(client_id)
     }
-    fn put(&self, partner: &Partner) -> impl Future<Output = Result<(), AwsError>> + Send {
+    fn put(&self, partner: &Partner) -> impl Future<Output = Result<bool, AwsError>> + Send {
         (**self).put(partner)
     }
     fn all(&self) -> impl Future<Output = Result<Vec<Partner>, AwsError>> + Send {
