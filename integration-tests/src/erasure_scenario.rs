@@ -36,6 +36,12 @@ pub struct ErasureReport {
     pub deletion_bundles: Vec<serde_json::Value>,
     /// Readings the subject's device sent after the request, in the lake.
     pub later_rows_in_lake: u64,
+    /// The export finished before the request, downloaded again after the pass: its
+    /// resources, and whether any still references the subject; whether each file
+    /// matches the manifest's count and SHA-256.
+    pub earlier_export_resources: (usize, usize),
+    pub earlier_export_still_holds_subject: bool,
+    pub earlier_export_matches_manifest: bool,
 }
 
 impl ErasureReport {
@@ -50,6 +56,9 @@ impl ErasureReport {
             && self.partner_deletions == 1
             && !self.partner_still_sees_subject
             && self.later_rows_in_lake == 0
+            && !self.earlier_export_still_holds_subject
+            && self.earlier_export_matches_manifest
+            && self.earlier_export_resources.1 < self.earlier_export_resources.0
     }
 }
 
@@ -104,7 +113,7 @@ pub async fn run_erasure(
     let research = PartnerClient::fixture(&api.base_url, "research")?;
     let token = research.token().await?;
     let mut worker = p.export_worker().await?;
-    let (before, _, _) = export_pseudonyms(&research, &token, &mut worker).await?;
+    let (before, _, _, earlier) = export_pseudonyms(&research, &token, &mut worker).await?;
 
     let now = invoke_now_ms();
     report.request_id = onboard::request_erasure(s, &subject, now).await?;
@@ -143,10 +152,31 @@ pub async fn run_erasure(
             && !text.contains(&device);
     }
 
-    let (after, deletions, bundles) = export_pseudonyms(&research, &token, &mut worker).await?;
+    // The export made before the request, as the partner would download it now.
+    let again = research
+        .wait(&token, &earlier.status_url, Duration::from_secs(60))
+        .await?
+        .json()?;
+    let now_there = research
+        .fetch_all(&token, &earlier.status_url, again)
+        .await?;
+    report.earlier_export_resources = (earlier.resources.len(), now_there.resources.len());
+    report.earlier_export_matches_manifest = now_there.matches_manifest();
+    let (after, deletions, bundles, _) = export_pseudonyms(&research, &token, &mut worker).await?;
     report.deletion_bundles = bundles;
     report.partner_deletions = deletions.len();
     let gone: BTreeSet<String> = before.difference(&after).cloned().collect();
+    report.earlier_export_still_holds_subject = gone.is_empty()
+        || now_there.resources.iter().any(|o| {
+            o["subject"]["reference"]
+                .as_str()
+                .is_some_and(|r| gone.contains(r))
+        });
+    progress(format!(
+        "research's export from before the request, downloaded again: {} of its {} Observations left (the patient's removed; counts and SHA-256 in its manifest updated)",
+        now_there.resources.len(),
+        earlier.resources.len()
+    ));
     report.partner_still_sees_subject = gone.is_empty()
         || !deletions
             .iter()
@@ -171,13 +201,18 @@ pub async fn run_erasure(
     Ok(report)
 }
 
-/// A system export by `client`: the patients it holds, the deletions' URLs and the
-/// deletion Bundles.
+/// A system export by `client`: the patients it holds, the deletions' URLs, the
+/// deletion Bundles and the export itself.
 async fn export_pseudonyms(
     client: &PartnerClient,
     token: &str,
     worker: &mut crate::sqs_esm::SqsMapping<crate::invoke::ExportWorkerFn>,
-) -> Result<(BTreeSet<String>, Vec<String>, Vec<serde_json::Value>)> {
+) -> Result<(
+    BTreeSet<String>,
+    Vec<String>,
+    Vec<serde_json::Value>,
+    crate::partner_client::Export,
+)> {
     let kick = client
         .kick_off(token, "/fhir/$export?_type=Observation")
         .await?;
@@ -210,5 +245,5 @@ async fn export_pseudonyms(
         .iter()
         .filter_map(|o| o["subject"]["reference"].as_str().map(str::to_owned))
         .collect();
-    Ok((patients, deletions, bundles))
+    Ok((patients, deletions, bundles, export))
 }

@@ -223,6 +223,9 @@ impl LocalPlatform {
                 processed_bucket: names.processed_bucket.clone(),
                 quarantine_bucket: names.quarantine_bucket.clone(),
                 naming_key_secret: names.naming_key_secret.clone(),
+                exports_bucket: names.exports_bucket.clone(),
+                jobs_table: names.export_jobs_table.clone(),
+                partners_table: names.partners_table.clone(),
             },
             &sdk,
         )

@@ -229,3 +229,21 @@ impl PartnerClient {
         })
     }
 }
+
+impl Export {
+    /// Whether every file holds the count and SHA-256 its manifest entry says.
+    pub fn matches_manifest(&self) -> bool {
+        use sha2::Digest;
+        let outputs: Vec<&serde_json::Value> = self.manifest["output"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect();
+        outputs.len() == self.raw.len()
+            && outputs.iter().zip(&self.raw).all(|(o, text)| {
+                o["count"].as_u64() == Some(text.lines().count() as u64)
+                    && o["extension"]["sha256"].as_str()
+                        == Some(hex::encode(sha2::Sha256::digest(text.as_bytes())).as_str())
+            })
+    }
+}

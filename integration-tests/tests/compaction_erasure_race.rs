@@ -199,6 +199,9 @@ where
     type Audit = BucketAuditLog<S3Objects>;
     type Passes = MemoryErasurePasses;
     type Queue = MemoryQueue;
+    type Jobs = pulselake_adapters::MemoryExportJobs;
+    type Partners = pulselake_adapters::MemoryPartners;
+    type Secrets = pulselake_adapters::MemorySecrets;
 }
 
 struct World {
@@ -298,6 +301,10 @@ impl World {
             queue: MemoryQueue::default(),
             lake_bucket: self.lake.clone(),
             copies: None,
+            jobs: Default::default(),
+            partners: Default::default(),
+            secrets: Default::default(),
+            exports_bucket: None,
             part_bytes: erasure::lake_file::PART_BYTES,
         }
     }

@@ -54,6 +54,9 @@ where
     type Audit = BucketAuditLog<S3Objects>;
     type Passes = MemoryErasurePasses;
     type Queue = MemoryQueue;
+    type Jobs = pulselake_adapters::MemoryExportJobs;
+    type Partners = pulselake_adapters::MemoryPartners;
+    type Secrets = pulselake_adapters::MemorySecrets;
 }
 
 struct Racing {
@@ -273,6 +276,10 @@ async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
         queue: MemoryQueue::default(),
         lake_bucket: lake.clone(),
         copies: None,
+        jobs: Default::default(),
+        partners: Default::default(),
+        secrets: Default::default(),
+        exports_bucket: None,
         part_bytes: erasure::lake_file::PART_BYTES,
     };
 
@@ -387,6 +394,10 @@ async fn a_file_larger_than_a_part_is_rewritten_by_a_multipart_upload() {
         queue: MemoryQueue::default(),
         lake_bucket: lake.clone(),
         copies: None,
+        jobs: Default::default(),
+        partners: Default::default(),
+        secrets: Default::default(),
+        exports_bucket: None,
         part_bytes: pulselake_adapters::MIN_PART,
     };
     let ev = job

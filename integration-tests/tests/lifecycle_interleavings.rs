@@ -285,6 +285,9 @@ where
     type Audit = MemoryAuditLog;
     type Passes = MemoryErasurePasses;
     type Queue = MemoryQueue;
+    type Jobs = pulselake_adapters::MemoryExportJobs;
+    type Partners = pulselake_adapters::MemoryPartners;
+    type Secrets = pulselake_adapters::MemorySecrets;
 }
 
 fn partition() -> Partition {
@@ -356,6 +359,10 @@ where
         queue: MemoryQueue::default(),
         lake_bucket: LAKE.into(),
         copies: None,
+        jobs: Default::default(),
+        partners: Default::default(),
+        secrets: Default::default(),
+        exports_bucket: None,
         part_bytes: 16 << 20,
     }
 }

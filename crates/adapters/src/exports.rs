@@ -134,6 +134,14 @@ pub trait ExportJobs: Send + Sync {
         &self,
         id: &str,
     ) -> impl Future<Output = Result<BTreeMap<String, Vec<OutputFile>>, AwsError>> + Send;
+    /// Replaces a finished partition's files (erasure rewrote them); `Ok(false)` when the
+    /// partition is not recorded as finished.
+    fn replace_outputs(
+        &self,
+        id: &str,
+        partition: &str,
+        files: &[OutputFile],
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
 }
 
 pub struct DynamoExportJobs {
@@ -412,6 +420,31 @@ impl ExportJobs for DynamoExportJobs {
         }
         Ok(out)
     }
+
+    async fn replace_outputs(
+        &self,
+        id: &str,
+        partition: &str,
+        files: &[OutputFile],
+    ) -> Result<bool, AwsError> {
+        let body = serde_json::to_string(files)
+            .map_err(|e| AwsError::permanent("dynamodb:PutItem", e.to_string()))?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("job", s(id))
+            .item("part", s(partition))
+            .item("files", s(body))
+            .condition_expression("attribute_exists(part)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(AwsError::from_sdk("dynamodb:PutItem", e)),
+        }
+    }
 }
 
 /// In-memory jobs with the same conditions: for unit tests.
@@ -518,5 +551,21 @@ impl ExportJobs for MemoryExportJobs {
             .get(id)
             .cloned()
             .unwrap_or_default())
+    }
+
+    async fn replace_outputs(
+        &self,
+        id: &str,
+        partition: &str,
+        files: &[OutputFile],
+    ) -> Result<bool, AwsError> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match st.outputs.get_mut(id).and_then(|o| o.get_mut(partition)) {
+            Some(f) => {
+                *f = files.to_vec();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 }

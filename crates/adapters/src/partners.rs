@@ -82,11 +82,12 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Option<Partner> {
         policy: Policy::from_json(&text("policy")?).ok()?,
         jwks: text("jwks")?,
         key_secret: text("key_secret")?,
+        // 1 for a partner stored before records had versions.
         version: item
             .get("version")
             .and_then(|v| v.as_n().ok())
             .and_then(|n| n.parse().ok())
-            .unwrap_or(0),
+            .unwrap_or(1),
     })
 }
 
@@ -116,12 +117,12 @@ impl Partners for DynamoPartners {
             .item("policy", AttributeValue::S(policy))
             .item("jwks", AttributeValue::S(p.jwks.clone()))
             .item("key_secret", AttributeValue::S(p.key_secret.clone()))
-            .item("version", AttributeValue::N((p.version + 1).to_string()));
+            .item("version", AttributeValue::N((p.version + 1).to_string()))
+            .condition_expression(crate::registry::at_version("client_id", p.version));
         let put = if p.version == 0 {
-            put.condition_expression("attribute_not_exists(client_id)")
+            put
         } else {
-            put.condition_expression("version = :read")
-                .expression_attribute_values(":read", AttributeValue::N(p.version.to_string()))
+            put.expression_attribute_values(":read", AttributeValue::N(p.version.to_string()))
         };
         match put.send().await {
             Ok(_) => Ok(true),

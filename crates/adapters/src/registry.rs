@@ -337,11 +337,22 @@ pub trait RegistryAdmin: RegistryLookup {
     ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
 }
 
+/// A stored record's version: 1 for one written before records had versions.
 fn version_of(item: &HashMap<String, AttributeValue>) -> u64 {
     item.get("version")
         .and_then(|v| v.as_n().ok())
         .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(1)
+}
+
+/// The condition that the stored item is still at `version` (0: there is none; 1 also
+/// matches an item stored before records had versions).
+pub(crate) fn at_version(key: &str, version: u64) -> String {
+    match version {
+        0 => format!("attribute_not_exists({key})"),
+        1 => "attribute_not_exists(version) OR version = :read".to_owned(),
+        _ => "version = :read".to_owned(),
+    }
 }
 
 impl RegistryAdmin for DynamoRegistry {
@@ -373,12 +384,14 @@ impl RegistryAdmin for DynamoRegistry {
             "version".into(),
             AttributeValue::N((version + 1).to_string()),
         );
-        let put = Put::builder().table_name(&self.table).set_item(Some(item));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(at_version("device_id", version));
         let put = if version == 0 {
-            put.condition_expression("attribute_not_exists(device_id)")
+            put
         } else {
-            put.condition_expression("version = :read")
-                .expression_attribute_values(":read", AttributeValue::N(version.to_string()))
+            put.expression_attribute_values(":read", AttributeValue::N(version.to_string()))
         }
         .build()
         .map_err(|e| AwsError::permanent(OP, e.to_string()))?;

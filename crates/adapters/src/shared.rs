@@ -54,6 +54,14 @@ impl<T: ExportJobs> ExportJobs for &T {
     {
         (**self).outputs(id)
     }
+    fn replace_outputs(
+        &self,
+        id: &str,
+        partition: &str,
+        files: &[OutputFile],
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send {
+        (**self).replace_outputs(id, partition, files)
+    }
 }
 
 impl<T: Partners> Partners for &T {

@@ -15,6 +15,10 @@ pub struct Config {
     pub processed_bucket: String,
     pub quarantine_bucket: String,
     pub naming_key_secret: String,
+    /// Exports not yet downloaded lose the subjects' Observations.
+    pub exports_bucket: String,
+    pub jobs_table: String,
+    pub partners_table: String,
 }
 
 impl Config {
@@ -29,6 +33,9 @@ impl Config {
             processed_bucket: env_var("PROCESSED_BUCKET")?,
             quarantine_bucket: env_var("QUARANTINE_BUCKET")?,
             naming_key_secret: env_var("NAMING_KEY_SECRET")?,
+            exports_bucket: env_var("EXPORTS_BUCKET")?,
+            jobs_table: env_var("EXPORT_JOBS_TABLE")?,
+            partners_table: env_var("PARTNERS_TABLE")?,
         })
     }
 }

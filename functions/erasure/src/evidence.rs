@@ -150,6 +150,9 @@ pub struct ErasureEvidence {
     pub old_versions_deleted: usize,
     #[serde(flatten)]
     pub copies: CopiesEvidence,
+    /// Exports not yet downloaded, cleared of the subjects.
+    #[serde(flatten)]
+    pub exports: crate::exports::ExportsEvidence,
     /// The final check after every unit: partitions of the days a late row could land
     /// on, read again, and the rows of the subjects found there (and removed).
     #[serde(default)]

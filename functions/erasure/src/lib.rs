@@ -15,6 +15,7 @@ pub mod config;
 pub mod copies;
 pub mod error;
 pub mod evidence;
+pub mod exports;
 pub mod lake_file;
 pub mod partition;
 pub mod pass;
@@ -25,8 +26,8 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
 use pulselake_adapters::lambda_batch::{sqs_messages, sqs_response};
 use pulselake_adapters::{
-    AwsError, BucketAuditLog, DynamoErasurePasses, DynamoErasures, Metrics, S3Objects, SdkConfig,
-    SqsQueue,
+    AwsError, BucketAuditLog, DynamoErasurePasses, DynamoErasures, DynamoExportJobs,
+    DynamoPartners, Metrics, S3Objects, SdkConfig, SecretsManager, SqsQueue,
 };
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +48,9 @@ impl ErasurePorts for AwsPorts {
     type Audit = BucketAuditLog<S3Objects>;
     type Passes = DynamoErasurePasses;
     type Queue = SqsQueue;
+    type Jobs = DynamoExportJobs;
+    type Partners = DynamoPartners;
+    type Secrets = SecretsManager;
 }
 
 pub type AwsErasure = Erasure<AwsPorts>;
@@ -72,6 +76,10 @@ pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<AwsErasure, AwsEr
             quarantine_bucket: config.quarantine_bucket.clone(),
             naming: pulselake_domain::NamingKey::new(naming),
         }),
+        jobs: DynamoExportJobs::from_config(sdk, &config.jobs_table),
+        partners: DynamoPartners::from_config(sdk, &config.partners_table),
+        secrets: SecretsManager::from_config(sdk),
+        exports_bucket: Some(config.exports_bucket.clone()),
         part_bytes: lake_file::PART_BYTES,
     })
 }
@@ -275,6 +283,9 @@ mod tests {
         type Audit = MemoryAuditLog;
         type Passes = MemoryErasurePasses;
         type Queue = MemoryQueue;
+        type Jobs = pulselake_adapters::MemoryExportJobs;
+        type Partners = pulselake_adapters::MemoryPartners;
+        type Secrets = pulselake_adapters::MemorySecrets;
     }
 
     type MemoryJob = Erasure<MemoryPorts>;
@@ -299,6 +310,10 @@ mod tests {
             queue: MemoryQueue::default(),
             lake_bucket: LAKE.into(),
             copies: None,
+            jobs: Default::default(),
+            partners: Default::default(),
+            secrets: Default::default(),
+            exports_bucket: None,
             part_bytes: lake_file::PART_BYTES,
         }
     }
@@ -507,6 +522,9 @@ mod tests {
             type Audit = MemoryAuditLog;
             type Passes = MemoryErasurePasses;
             type Queue = MemoryQueue;
+            type Jobs = pulselake_adapters::MemoryExportJobs;
+            type Partners = pulselake_adapters::MemoryPartners;
+            type Secrets = pulselake_adapters::MemorySecrets;
         }
         let objects = pulselake_adapters::MemoryVersioned::default();
         let p = Partition::of(Metric::HeartRate, AT);
@@ -530,6 +548,10 @@ mod tests {
             queue: MemoryQueue::default(),
             lake_bucket: LAKE.into(),
             copies: None,
+            jobs: Default::default(),
+            partners: Default::default(),
+            secrets: Default::default(),
+            exports_bucket: None,
             part_bytes: lake_file::PART_BYTES,
         };
         j.requests.record(&request("bob")).await.unwrap();

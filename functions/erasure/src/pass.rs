@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use pulselake_adapters::{
-    AuditLog, ErasurePass, ErasurePasses, ErasureRequest, ErasureRequests, MemoryQueue,
-    ObjectReader, ObjectUploads, ObjectWriter, VersionedObjects, WorkQueue,
+    AuditLog, ErasurePass, ErasurePasses, ErasureRequest, ErasureRequests, ExportJobs, MemoryQueue,
+    ObjectReader, ObjectUploads, ObjectWriter, Partners, Secrets, VersionedObjects, WorkQueue,
 };
 use pulselake_domain::Partition;
 use pulselake_domain::partition::READINGS_PREFIX;
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::copies::{Copies, CopiesErasure};
 use crate::error::{ErasureError, FailureKind};
 use crate::evidence::{ErasureEvidence, Failure, UnitEvidence};
+use crate::exports::ExportsErasure;
 use crate::lake_file::FileErasure;
 use crate::partition::erase_partition;
 use crate::raw::Lines;
@@ -53,6 +54,11 @@ pub trait ErasurePorts {
     type Audit: AuditLog;
     type Passes: ErasurePasses;
     type Queue: WorkQueue;
+    /// Export jobs, partners and their pseudonym keys: the exports not yet downloaded
+    /// name the subjects by the partner's pseudonym.
+    type Jobs: ExportJobs;
+    type Partners: Partners;
+    type Secrets: Secrets;
 }
 
 /// The erasure job over its ports.
@@ -66,6 +72,11 @@ pub struct Erasure<X: ErasurePorts> {
     pub lake_bucket: String,
     /// Where copies outside the lake live (raw files, their quarantine reports).
     pub copies: Option<Copies>,
+    pub jobs: X::Jobs,
+    pub partners: X::Partners,
+    pub secrets: X::Secrets,
+    /// The exports bucket (`None`: no exports to clear).
+    pub exports_bucket: Option<String>,
     /// The size of the new file's parts ([`crate::lake_file::PART_BYTES`]; at least
     /// 5 MiB on S3).
     pub part_bytes: usize,
@@ -264,6 +275,19 @@ impl<X: ErasurePorts> Erasure<X> {
                 part_bytes: self.part_bytes,
             };
             ev.add_copies(c.clear(&pending, &raw_lines).await?);
+        }
+        if let Some(bucket) = &self.exports_bucket {
+            let subjects: BTreeSet<String> = pending.iter().map(|r| r.subject_id.clone()).collect();
+            let e = ExportsErasure {
+                objects: &self.objects,
+                bucket,
+                jobs: &self.jobs,
+                partners: &self.partners,
+                secrets: &self.secrets,
+            };
+            let mut exports = e.clear(&subjects).await?;
+            ev.failures.append(&mut exports.failures);
+            ev.exports = exports;
         }
         ev.completed = ev.verification.passed && ev.failures.is_empty();
         ev.seconds = (now_ms - pass.started_at).max(0) as f64 / 1000.0;
