@@ -5,7 +5,8 @@
 //! exports skip them. The erasure function then clears the lake and records the proof.
 
 use pulselake_adapters::{
-    AliasAdmin, ErasurePasses, ErasureRequest, ErasureRequests, RegistryAdmin, RegistryWrite,
+    AliasAdmin, DevicePeriod, ErasurePasses, ErasureRequest, ErasureRequests, RegistryAdmin,
+    RegistryWrite,
 };
 use pulselake_domain::message::check_id;
 
@@ -57,14 +58,18 @@ impl<E: ErasureRequests, R: RegistryAdmin, A: AliasAdmin> ErasureAdmin<'_, E, R,
         // The request keeps the subject's aliases, so the pass can find their raw files
         // by the legacy keys in the names; the aliases go once the request is recorded.
         let aliases = self.aliases.aliases_of(subject).await?;
-        let theirs: Vec<String> = self
-            .registry
-            .all()
-            .await?
-            .iter()
-            .filter(|(d, _)| d.assignments.iter().any(|a| a.subject_id == subject))
-            .map(|(d, _)| d.device_id.clone())
-            .collect();
+        let mut periods = Vec::new();
+        for (d, _) in self.registry.all().await? {
+            for a in d.assignments.iter().filter(|a| a.subject_id == subject) {
+                periods.push(DevicePeriod {
+                    device_id: d.device_id.clone(),
+                    from: a.valid_from,
+                    to: a.valid_to,
+                });
+            }
+        }
+        let mut theirs: Vec<String> = periods.iter().map(|p| p.device_id.clone()).collect();
+        theirs.dedup();
         let fresh = self
             .requests
             .record(&ErasureRequest {
@@ -74,6 +79,7 @@ impl<E: ErasureRequests, R: RegistryAdmin, A: AliasAdmin> ErasureAdmin<'_, E, R,
                 reason: reason.to_owned(),
                 aliases: aliases.clone(),
                 devices: theirs,
+                periods,
                 requested_at: now_ms,
                 completed_at: None,
                 evidence: None,

@@ -40,6 +40,10 @@ pub struct ErasureReport {
     /// resources, and whether any still references the subject; whether each file
     /// matches the manifest's count and SHA-256.
     pub earlier_export_resources: (usize, usize),
+    /// Records of the patient's device in the stream's quarantine (a value it sent out
+    /// of range while assigned), before the request and after the pass.
+    pub stream_quarantine_before: usize,
+    pub stream_quarantine_after: usize,
     pub earlier_export_still_holds_subject: bool,
     pub earlier_export_matches_manifest: bool,
 }
@@ -59,6 +63,8 @@ impl ErasureReport {
             && !self.earlier_export_still_holds_subject
             && self.earlier_export_matches_manifest
             && self.earlier_export_resources.1 < self.earlier_export_resources.0
+            && self.stream_quarantine_before > 0
+            && self.stream_quarantine_after == 0
     }
 }
 
@@ -113,7 +119,31 @@ pub async fn run_erasure(
     let research = PartnerClient::fixture(&api.base_url, "research")?;
     let token = research.token().await?;
     let mut worker = p.export_worker().await?;
-    let (before, _, _, earlier) = export_pseudonyms(&research, &token, &mut worker).await?;
+    let (before, _, _, earlier) =
+        Box::pin(export_pseudonyms(&research, &token, &mut worker)).await?;
+
+    // While still theirs, the device sends a value out of range: quarantined with its
+    // payload, under the patient's device.
+    let mut mapping = Box::pin(
+        KinesisMapping::new(s, p.stream_ingest().await?, MappingConfig::default()).at_latest(),
+    )
+    .await?;
+    let bad = serde_json::json!({"v": 1, "device_id": device, "readings": [{"sensor_id": "hr-0",
+        "metric": "heart_rate", "value": 400, "unit": "/min", "measured_at": format_rfc3339_ms(invoke_now_ms() - 1000)}]});
+    iot::publish(
+        s,
+        &[(iot::topic_for(&device), bad.to_string().into_bytes())],
+    )
+    .await?;
+    Box::pin(mapping.drain()).await?;
+    let named = format!("\"device_id\":\"{device}\"");
+    let in_quarantine = |q: &inspect::QuarantineContents| {
+        q.entries
+            .iter()
+            .filter(|e| e.payload.as_deref().is_some_and(|p| p.contains(&named)))
+            .count()
+    };
+    report.stream_quarantine_before = in_quarantine(&inspect::stream_quarantine(s).await?);
 
     let now = invoke_now_ms();
     report.request_id = onboard::request_erasure(s, &subject, now).await?;
@@ -121,10 +151,8 @@ pub async fn run_erasure(
         "erasure request {} recorded with `pulselake erasure request` (the patient's device and aliases no longer speak for them)",
         report.request_id
     ));
-    report.evidence = p
-        .erasure()
-        .await?
-        .run(now + erasure::pass::DELIVERY_HORIZON_MS + 1_000)
+    let mut job = Box::pin(p.erasure()).await?;
+    report.evidence = Box::pin(job.run(now + erasure::pass::DELIVERY_HORIZON_MS + 1_000))
         .await?
         .ok_or("the erasure pass found no pending request")?;
     progress(format!(
@@ -141,6 +169,11 @@ pub async fn run_erasure(
         }
     ));
     report.subject_rows_after = lake_rows(p, &is_subject).await?.0;
+    report.stream_quarantine_after = in_quarantine(&inspect::stream_quarantine(s).await?);
+    progress(format!(
+        "{} of the patient's records in the stream's quarantine (a value out of range) removed; {} left",
+        report.evidence.stream_quarantine_records_removed, report.stream_quarantine_after
+    ));
     report.others_after = lake_rows(p, &others).await?;
     let records = inspect::list_keys(s, &s.names.audit_bucket, "records/kind=erasure/").await?;
     for key in &records {

@@ -121,6 +121,15 @@ pub async fn quarantine(stack: &Stack, prefix: &str) -> Result<QuarantineContent
     Ok(out)
 }
 
+/// What stream-ingest quarantined, under both of its prefixes (records a subject stands
+/// behind, and the short-lived ones no subject does).
+pub async fn stream_quarantine(stack: &Stack) -> Result<QuarantineContents> {
+    let mut q = quarantine(stack, stream_ingest::handler::QUARANTINE_PREFIX).await?;
+    let other = quarantine(stack, stream_ingest::handler::UNATTRIBUTED_PREFIX).await?;
+    q.entries.extend(other.entries);
+    Ok(q)
+}
+
 /// Partitions of the readings table in the Glue catalog.
 pub async fn glue_partitions(stack: &Stack) -> Result<BTreeSet<Partition>> {
     let mut out = BTreeSet::new();

@@ -138,7 +138,7 @@ pub async fn run_stream(
     report.lake_distinct = lake.distinct_ids();
     report.lake_files = lake.files;
     report.lake_partitions = lake.partitions.len();
-    let q = inspect::quarantine(stack, "stream/").await?;
+    let q = inspect::stream_quarantine(stack).await?;
     report.quarantined_by_reason = q.readings_by_reason();
     report.unreadable_by_reason = q.unreadable_by_reason();
     if let Some(p) = &platform.proxy {

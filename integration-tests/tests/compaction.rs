@@ -39,7 +39,9 @@ async fn a_compacted_lake_holds_the_same_rows_sorted_by_subject() {
     onboard::add_partner(&p.stack, "research", RESEARCH_POLICY, &jwks)
         .await
         .unwrap();
-    let erased = run_erasure(&p, fleet(), &mut |_| {}).await.unwrap();
+    let erased = Box::pin(run_erasure(&p, fleet(), &mut |_| {}))
+        .await
+        .unwrap();
     assert!(erased.adds_up(), "{erased:?}");
     assert!(
         erased.evidence.files_rewritten.len() < r.partitions,

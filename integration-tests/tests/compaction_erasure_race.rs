@@ -256,6 +256,7 @@ async fn world() -> World {
             subject_id: GONE.into(),
             aliases: Vec::new(),
             devices: Vec::new(),
+            periods: Vec::new(),
             request_id: "erasure-race".into(),
             requested_by: "dpo@example.org".into(),
             reason: "GDPR Art. 17".into(),

@@ -67,7 +67,7 @@ async fn a_message_claiming_another_device_reaches_neither_the_lake_nor_alerting
         inspect::lake(s).await.unwrap().rows.is_empty(),
         "nothing reaches the lake"
     );
-    let q = inspect::quarantine(s, "stream/").await.unwrap();
+    let q = inspect::stream_quarantine(s).await.unwrap();
     assert_eq!(
         q.readings_by_reason().get(&Reason::DeviceMismatch),
         Some(&2),

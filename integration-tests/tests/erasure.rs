@@ -33,7 +33,9 @@ async fn an_erased_patient_is_gone_from_the_lake_with_proof_and_stays_gone() {
         .await
         .unwrap();
 
-    let r = run_erasure(&p, fleet(), &mut |_| {}).await.unwrap();
+    let r = Box::pin(run_erasure(&p, fleet(), &mut |_| {}))
+        .await
+        .unwrap();
     assert!(r.subject_rows_before > 0, "{r:?}");
     assert_eq!(r.subject_rows_after, 0, "no row of the patient");
     assert_eq!(r.evidence.rows_removed, r.subject_rows_before);

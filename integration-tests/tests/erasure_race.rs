@@ -209,6 +209,7 @@ async fn request_erasure(sdk: &aws_config::SdkConfig, table: &str, id: &str) -> 
             subject_id: "subj-gone".into(),
             aliases: Vec::new(),
             devices: Vec::new(),
+            periods: Vec::new(),
             request_id: id.into(),
             requested_by: "dpo".into(),
             reason: "Art. 17".into(),

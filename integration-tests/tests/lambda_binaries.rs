@@ -58,6 +58,6 @@ async fn the_stream_ingest_binary_handles_the_sample_kinesis_event() {
             .count();
     }
     assert_eq!(lines, 4);
-    let q = inspect::quarantine(stack, "stream/").await.unwrap();
+    let q = inspect::stream_quarantine(stack).await.unwrap();
     assert_eq!(q.unreadable_by_reason().get(&Reason::NotJson), Some(&1));
 }

@@ -374,6 +374,7 @@ async fn requested() -> MemoryErasures {
             subject_id: GONE.into(),
             aliases: Vec::new(),
             devices: Vec::new(),
+            periods: Vec::new(),
             request_id: "req-bob".into(),
             requested_by: "dpo@example.org".into(),
             reason: "GDPR Art. 17".into(),

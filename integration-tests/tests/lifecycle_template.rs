@@ -154,3 +154,31 @@ fn every_output_the_cli_reads_is_declared() {
         );
     }
 }
+
+#[test]
+fn what_no_subject_stands_behind_is_quarantined_for_days_and_file_ingest_knows_the_lake_s_years() {
+    let t = template();
+    let rules = t["Resources"]["QuarantineBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+        .as_sequence()
+        .unwrap();
+    let prefix = stream_ingest::handler::UNATTRIBUTED_PREFIX;
+    let rule = rules
+        .iter()
+        .find(|r| r["Prefix"].as_str() == Some(prefix))
+        .expect("a rule for the prefix stream-ingest writes unattributed records under");
+    assert_eq!(
+        text(&rule["ExpirationInDays"]),
+        "!Ref UnattributedQuarantineDays"
+    );
+    let days = &t["Parameters"]["UnattributedQuarantineDays"];
+    assert!(days["MaxValue"].as_u64().unwrap() <= 30, "days, not years");
+    let policy =
+        serde_json::to_string(&t["Resources"]["StreamIngestRole"]["Properties"]["Policies"])
+            .unwrap();
+    assert!(policy.contains(&format!("/{prefix}*")), "{policy}");
+    let f = &t["Resources"]["FileIngestFunction"]["Properties"];
+    assert_eq!(
+        text(&f["Environment"]["Variables"]["LAKE_RETENTION_YEARS"]),
+        "!Ref LakeRetentionYears"
+    );
+}

@@ -813,6 +813,7 @@ async fn a_tombstoned_subject_is_never_exported_even_before_the_lake_is_rewritte
             subject_id: "subject-adult-7".into(),
             aliases: Vec::new(),
             devices: Vec::new(),
+            periods: Vec::new(),
             request_id: "erasure-1".into(),
             requested_by: "dpo".into(),
             reason: "Art. 17".into(),

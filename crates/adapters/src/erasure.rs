@@ -26,11 +26,28 @@ pub struct ErasureRequest {
     /// assignments removed then): the pass finds the subject's rows among the rejected
     /// rows of raw files and quarantine reports by them.
     pub devices: Vec<String>,
+    /// When each of those devices was the subject's (its assignments, as removed): what
+    /// a device said then is the subject's, in any copy.
+    pub periods: Vec<DevicePeriod>,
     pub requested_at: i64,
     /// When the lake was verified free of the subject; `None` while pending.
     pub completed_at: Option<i64>,
     /// The audit record with the evidence.
     pub evidence: Option<String>,
+}
+
+/// A device assigned to a subject from `from` until `to` (epoch ms; `None`: open).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DevicePeriod {
+    pub device_id: String,
+    pub from: i64,
+    pub to: Option<i64>,
+}
+
+impl DevicePeriod {
+    pub fn covers(&self, at: i64) -> bool {
+        at >= self.from && self.to.is_none_or(|to| at < to)
+    }
 }
 
 /// Port: the erasure table.
@@ -92,6 +109,9 @@ fn from_item(item: &std::collections::HashMap<String, AttributeValue>) -> Option
             .and_then(|v| v.as_l().ok())
             .map(|l| l.iter().filter_map(|a| a.as_s().ok().cloned()).collect())
             .unwrap_or_default(),
+        periods: text("periods")
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
         requested_at: num("requested_at")?,
         completed_at: num("completed_at"),
         evidence: text("evidence"),
@@ -115,6 +135,11 @@ impl ErasureRequests for DynamoErasures {
             .item(
                 "devices",
                 AttributeValue::L(r.devices.iter().map(|d| s(d)).collect()),
+            )
+            .item(
+                "periods",
+                s(&serde_json::to_string(&r.periods)
+                    .map_err(|e| AwsError::permanent("dynamodb:PutItem", e.to_string()))?),
             )
             .item("requested_at", n(r.requested_at))
             .condition_expression("attribute_not_exists(subject_id)")

@@ -41,7 +41,7 @@ pub use aws::{ConfigError, env_number, env_var, load_config, s3_client, with_cli
 pub use aws_config::SdkConfig;
 pub use dedup::{Claim, DedupStore, DynamoDedup, MemoryDedup, SourceManifest};
 pub use emf::Metrics;
-pub use erasure::{DynamoErasures, ErasureRequest, ErasureRequests, MemoryErasures};
+pub use erasure::{DevicePeriod, DynamoErasures, ErasureRequest, ErasureRequests, MemoryErasures};
 pub use erasure_passes::{DynamoErasurePasses, ErasurePass, ErasurePasses, MemoryErasurePasses};
 pub use error::AwsError;
 pub use exports::{

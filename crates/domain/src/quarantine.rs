@@ -44,6 +44,24 @@ pub struct RejectedReading {
     pub detail: String,
 }
 
+impl QuarantineEntry {
+    /// No subject stands behind it: the device is unknown, or no reading of the record
+    /// fell in an assignment (every one was rejected as `device_unassigned`).
+    pub fn is_unattributed(&self) -> bool {
+        match self.reason {
+            Some(r) => r == crate::Reason::UnknownDevice,
+            None => {
+                !self.rejected.is_empty()
+                    && self.readings_total == Some(self.rejected.len())
+                    && self
+                        .rejected
+                        .iter()
+                        .all(|r| r.reason == crate::Reason::DeviceUnassigned)
+            }
+        }
+    }
+}
+
 impl RejectedReading {
     pub fn new(index: usize, r: Rejection) -> RejectedReading {
         RejectedReading {

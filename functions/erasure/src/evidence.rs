@@ -88,6 +88,9 @@ pub struct UnitEvidence {
     /// unit clears the raw copies by them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub raw_lines: BTreeMap<String, Lines>,
+    /// A day of the stream's quarantine: the subjects' records removed from it.
+    #[serde(default)]
+    pub quarantine_records_removed: usize,
 }
 
 /// Copies of the subjects' data outside the lake, and what became of them.
@@ -142,6 +145,12 @@ pub struct ErasureEvidence {
     pub requests: Vec<String>,
     /// Lake partitions, each one unit of the pass.
     pub partitions: usize,
+    /// Days of the stream's quarantine, each one unit of the pass, and the subjects'
+    /// records removed from them.
+    #[serde(default)]
+    pub quarantine_days: usize,
+    #[serde(default)]
+    pub stream_quarantine_records_removed: usize,
     pub files_read: usize,
     /// File versions whose footer alone showed none of the subjects (not downloaded).
     pub versions_cleared_by_footer: usize,

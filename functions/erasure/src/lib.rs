@@ -19,6 +19,7 @@ pub mod exports;
 pub mod lake_file;
 pub mod partition;
 pub mod pass;
+pub mod quarantine;
 pub mod raw;
 pub mod versions;
 
@@ -205,7 +206,7 @@ async fn units<X: ErasurePorts>(
             failed.push(id);
             continue;
         };
-        match job.unit(&unit, now_ms()).await {
+        match Box::pin(job.unit(&unit, now_ms())).await {
             Ok(Some(ev)) => report(&ev),
             Ok(None) => {}
             Err(e) => {
@@ -323,6 +324,7 @@ mod tests {
             subject_id: subject.into(),
             aliases: Vec::new(),
             devices: Vec::new(),
+            periods: Vec::new(),
             request_id: format!("req-{subject}"),
             requested_by: "dpo@example.org".into(),
             reason: "GDPR Art. 17".into(),

@@ -26,6 +26,9 @@ use crate::partition::erase_partition;
 use crate::raw::Lines;
 use crate::versions::Bucket;
 
+/// Where stream-ingest quarantines the records a subject stands behind.
+const QUARANTINE_PREFIX: &str = "stream/";
+
 /// A pass that has not finished a day after it started is replaced by the next
 /// scheduled run (its units were dead-lettered, or its last unit never finished).
 pub const STALE_AFTER_MS: i64 = 23 * 3_600_000;
@@ -82,11 +85,28 @@ pub struct Erasure<X: ErasurePorts> {
     pub part_bytes: usize,
 }
 
-/// One unit of a pass: a lake partition (`metric=…/year=…/month=…/day=…`).
+/// One unit of a pass: a lake partition (`metric=…/year=…/month=…/day=…`), or a day of
+/// the stream's quarantine (`stream/year=…/month=…/day=…/`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Unit {
     pub pass: String,
     pub partition: String,
+    #[serde(default, skip_serializing_if = "UnitKind::is_lake")]
+    pub kind: UnitKind,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitKind {
+    #[default]
+    Lake,
+    StreamQuarantine,
+}
+
+impl UnitKind {
+    fn is_lake(&self) -> bool {
+        *self == UnitKind::Lake
+    }
 }
 
 /// What a scheduled run did.
@@ -125,10 +145,11 @@ impl<X: ErasurePorts> Erasure<X> {
             .iter()
             .filter_map(|v| Partition::from_object_key(&v.key))
             .collect();
+        let days = self.quarantine_days(&pending).await?;
         let pass = ErasurePass {
             id: format!("erasure-{now_ms}"),
             requests: pending.iter().map(|r| r.request_id.clone()).collect(),
-            total: partitions.len() as u32,
+            total: (partitions.len() + days.len()) as u32,
             done: 0,
             started_at: now_ms,
             evidence: None,
@@ -140,16 +161,19 @@ impl<X: ErasurePorts> Erasure<X> {
         {
             return Ok(Planned::Running);
         }
-        if partitions.is_empty() {
+        if pass.total == 0 {
             let ev = self.finalize(&pass, now_ms).await?;
             return Ok(Planned::Finished(Box::new(ev)));
         }
-        let units: Vec<String> = partitions
-            .iter()
-            .map(|p| {
+        let lake = partitions.iter().map(|p| (p.to_string(), UnitKind::Lake));
+        let quarantine = days.into_iter().map(|d| (d, UnitKind::StreamQuarantine));
+        let units: Vec<String> = lake
+            .chain(quarantine)
+            .map(|(partition, kind)| {
                 serde_json::to_string(&Unit {
                     pass: pass.id.clone(),
-                    partition: p.to_string(),
+                    partition,
+                    kind,
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -174,23 +198,27 @@ impl<X: ErasurePorts> Erasure<X> {
         if pass.evidence.is_some() {
             return Ok(None);
         }
-        let p: Partition = unit.partition.parse()?;
-        let subjects: BTreeSet<String> = self
-            .requests_of(&pass)
-            .await?
-            .into_iter()
-            .map(|r| r.subject_id)
-            .collect();
-        let files = FileErasure {
-            lake: Bucket {
-                objects: &self.objects,
-                name: &self.lake_bucket,
-            },
-            subjects: &subjects,
-            part_bytes: self.part_bytes,
+        let requests = self.requests_of(&pass).await?;
+        let ev = match unit.kind {
+            UnitKind::Lake => {
+                let p: Partition = unit.partition.parse()?;
+                let subjects: BTreeSet<String> =
+                    requests.iter().map(|r| r.subject_id.clone()).collect();
+                let files = FileErasure {
+                    lake: Bucket {
+                        objects: &self.objects,
+                        name: &self.lake_bucket,
+                    },
+                    subjects: &subjects,
+                    part_bytes: self.part_bytes,
+                };
+                // Boxed: the rewrite's future is large (kept off the caller's stack).
+                Box::pin(erase_partition(&files, p)).await?
+            }
+            UnitKind::StreamQuarantine => {
+                Box::pin(self.quarantine_day(&unit.partition, &requests)).await?
+            }
         };
-        // Boxed: the rewrite's future is large (kept off the caller's stack).
-        let ev = Box::pin(erase_partition(&files, p)).await?;
         let record = serde_json::to_string(&ev)?;
         let pass = self
             .passes
@@ -202,6 +230,93 @@ impl<X: ErasurePorts> Erasure<X> {
             }
             _ => Ok(None),
         }
+    }
+
+    /// The days of the stream's quarantine that can hold a record of the requests'
+    /// subjects: from the earliest assignment of any of their devices (every day, for a
+    /// request that recorded none).
+    async fn quarantine_days(
+        &self,
+        pending: &[ErasureRequest],
+    ) -> Result<Vec<String>, ErasureError> {
+        let Some(c) = &self.copies else {
+            return Ok(Vec::new());
+        };
+        if pending.iter().all(|r| r.devices.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let from = pending
+            .iter()
+            .flat_map(|r| r.periods.iter().map(|p| p.from))
+            .min()
+            .filter(|_| {
+                pending
+                    .iter()
+                    .all(|r| !r.periods.is_empty() || r.devices.is_empty())
+            });
+        let first = from.map(pulselake_domain::time::Date::from_epoch_ms);
+        let mut days = Vec::new();
+        let dirs = |prefix: String| async move {
+            self.objects.list_dirs(&c.quarantine_bucket, &prefix).await
+        };
+        for year in dirs(QUARANTINE_PREFIX.to_owned()).await? {
+            for month in dirs(year).await? {
+                for day in dirs(month).await? {
+                    let date = quarantine_date(&day);
+                    if first.is_none_or(|f| date.is_none_or(|d| d >= f)) {
+                        days.push(day);
+                    }
+                }
+            }
+        }
+        Ok(days)
+    }
+
+    /// A unit of the stream's quarantine: the day's reports without the subjects'
+    /// records.
+    async fn quarantine_day(
+        &self,
+        day: &str,
+        requests: &[ErasureRequest],
+    ) -> Result<UnitEvidence, ErasureError> {
+        let mut ev = UnitEvidence {
+            partition: day.to_owned(),
+            verification: crate::evidence::Verification::nothing_to_check(),
+            ..UnitEvidence::default()
+        };
+        let Some(c) = &self.copies else {
+            return Ok(ev);
+        };
+        // A request recorded before periods were kept: its devices at any time.
+        let periods: Vec<pulselake_adapters::DevicePeriod> = requests
+            .iter()
+            .flat_map(|r| {
+                if r.periods.is_empty() {
+                    r.devices
+                        .iter()
+                        .map(|d| pulselake_adapters::DevicePeriod {
+                            device_id: d.clone(),
+                            from: i64::MIN,
+                            to: None,
+                        })
+                        .collect()
+                } else {
+                    r.periods.clone()
+                }
+            })
+            .collect();
+        let quarantine = Bucket {
+            objects: &self.objects,
+            name: &c.quarantine_bucket,
+        };
+        match crate::quarantine::clear_stream_day(&quarantine, day, &periods).await {
+            Ok((_, removed)) => ev.quarantine_records_removed = removed,
+            Err(e) => {
+                ev.failures.push(Failure::of(day, &e));
+                ev.verification.passed = false;
+            }
+        }
+        Ok(ev)
     }
 
     async fn pending(&self) -> Result<Vec<ErasureRequest>, ErasureError> {
@@ -245,11 +360,16 @@ impl<X: ErasurePorts> Erasure<X> {
         for record in self.passes.units(&pass.id).await? {
             let mut u: UnitEvidence = serde_json::from_str(&record)?;
             units += 1;
+            if u.partition.starts_with(QUARANTINE_PREFIX) {
+                ev.quarantine_days += 1;
+                ev.stream_quarantine_records_removed += u.quarantine_records_removed;
+            }
             for (source, lines) in std::mem::take(&mut u.raw_lines) {
                 raw_lines.entry(source).or_default().merge(lines);
             }
             ev.add_unit(u);
         }
+        ev.partitions -= ev.quarantine_days.min(ev.partitions);
         if units < pass.total as usize {
             ev.failures.push(Failure {
                 object: "pass".into(),
@@ -274,7 +394,7 @@ impl<X: ErasurePorts> Erasure<X> {
                 copies,
                 part_bytes: self.part_bytes,
             };
-            ev.add_copies(c.clear(&pending, &raw_lines).await?);
+            ev.add_copies(Box::pin(c.clear(&pending, &raw_lines)).await?);
         }
         if let Some(bucket) = &self.exports_bucket {
             let subjects: BTreeSet<String> = pending.iter().map(|r| r.subject_id.clone()).collect();
@@ -285,7 +405,7 @@ impl<X: ErasurePorts> Erasure<X> {
                 partners: &self.partners,
                 secrets: &self.secrets,
             };
-            let mut exports = e.clear(&subjects).await?;
+            let mut exports = Box::pin(e.clear(&subjects)).await?;
             ev.failures.append(&mut exports.failures);
             ev.exports = exports;
         }
@@ -369,6 +489,21 @@ impl<X: ErasurePorts> Erasure<X> {
         }
         Ok(all)
     }
+}
+
+/// The day of a quarantine folder `stream/year=YYYY/month=MM/day=DD/`.
+fn quarantine_date(dir: &str) -> Option<pulselake_domain::time::Date> {
+    let mut parts = dir.strip_prefix(QUARANTINE_PREFIX)?.split('/');
+    let mut value = |name: &str| -> Option<i32> {
+        parts
+            .next()?
+            .strip_prefix(name)?
+            .strip_prefix('=')?
+            .parse()
+            .ok()
+    };
+    let (y, m, d) = (value("year")?, value("month")?, value("day")?);
+    pulselake_domain::time::Date::new(y, u8::try_from(m).ok()?, u8::try_from(d).ok()?)
 }
 
 fn expiry(now_ms: i64) -> i64 {

@@ -67,7 +67,7 @@ impl Marks {
 }
 
 /// Whether `text` holds `id` as a whole token (not inside a longer id).
-fn names(text: &[u8], id: &[u8]) -> bool {
+pub(crate) fn names(text: &[u8], id: &[u8]) -> bool {
     let id_byte = |b: u8| b.is_ascii_alphanumeric() || b"-_.:".contains(&b);
     !id.is_empty()
         && memmem::find_iter(text, id).any(|at| {

@@ -234,14 +234,25 @@ impl<S: RecordSink, Q: ObjectWriter, R: RegistryLookup> Ingest<S, Q, R> {
             }
         }
 
-        // 4. Deliver and quarantine concurrently.
-        let quarantine_body = quarantine_report(&quarantined);
-        let key = quarantine_key(records);
+        // 4. Deliver and quarantine concurrently. What no subject stands behind (an
+        // unknown or unassigned device) is kept days, not years, under its own prefix.
+        let (unattributed, attributed): (Vec<_>, Vec<_>) =
+            quarantined.iter().partition(|(_, e)| e.is_unattributed());
         let firehose_records = packer.records();
-        let (report, quarantine_result) = tokio::join!(
-            deliver(&self.sink, &firehose_records, deadline, self.retry),
-            self.write_quarantine(&key, quarantine_body, deadline),
+        let (key, unattributed_key) = (
+            quarantine_key(QUARANTINE_PREFIX, records),
+            quarantine_key(UNATTRIBUTED_PREFIX, records),
         );
+        let (report, quarantine_result, unattributed_result) = tokio::join!(
+            deliver(&self.sink, &firehose_records, deadline, self.retry),
+            self.write_quarantine(&key, quarantine_report(&attributed), deadline),
+            self.write_quarantine(
+                &unattributed_key,
+                quarantine_report(&unattributed),
+                deadline
+            ),
+        );
+        let quarantine_result = quarantine_result.and(unattributed_result);
 
         // 5. Whatever could not be finished goes back to Lambda by sequence number.
         let mut failed: BTreeSet<u32> = BTreeSet::new();
@@ -347,7 +358,7 @@ fn entry_for(
     }
 }
 
-fn quarantine_report(entries: &[(u32, QuarantineEntry)]) -> Vec<u8> {
+fn quarantine_report(entries: &[&(u32, QuarantineEntry)]) -> Vec<u8> {
     let mut body = Vec::new();
     for (_, e) in entries {
         if serde_json::to_writer(&mut body, e).is_ok() {
@@ -357,10 +368,17 @@ fn quarantine_report(entries: &[(u32, QuarantineEntry)]) -> Vec<u8> {
     body
 }
 
-/// `stream/year=YYYY/month=MM/day=DD/<shard>/<first seq>-<last seq>.ndjson`: deterministic
-/// for a batch, so Lambda retrying the same batch overwrites rather than duplicates;
-/// shard and sequence numbers only, no identifier of a device or patient.
-pub fn quarantine_key(records: &[StreamRecord]) -> String {
+/// Where records a subject stands behind are quarantined (kept as long as the lake).
+pub const QUARANTINE_PREFIX: &str = "stream/";
+/// Where records no subject stands behind are quarantined (an unknown device, one
+/// assigned to nobody then): kept days, so a retired device's chatter is not kept for
+/// years (the bucket's lifecycle rule for this prefix).
+pub const UNATTRIBUTED_PREFIX: &str = "stream-unattributed/";
+
+/// `<prefix>year=YYYY/month=MM/day=DD/<shard>/<first seq>-<last seq>.ndjson`:
+/// deterministic for a batch, so Lambda retrying the same batch overwrites rather than
+/// duplicates; shard and sequence numbers only, no identifier of a device or patient.
+pub fn quarantine_key(prefix: &str, records: &[StreamRecord]) -> String {
     let first = records.first();
     let date = Date::from_epoch_ms(first.map_or(0, StreamRecord::arrival_ms));
     let shard = first.map_or("unknown-shard", StreamRecord::shard_id);
@@ -369,7 +387,7 @@ pub fn quarantine_key(records: &[StreamRecord]) -> String {
             .to_owned()
     };
     format!(
-        "stream/year={:04}/month={:02}/day={:02}/{shard}/{}-{}.ndjson",
+        "{prefix}year={:04}/month={:02}/day={:02}/{shard}/{}-{}.ndjson",
         date.year,
         date.month,
         date.day,

@@ -128,7 +128,10 @@ async fn run() -> Result<()> {
 
     println!();
     println!("Erasure: one patient asks to be forgotten (GDPR Art. 17)");
-    let erased = run_erasure(&platform, fleet, &mut |line| println!("  {line}")).await?;
+    let erased = Box::pin(run_erasure(&platform, fleet, &mut |line| {
+        println!("  {line}")
+    }))
+    .await?;
     print_erasure(&erased);
 
     println!();
