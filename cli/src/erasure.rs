@@ -26,6 +26,8 @@ pub struct Recorded {
     /// Device assignments removed (the subject's devices no longer speak for them).
     pub assignments_removed: usize,
     pub aliases_removed: usize,
+    /// The devices that were the subject's (to retire, if ops choose to).
+    pub devices: Vec<String>,
 }
 
 impl<E: ErasureRequests, R: RegistryAdmin, A: AliasAdmin> ErasureAdmin<'_, E, R, A> {
@@ -78,7 +80,7 @@ impl<E: ErasureRequests, R: RegistryAdmin, A: AliasAdmin> ErasureAdmin<'_, E, R,
                 requested_by: requested_by.to_owned(),
                 reason: reason.to_owned(),
                 aliases: aliases.clone(),
-                devices: theirs,
+                devices: theirs.clone(),
                 periods,
                 requested_at: now_ms,
                 completed_at: None,
@@ -106,6 +108,7 @@ impl<E: ErasureRequests, R: RegistryAdmin, A: AliasAdmin> ErasureAdmin<'_, E, R,
             request_id,
             assignments_removed,
             aliases_removed,
+            devices: theirs,
         })
     }
 

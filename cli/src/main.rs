@@ -56,6 +56,11 @@ enum ErasureCommand {
         /// Why (e.g. "GDPR Art. 17, request 2026-118").
         #[arg(long)]
         reason: String,
+        /// Also retire the subject's devices (their certificates revoked: they can no
+        /// longer connect). Without it the devices stay, unassigned, for reassignment;
+        /// either way nothing they send is kept under the subject.
+        #[arg(long)]
+        retire_devices: bool,
     },
     /// Requests with their status and evidence (no subject ids), and the latest pass's
     /// progress.
@@ -81,12 +86,27 @@ async fn erasure(
             subject,
             by,
             reason,
+            retire_devices,
         } => {
-            let r = admin.request(&subject, &by, &reason, now_ms()).await?;
+            let now = now_ms();
+            let r = admin.request(&subject, &by, &reason, now).await?;
             println!(
                 "{}: recorded; {} device assignment(s) and {} alias(es) removed; the erasure function completes it (see `pulselake erasure list`)",
                 r.request_id, r.assignments_removed, r.aliases_removed
             );
+            if retire_devices {
+                let identities = IotIdentities::from_config(sdk, &names.device_policy);
+                let devices = Devices {
+                    registry: &registry,
+                    identities: &identities,
+                    aliases: &aliases,
+                    credentials_dir: None,
+                };
+                for d in &r.devices {
+                    let revoked = devices.deactivate(d, now).await?;
+                    println!("{d}: retired ({revoked} certificate(s) revoked)");
+                }
+            }
         }
         ErasureCommand::List => {
             for line in admin.list().await? {

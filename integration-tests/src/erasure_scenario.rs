@@ -44,6 +44,8 @@ pub struct ErasureReport {
     /// of range while assigned), before the request and after the pass.
     pub stream_quarantine_before: usize,
     pub stream_quarantine_after: usize,
+    /// Alert state items of the patient and the heartbeat of their device, after the pass.
+    pub traces_after: usize,
     pub earlier_export_still_holds_subject: bool,
     pub earlier_export_matches_manifest: bool,
 }
@@ -65,6 +67,7 @@ impl ErasureReport {
             && self.earlier_export_resources.1 < self.earlier_export_resources.0
             && self.stream_quarantine_before > 0
             && self.stream_quarantine_after == 0
+            && self.traces_after == 0
     }
 }
 
@@ -170,6 +173,13 @@ pub async fn run_erasure(
     ));
     report.subject_rows_after = lake_rows(p, &is_subject).await?.0;
     report.stream_quarantine_after = in_quarantine(&inspect::stream_quarantine(s).await?);
+    report.traces_after = traces(s, &subject, &device).await?;
+    progress(format!(
+        "alert state of the patient and their device's heartbeat: {} and {} removed, {} left",
+        report.evidence.alert_states_removed,
+        report.evidence.heartbeats_removed,
+        report.traces_after
+    ));
     progress(format!(
         "{} of the patient's records in the stream's quarantine (a value out of range) removed; {} left",
         report.evidence.stream_quarantine_records_removed, report.stream_quarantine_after
@@ -232,6 +242,24 @@ pub async fn run_erasure(
     firehose::flush(s).await?;
     report.later_rows_in_lake = lake_rows(p, &is_subject).await?.0;
     Ok(report)
+}
+
+/// Items that name the subject (alert state) or hold their device's heartbeat.
+async fn traces(s: &crate::provision::Stack, subject: &str, device: &str) -> Result<usize> {
+    let mut n = 0;
+    for (table, key) in [
+        (&s.names.alert_state_table, "key"),
+        (&s.names.heartbeat_table, "device_id"),
+    ] {
+        let items = s.dynamodb.scan().table_name(table).send().await?;
+        n += items
+            .items()
+            .iter()
+            .filter_map(|i| i.get(key)?.as_s().ok())
+            .filter(|k| k.starts_with(&format!("{subject}#")) || k.as_str() == device)
+            .count();
+    }
+    Ok(n)
 }
 
 /// A system export by `client`: the patients it holds, the deletions' URLs, the

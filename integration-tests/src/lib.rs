@@ -226,6 +226,8 @@ impl LocalPlatform {
                 exports_bucket: names.exports_bucket.clone(),
                 jobs_table: names.export_jobs_table.clone(),
                 partners_table: names.partners_table.clone(),
+                alert_state_table: names.alert_state_table.clone(),
+                heartbeats_table: names.heartbeat_table.clone(),
             },
             &sdk,
         )

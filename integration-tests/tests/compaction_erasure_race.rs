@@ -202,6 +202,8 @@ where
     type Jobs = pulselake_adapters::MemoryExportJobs;
     type Partners = pulselake_adapters::MemoryPartners;
     type Secrets = pulselake_adapters::MemorySecrets;
+    type Alerts = pulselake_adapters::MemoryAlertStates;
+    type Heartbeats = pulselake_adapters::MemoryHeartbeats;
 }
 
 struct World {
@@ -306,6 +308,8 @@ impl World {
             partners: Default::default(),
             secrets: Default::default(),
             exports_bucket: None,
+            alerts: Default::default(),
+            heartbeats: Default::default(),
             part_bytes: erasure::lake_file::PART_BYTES,
         }
     }

@@ -57,6 +57,8 @@ where
     type Jobs = pulselake_adapters::MemoryExportJobs;
     type Partners = pulselake_adapters::MemoryPartners;
     type Secrets = pulselake_adapters::MemorySecrets;
+    type Alerts = pulselake_adapters::MemoryAlertStates;
+    type Heartbeats = pulselake_adapters::MemoryHeartbeats;
 }
 
 struct Racing {
@@ -281,6 +283,8 @@ async fn a_file_replaced_during_the_rewrite_loses_neither_change() {
         partners: Default::default(),
         secrets: Default::default(),
         exports_bucket: None,
+        alerts: Default::default(),
+        heartbeats: Default::default(),
         part_bytes: erasure::lake_file::PART_BYTES,
     };
 
@@ -399,6 +403,8 @@ async fn a_file_larger_than_a_part_is_rewritten_by_a_multipart_upload() {
         partners: Default::default(),
         secrets: Default::default(),
         exports_bucket: None,
+        alerts: Default::default(),
+        heartbeats: Default::default(),
         part_bytes: pulselake_adapters::MIN_PART,
     };
     let ev = job

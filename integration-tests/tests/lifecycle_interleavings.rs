@@ -288,6 +288,8 @@ where
     type Jobs = pulselake_adapters::MemoryExportJobs;
     type Partners = pulselake_adapters::MemoryPartners;
     type Secrets = pulselake_adapters::MemorySecrets;
+    type Alerts = pulselake_adapters::MemoryAlertStates;
+    type Heartbeats = pulselake_adapters::MemoryHeartbeats;
 }
 
 fn partition() -> Partition {
@@ -363,6 +365,8 @@ where
         partners: Default::default(),
         secrets: Default::default(),
         exports_bucket: None,
+        alerts: Default::default(),
+        heartbeats: Default::default(),
         part_bytes: 16 << 20,
     }
 }

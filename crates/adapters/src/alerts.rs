@@ -38,6 +38,10 @@ pub trait AlertStates: Send + Sync {
         new: &StoredState,
         expires_at: i64,
     ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+
+    /// Removes every (subject, rule) pair of `subject` (an erasure); how many there were.
+    fn forget_subject(&self, subject: &str)
+    -> impl Future<Output = Result<usize, AwsError>> + Send;
 }
 
 /// Port: where alerts go.
@@ -81,6 +85,31 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Option<(String, StoredState
 }
 
 impl AlertStates for DynamoAlertStates {
+    async fn forget_subject(&self, subject: &str) -> Result<usize, AwsError> {
+        let items = crate::aws::scan_items(
+            self.client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(#k, :subject)")
+                .expression_attribute_names("#k", "key")
+                .expression_attribute_values(":subject", AttributeValue::S(format!("{subject}#")))
+                .projection_expression("#k"),
+        )
+        .await?;
+        for item in &items {
+            if let Some(key) = item.get("key") {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("key", key.clone())
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("dynamodb:DeleteItem", e))?;
+            }
+        }
+        Ok(items.len())
+    }
+
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, StoredState>, AwsError> {
         const OP: &str = "dynamodb:BatchGetItem";
         let mut out = HashMap::with_capacity(keys.len());
@@ -237,6 +266,14 @@ pub struct MemoryAlertStates {
 }
 
 impl AlertStates for MemoryAlertStates {
+    async fn forget_subject(&self, subject: &str) -> Result<usize, AwsError> {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        let before = items.len();
+        let prefix = format!("{subject}#");
+        items.retain(|k, _| !k.starts_with(&prefix));
+        Ok(before - items.len())
+    }
+
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, StoredState>, AwsError> {
         let items = self.items.lock().unwrap_or_else(|p| p.into_inner());
         Ok(keys

@@ -35,6 +35,10 @@ pub trait Heartbeats: Send + Sync {
         current: &Heartbeat,
         new: Option<&Silent>,
     ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+
+    /// Removes the heartbeats of `devices` (an erasure: while theirs, a device's last
+    /// sign of life, and a declared silence, are the subject's); how many there were.
+    fn forget(&self, devices: &[String]) -> impl Future<Output = Result<usize, AwsError>> + Send;
 }
 
 pub struct DynamoHeartbeats {
@@ -78,6 +82,23 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Option<(String, Heartbeat)>
 }
 
 impl Heartbeats for DynamoHeartbeats {
+    async fn forget(&self, devices: &[String]) -> Result<usize, AwsError> {
+        let mut n = 0;
+        for d in devices {
+            let out = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key("device_id", AttributeValue::S(d.clone()))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("dynamodb:DeleteItem", e))?;
+            n += usize::from(out.attributes().is_some());
+        }
+        Ok(n)
+    }
+
     async fn beat(&self, device_id: &str, at: i64, expires_at: i64) -> Result<(), AwsError> {
         const OP: &str = "dynamodb:UpdateItem";
         let result = self
@@ -163,6 +184,14 @@ pub struct MemoryHeartbeats {
 }
 
 impl Heartbeats for MemoryHeartbeats {
+    async fn forget(&self, devices: &[String]) -> Result<usize, AwsError> {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(devices
+            .iter()
+            .filter(|d| items.remove(*d).is_some())
+            .count())
+    }
+
     async fn beat(&self, device_id: &str, at: i64, _expires_at: i64) -> Result<(), AwsError> {
         self.beats
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -19,6 +19,9 @@ pub struct Config {
     pub exports_bucket: String,
     pub jobs_table: String,
     pub partners_table: String,
+    /// Alert state and device heartbeats: the subjects' go too.
+    pub alert_state_table: String,
+    pub heartbeats_table: String,
 }
 
 impl Config {
@@ -36,6 +39,8 @@ impl Config {
             exports_bucket: env_var("EXPORTS_BUCKET")?,
             jobs_table: env_var("EXPORT_JOBS_TABLE")?,
             partners_table: env_var("PARTNERS_TABLE")?,
+            alert_state_table: env_var("ALERT_STATE_TABLE")?,
+            heartbeats_table: env_var("HEARTBEATS_TABLE")?,
         })
     }
 }

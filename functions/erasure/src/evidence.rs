@@ -159,6 +159,11 @@ pub struct ErasureEvidence {
     pub old_versions_deleted: usize,
     #[serde(flatten)]
     pub copies: CopiesEvidence,
+    /// Alert state of the subjects and heartbeats of their devices, removed.
+    #[serde(default)]
+    pub alert_states_removed: usize,
+    #[serde(default)]
+    pub heartbeats_removed: usize,
     /// Exports not yet downloaded, cleared of the subjects.
     #[serde(flatten)]
     pub exports: crate::exports::ExportsEvidence,

@@ -27,8 +27,9 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
 use pulselake_adapters::lambda_batch::{sqs_messages, sqs_response};
 use pulselake_adapters::{
-    AwsError, BucketAuditLog, DynamoErasurePasses, DynamoErasures, DynamoExportJobs,
-    DynamoPartners, Metrics, S3Objects, SdkConfig, SecretsManager, SqsQueue,
+    AwsError, BucketAuditLog, DynamoAlertStates, DynamoErasurePasses, DynamoErasures,
+    DynamoExportJobs, DynamoHeartbeats, DynamoPartners, Metrics, S3Objects, SdkConfig,
+    SecretsManager, SqsQueue,
 };
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +53,8 @@ impl ErasurePorts for AwsPorts {
     type Jobs = DynamoExportJobs;
     type Partners = DynamoPartners;
     type Secrets = SecretsManager;
+    type Alerts = DynamoAlertStates;
+    type Heartbeats = DynamoHeartbeats;
 }
 
 pub type AwsErasure = Erasure<AwsPorts>;
@@ -81,6 +84,8 @@ pub async fn build(config: &Config, sdk: &SdkConfig) -> Result<AwsErasure, AwsEr
         partners: DynamoPartners::from_config(sdk, &config.partners_table),
         secrets: SecretsManager::from_config(sdk),
         exports_bucket: Some(config.exports_bucket.clone()),
+        alerts: DynamoAlertStates::from_config(sdk, &config.alert_state_table),
+        heartbeats: DynamoHeartbeats::from_config(sdk, &config.heartbeats_table),
         part_bytes: lake_file::PART_BYTES,
     })
 }
@@ -287,6 +292,8 @@ mod tests {
         type Jobs = pulselake_adapters::MemoryExportJobs;
         type Partners = pulselake_adapters::MemoryPartners;
         type Secrets = pulselake_adapters::MemorySecrets;
+        type Alerts = pulselake_adapters::MemoryAlertStates;
+        type Heartbeats = pulselake_adapters::MemoryHeartbeats;
     }
 
     type MemoryJob = Erasure<MemoryPorts>;
@@ -315,6 +322,8 @@ mod tests {
             partners: Default::default(),
             secrets: Default::default(),
             exports_bucket: None,
+            alerts: Default::default(),
+            heartbeats: Default::default(),
             part_bytes: lake_file::PART_BYTES,
         }
     }
@@ -527,6 +536,8 @@ mod tests {
             type Jobs = pulselake_adapters::MemoryExportJobs;
             type Partners = pulselake_adapters::MemoryPartners;
             type Secrets = pulselake_adapters::MemorySecrets;
+            type Alerts = pulselake_adapters::MemoryAlertStates;
+            type Heartbeats = pulselake_adapters::MemoryHeartbeats;
         }
         let objects = pulselake_adapters::MemoryVersioned::default();
         let p = Partition::of(Metric::HeartRate, AT);
@@ -554,6 +565,8 @@ mod tests {
             partners: Default::default(),
             secrets: Default::default(),
             exports_bucket: None,
+            alerts: Default::default(),
+            heartbeats: Default::default(),
             part_bytes: lake_file::PART_BYTES,
         };
         j.requests.record(&request("bob")).await.unwrap();

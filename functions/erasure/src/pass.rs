@@ -9,8 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use pulselake_adapters::{
-    AuditLog, ErasurePass, ErasurePasses, ErasureRequest, ErasureRequests, ExportJobs, MemoryQueue,
-    ObjectReader, ObjectUploads, ObjectWriter, Partners, Secrets, VersionedObjects, WorkQueue,
+    AlertStates, AuditLog, ErasurePass, ErasurePasses, ErasureRequest, ErasureRequests, ExportJobs,
+    Heartbeats, MemoryQueue, ObjectReader, ObjectUploads, ObjectWriter, Partners, Secrets,
+    VersionedObjects, WorkQueue,
 };
 use pulselake_domain::Partition;
 use pulselake_domain::partition::READINGS_PREFIX;
@@ -62,6 +63,10 @@ pub trait ErasurePorts {
     type Jobs: ExportJobs;
     type Partners: Partners;
     type Secrets: Secrets;
+    /// Alert state (keyed by subject) and device heartbeats (a declared silence names
+    /// the subject): traces of the subject outside the data stores.
+    type Alerts: AlertStates;
+    type Heartbeats: Heartbeats;
 }
 
 /// The erasure job over its ports.
@@ -80,6 +85,8 @@ pub struct Erasure<X: ErasurePorts> {
     pub secrets: X::Secrets,
     /// The exports bucket (`None`: no exports to clear).
     pub exports_bucket: Option<String>,
+    pub alerts: X::Alerts,
+    pub heartbeats: X::Heartbeats,
     /// The size of the new file's parts ([`crate::lake_file::PART_BYTES`]; at least
     /// 5 MiB on S3).
     pub part_bytes: usize,
@@ -408,6 +415,10 @@ impl<X: ErasurePorts> Erasure<X> {
             let mut exports = Box::pin(e.clear(&subjects)).await?;
             ev.failures.append(&mut exports.failures);
             ev.exports = exports;
+        }
+        for r in &pending {
+            ev.alert_states_removed += self.alerts.forget_subject(&r.subject_id).await?;
+            ev.heartbeats_removed += self.heartbeats.forget(&r.devices).await?;
         }
         ev.completed = ev.verification.passed && ev.failures.is_empty();
         ev.seconds = (now_ms - pass.started_at).max(0) as f64 / 1000.0;
