@@ -46,6 +46,10 @@ pub struct ErasureReport {
     pub stream_quarantine_after: usize,
     /// Alert state items of the patient and the heartbeat of their device, after the pass.
     pub traces_after: usize,
+    /// Partitions compaction rewrote, and Observations a partner exported, while the
+    /// pass ran.
+    pub compacted_during: usize,
+    pub exported_during: usize,
     pub earlier_export_still_holds_subject: bool,
     pub earlier_export_matches_manifest: bool,
 }
@@ -112,11 +116,7 @@ pub async fn run_erasure(
         .clone();
     let is_subject = format!("subject_id = '{subject}'");
     let others = format!("subject_id <> '{subject}'");
-    let mut report = ErasureReport {
-        subject_rows_before: lake_rows(p, &is_subject).await?.0,
-        others_before: lake_rows(p, &others).await?,
-        ..ErasureReport::default()
-    };
+    let mut report = ErasureReport::default();
 
     let api = p.partner_api().await?;
     let research = PartnerClient::fixture(&api.base_url, "research")?;
@@ -148,16 +148,86 @@ pub async fn run_erasure(
     };
     report.stream_quarantine_before = in_quarantine(&inspect::stream_quarantine(s).await?);
 
+    // A last cycle from a few devices, the patient's among them: new Firehose files in
+    // today's partitions, so the compaction below has work while the pass runs.
+    let cycle: Vec<(String, Vec<u8>)> = registry
+        .iter()
+        .take(6)
+        .map(|r| {
+            let m = serde_json::json!({"v": 1, "device_id": r.device_id, "readings": [{"sensor_id": "hr-0",
+                "metric": "heart_rate", "value": 72, "unit": "/min", "measured_at": format_rfc3339_ms(invoke_now_ms() - 3000)}]});
+            (iot::topic_for(&r.device_id), m.to_string().into_bytes())
+        })
+        .collect();
+    iot::publish(s, &cycle).await?;
+    Box::pin(mapping.drain()).await?;
+    firehose::flush(s).await?;
+    report.subject_rows_before = lake_rows(p, &is_subject).await?.0;
+    report.others_before = lake_rows(p, &others).await?;
+
     let now = invoke_now_ms();
     report.request_id = onboard::request_erasure(s, &subject, now).await?;
     progress(format!(
         "erasure request {} recorded with `pulselake erasure request` (the patient's device and aliases no longer speak for them)",
         report.request_id
     ));
+    // The pass, a compaction of every partition and a partner's export, all at once.
     let mut job = Box::pin(p.erasure()).await?;
-    report.evidence = Box::pin(job.run(now + erasure::pass::DELIVERY_HORIZON_MS + 1_000))
-        .await?
-        .ok_or("the erasure pass found no pending request")?;
+    let compaction = p.compaction().await;
+    let partitions = inspect::lake_partitions(s).await?;
+    let later = now + erasure::pass::DELIVERY_HORIZON_MS + 1_000;
+    let compacting = async {
+        let mut compacted = 0;
+        for part in &partitions {
+            let o = compaction
+                .compaction
+                .compact(*part, "during-erasure", || true)
+                .await?;
+            compacted += usize::from(matches!(o, compaction::Outcome::Compacted { .. }));
+        }
+        Ok::<usize, crate::Error>(compacted)
+    };
+    let exporting = Box::pin(export_pseudonyms(&research, &token, &mut worker));
+    let (evidence, compacted, exported) =
+        tokio::join!(Box::pin(job.run(later)), compacting, exporting);
+    let mut evidence = evidence?.ok_or("the erasure pass found no pending request")?;
+    report.compacted_during = compacted?;
+    report.exported_during = exported?.3.resources.len();
+    progress(format!(
+        "while the pass ran: compaction rewrote {} partition(s) and research exported {} Observations",
+        report.compacted_during, report.exported_during
+    ));
+    // A partition that was being compacted is left to the next pass (the request stays
+    // pending until one verifies everything).
+    for next in 1..=3 {
+        if evidence.completed {
+            break;
+        }
+        progress(format!(
+            "pass {next} left {} failure(s) to the next pass ({}); compaction settles, the next pass runs",
+            evidence.failures.len(),
+            evidence
+                .failures
+                .iter()
+                .map(|f| format!("{:?}", f.kind).to_lowercase())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        for part in &partitions {
+            compaction
+                .compaction
+                .compact(*part, "settle", || true)
+                .await?;
+        }
+        let rows_before = evidence.rows_removed;
+        evidence = Box::pin(job.run(later + next * 86_400_000))
+            .await?
+            .ok_or("the next pass found no pending request")?;
+        evidence.rows_removed += rows_before;
+    }
+    report.evidence = evidence;
     progress(format!(
         "erasure pass over {} lake partitions (one unit each on the erasure queue): {} files ({} cleared by their footer alone), {} rewritten, {} rows removed, verification {}",
         report.evidence.partitions,

@@ -527,6 +527,11 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
                 }
             }
             if rows.len() as u64 != out.rows {
+                // An input rewritten while it was read (a bucket without versions reads
+                // the current one): plan again. Otherwise the plan is wrong: stop.
+                if let Some(changed) = self.changed_input(plan).await? {
+                    return self.gone(p, plan, changed).await;
+                }
                 return Err(verify_failed());
             }
             rows.sort_by(|a, b| {
@@ -553,7 +558,15 @@ impl<O: ObjectReader + ObjectWriter + VersionedObjects> Compaction<O> {
             let read = pulselake_lake::read_readings(back, p.metric)
                 .map_err(|e| AwsError::permanent("compaction verify", e.to_string()))?;
             if read.len() as u64 != out.rows || checksum(&read) != sum_in {
-                return Err(verify_failed());
+                // Not what was written (an erasure rewrote it already): the inputs still
+                // hold every row, so the outputs go and the day is planned again.
+                self.abandon(p, plan).await?;
+                return Ok(Outcome::Skipped {
+                    why: format!(
+                        "{} changed while it was verified; planned again next run",
+                        out.key
+                    ),
+                });
             }
         }
         drop(spill);
