@@ -166,7 +166,7 @@ pub struct ErasureEvidence {
     pub heartbeats_removed: usize,
     /// Exports not yet downloaded, cleared of the subjects.
     #[serde(flatten)]
-    pub exports: crate::exports::ExportsEvidence,
+    pub exports: ExportsEvidence,
     /// The final check after every unit: partitions of the days a late row could land
     /// on, read again, and the rows of the subjects found there (and removed).
     #[serde(default)]
@@ -231,4 +231,16 @@ impl ErasureEvidence {
         self.verification.passed &= c.left == 0;
         self.copies.add(c);
     }
+}
+
+/// What the pass did to the exports.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportsEvidence {
+    pub export_jobs_read: usize,
+    pub export_files_rewritten: usize,
+    pub export_resources_removed: u64,
+    /// Files of jobs that could not be checked (no partner, no key): removed whole.
+    pub export_files_removed: usize,
+    #[serde(skip)]
+    pub failures: Vec<Failure>,
 }

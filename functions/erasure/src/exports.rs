@@ -13,24 +13,11 @@ use pulselake_adapters::{
     Secrets, VersionedObjects,
 };
 use pulselake_domain::NamingKey;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::ErasureError;
-use crate::evidence::Failure;
+use crate::evidence::{ExportsEvidence, Failure};
 use crate::versions::{Bucket, NewVersion};
-
-/// What the pass did to the exports.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExportsEvidence {
-    pub export_jobs_read: usize,
-    pub export_files_rewritten: usize,
-    pub export_resources_removed: u64,
-    /// Files of jobs that could not be checked (no partner, no key): removed whole.
-    pub export_files_removed: usize,
-    #[serde(skip)]
-    pub failures: Vec<Failure>,
-}
 
 /// The exports bucket and what names a subject there.
 pub struct ExportsErasure<'a, O, J, P, K> {

@@ -424,13 +424,28 @@ fn print_erasure(r: &ErasureReport) {
         n(r.others_after.0 as usize)
     );
     println!(
-        "  check: no row of the patient left (DuckDB): {}; every other row unchanged: {}; request done only after verification: {}; evidence audited without identifiers: {}; partner told to delete: {}; later readings refused: {}",
+        "  alongside {:>9}  partition(s) compacted and {} Observations exported while the pass ran",
+        r.compacted_during,
+        n(r.exported_during)
+    );
+    println!(
+        "  copies    {:>9}  Observations of the patient removed from research's export made before the request ({} left, manifest updated); {} record(s) from the stream's quarantine; {} alert state item(s), {} heartbeat(s)",
+        n(r.earlier_export_resources.0 - r.earlier_export_resources.1),
+        n(r.earlier_export_resources.1),
+        e.stream_quarantine_records_removed,
+        e.alert_states_removed,
+        e.heartbeats_removed
+    );
+    println!(
+        "  check: no row of the patient left (DuckDB): {}; every other row unchanged: {}; request done only after verification: {}; evidence audited without identifiers: {}; partner told to delete: {}; later readings refused: {}; the earlier export without the patient, its manifest true: {}; nothing in quarantine, alert state or heartbeats: {}",
         ok(r.subject_rows_after == 0 && e.rows_removed == r.subject_rows_before),
         ok(r.others_before == r.others_after),
         ok(e.verification.passed && e.completed),
         ok(r.evidence_audited_without_identifiers),
         ok(r.partner_deletions == 1 && !r.partner_still_sees_subject),
-        ok(r.later_rows_in_lake == 0)
+        ok(r.later_rows_in_lake == 0),
+        ok(!r.earlier_export_still_holds_subject && r.earlier_export_matches_manifest),
+        ok(r.stream_quarantine_after == 0 && r.traces_after == 0)
     );
 }
 
