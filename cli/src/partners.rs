@@ -206,7 +206,7 @@ impl<P: Partners, S: SecretsAdmin> PartnerAdmin<'_, P, S> {
     pub async fn list(&self) -> Result<Vec<String>, AdminError> {
         let mut out = Vec::new();
         for p in self.partners.all().await? {
-            let (version, _) = self.secrets.current(&p.key_secret).await?;
+            let version = self.secrets.current_version(&p.key_secret).await?;
             let status = match p.status {
                 PartnerStatus::Active => "active",
                 PartnerStatus::Suspended => "suspended",

@@ -35,6 +35,8 @@ pub struct ExportReport {
     /// Safe Harbor: every time is the year alone.
     pub years_only: bool,
     pub manifest: serde_json::Value,
+    /// Manifest URLs with a calendar date (`YYYY-MM`) in them: none in Safe Harbor.
+    pub dated_urls: usize,
 }
 
 /// What the scenario observed.
@@ -55,6 +57,7 @@ impl PartnerReport {
         self.research.readings == self.research.expected
             && self.insurer.readings == self.insurer.expected
             && self.insurer.years_only
+            && self.insurer.dated_urls == 0
             && self
                 .research
                 .pseudonyms
@@ -108,6 +111,13 @@ async fn export(
                 .as_str()
                 .is_some_and(|t| t.len() == 4)
         }),
+        dated_urls: ["output", "error", "deleted"]
+            .iter()
+            .filter_map(|list| e.manifest[*list].as_array())
+            .flatten()
+            .filter_map(|f| f["url"].as_str())
+            .filter(|u| holds_a_date(u))
+            .count(),
         expected: 0,
         manifest: e.manifest.clone(),
     };
@@ -276,4 +286,14 @@ pub async fn run_partners(
         }
     }
     Ok(report)
+}
+
+/// Whether `text` holds a calendar date, `YYYY-MM` (a file name of a limited data set
+/// export does; nothing a Safe Harbor partner receives may).
+pub fn holds_a_date(text: &str) -> bool {
+    text.as_bytes().windows(7).any(|w| {
+        w[..4].iter().all(u8::is_ascii_digit)
+            && w[4] == b'-'
+            && w[5..].iter().all(u8::is_ascii_digit)
+    })
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::is_conditional_failure;
 use crate::error::AwsError;
-use crate::objects::{ObjectReader, ObjectWriter};
+use crate::versions::VersionedObjects;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -81,17 +81,27 @@ pub fn job_prefix(client_id: &str, job_id: &str) -> String {
     format!("exports/{client_id}/{job_id}/")
 }
 
-/// Removes a job's files (workers still running check the job and remove what they write).
-pub async fn remove_files<O: ObjectReader + ObjectWriter>(
+/// Removes every file a job wrote, every version of it (a cancelled or stopped export
+/// leaves nothing behind, not even a noncurrent version).
+pub async fn remove_files<O: VersionedObjects>(
     objects: &O,
     bucket: &str,
     job: &Job,
 ) -> Result<(), AwsError> {
-    for key in objects
-        .list(bucket, &job_prefix(&job.client_id, &job.id))
-        .await?
-    {
-        objects.delete(bucket, &key, None).await?;
+    let versions = objects
+        .list_versions(bucket, &job_prefix(&job.client_id, &job.id))
+        .await?;
+    for batch in versions.chunks(crate::versions::DELETE_BATCH) {
+        let failed = objects.delete_versions(bucket, batch).await?;
+        if let Some((key, code)) = failed.first() {
+            return Err(AwsError::transient(
+                "s3:DeleteObjects",
+                format!(
+                    "{} export file version(s) were not deleted ({code}; first: {key})",
+                    failed.len()
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -122,6 +132,9 @@ pub trait ExportJobs: Send + Sync {
         to: JobStatus,
         error: Option<String>,
     ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+    /// When a unit of any export last finished: the worker is working (a job that
+    /// waits behind others' units is not stalled).
+    fn worker_progress(&self) -> impl Future<Output = Result<Option<i64>, AwsError>> + Send;
     /// Counts a kick-off of `client` on `day`; `Ok(false)` past `limit` that day.
     fn count_kickoff(
         &self,
@@ -159,6 +172,8 @@ impl DynamoExportJobs {
 }
 
 const MAIN: &str = "#";
+/// The item that says when a unit of any export last finished.
+const WORKER: &str = "#worker";
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -318,7 +333,43 @@ impl ExportJobs for DynamoExportJobs {
             Err(e) if is_conditional_failure(&e) => {}
             Err(e) => return Err(AwsError::from_sdk("dynamodb:UpdateItem", e)),
         }
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("job", s(WORKER))
+            .key("part", s(MAIN))
+            .update_expression("SET updated_at = :now")
+            .condition_expression("attribute_not_exists(updated_at) OR updated_at < :now")
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| {
+                if is_conditional_failure(&e) {
+                    Ok(())
+                } else {
+                    Err(AwsError::from_sdk("dynamodb:UpdateItem", e))
+                }
+            })?;
         self.get(id).await
+    }
+
+    async fn worker_progress(&self) -> Result<Option<i64>, AwsError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("job", s(WORKER))
+            .key("part", s(MAIN))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))?;
+        Ok(out
+            .item()
+            .and_then(|i| i.get("updated_at"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok()))
     }
 
     async fn end(
@@ -460,6 +511,7 @@ struct MemoryJobsState {
     outputs: BTreeMap<String, BTreeMap<String, Vec<OutputFile>>>,
     active: BTreeMap<String, String>,
     kickoffs: BTreeMap<String, u32>,
+    worker_progress: Option<i64>,
 }
 
 impl ExportJobs for MemoryExportJobs {
@@ -491,6 +543,7 @@ impl ExportJobs for MemoryExportJobs {
         now: i64,
     ) -> Result<Option<Job>, AwsError> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.worker_progress = Some(st.worker_progress.map_or(now, |t| t.max(now)));
         st.outputs
             .entry(id.to_owned())
             .or_default()
@@ -530,6 +583,14 @@ impl ExportJobs for MemoryExportJobs {
             st.active.remove(&job.client_id);
         }
         Ok(true)
+    }
+
+    async fn worker_progress(&self) -> Result<Option<i64>, AwsError> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .worker_progress)
     }
 
     async fn count_kickoff(&self, client: &str, day: &str, limit: u32) -> Result<bool, AwsError> {

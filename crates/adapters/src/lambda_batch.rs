@@ -9,6 +9,8 @@ use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventRes
 pub struct Message<'a> {
     pub id: Option<&'a str>,
     pub body: Option<&'a str>,
+    /// How many times SQS has handed this message out (1 the first time).
+    pub receive_count: u32,
 }
 
 /// The messages of an SQS event, borrowed.
@@ -19,6 +21,11 @@ pub fn sqs_messages(event: &SqsEvent) -> Vec<Message<'_>> {
         .map(|r| Message {
             id: r.message_id.as_deref(),
             body: r.body.as_deref(),
+            receive_count: r
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1),
         })
         .collect()
 }

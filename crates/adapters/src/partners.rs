@@ -46,6 +46,8 @@ pub trait OnceClaims: Send + Sync {
         key: &str,
         expires_at: i64,
     ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+    /// Whether `key` was claimed and has not expired (an access token the API issued).
+    fn held(&self, key: &str) -> impl Future<Output = Result<bool, AwsError>> + Send;
 }
 
 pub struct DynamoPartners {
@@ -178,6 +180,24 @@ impl OnceClaims for DynamoOnce {
             Err(e) => Err(AwsError::from_sdk("dynamodb:PutItem", e)),
         }
     }
+
+    async fn held(&self, key: &str) -> Result<bool, AwsError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))?;
+        let expires = out
+            .item()
+            .and_then(|i| i.get("expiration"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<i64>().ok());
+        Ok(expires.is_some_and(|e| e >= crate::epoch_s()))
+    }
 }
 
 /// In-memory partners: for unit tests.
@@ -234,5 +254,10 @@ impl OnceClaims for MemoryOnce {
                 Ok(true)
             }
         }
+    }
+
+    async fn held(&self, key: &str) -> Result<bool, AwsError> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(m.get(key).is_some_and(|&exp| exp >= crate::epoch_s()))
     }
 }

@@ -12,6 +12,13 @@ use crate::retry::RetryPolicy;
 /// Port: a queue of work items.
 pub trait WorkQueue: Send + Sync {
     fn send(&self, bodies: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Sends on behalf of `tenant` (SQS fair queues: its messages are one message group
+    /// of a standard queue, so one tenant's backlog does not hold the others' back).
+    fn send_for(
+        &self,
+        tenant: &str,
+        bodies: &[String],
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
 pub struct SqsQueue {
@@ -30,6 +37,16 @@ impl SqsQueue {
 
 impl WorkQueue for SqsQueue {
     async fn send(&self, bodies: &[String]) -> Result<(), AwsError> {
+        self.send_batches(None, bodies).await
+    }
+
+    async fn send_for(&self, tenant: &str, bodies: &[String]) -> Result<(), AwsError> {
+        self.send_batches(Some(tenant), bodies).await
+    }
+}
+
+impl SqsQueue {
+    async fn send_batches(&self, group: Option<&str>, bodies: &[String]) -> Result<(), AwsError> {
         const OP: &str = "sqs:SendMessageBatch";
         for chunk in bodies.chunks(10) {
             let mut pending: Vec<(String, &String)> = chunk
@@ -45,6 +62,7 @@ impl WorkQueue for SqsQueue {
                         SendMessageBatchRequestEntry::builder()
                             .id(id)
                             .message_body(*body)
+                            .set_message_group_id(group.map(str::to_owned))
                             .build()
                     })
                     .collect::<Result<Vec<_>, _>>()
@@ -79,5 +97,9 @@ impl WorkQueue for MemoryQueue {
             .unwrap_or_else(|p| p.into_inner())
             .extend(bodies.iter().cloned());
         Ok(())
+    }
+
+    async fn send_for(&self, _tenant: &str, bodies: &[String]) -> Result<(), AwsError> {
+        self.send(bodies).await
     }
 }

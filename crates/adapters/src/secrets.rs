@@ -38,6 +38,17 @@ pub trait Secrets: Send + Sync {
         secret_id: &str,
         version_id: &str,
     ) -> impl std::future::Future<Output = Result<String, AwsError>> + Send;
+    /// The current version's id, without its value (a caller that only names the
+    /// version needs no right to read the key).
+    fn current_version(
+        &self,
+        secret_id: &str,
+    ) -> impl std::future::Future<Output = Result<String, AwsError>> + Send;
+    /// Every version's id still stored, the current one included.
+    fn versions(
+        &self,
+        secret_id: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<String>, AwsError>> + Send;
 }
 
 /// Port: creating secrets and new versions of them (the admin CLI: a partner's
@@ -103,6 +114,53 @@ impl Secrets for SecretsManager {
         out.secret_string()
             .map(str::to_owned)
             .ok_or_else(|| AwsError::permanent(OP, "the secret version has no string value"))
+    }
+
+    async fn current_version(&self, secret_id: &str) -> Result<String, AwsError> {
+        const OP: &str = "secretsmanager:DescribeSecret";
+        let out = self
+            .client
+            .describe_secret()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(OP, e))?;
+        out.version_ids_to_stages()
+            .and_then(|m| {
+                m.iter()
+                    .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+                    .map(|(id, _)| id.clone())
+            })
+            .ok_or_else(|| AwsError::permanent(OP, "the secret has no current version"))
+    }
+
+    async fn versions(&self, secret_id: &str) -> Result<Vec<String>, AwsError> {
+        const OP: &str = "secretsmanager:ListSecretVersionIds";
+        let mut ids = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_secret_version_ids()
+                .secret_id(secret_id)
+                // Versions without a stage label are still readable by id: a partner may
+                // hold pseudonyms made with any of them.
+                .include_deprecated(true)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk(OP, e))?;
+            ids.extend(
+                out.versions()
+                    .iter()
+                    .filter_map(|v| v.version_id().map(str::to_owned)),
+            );
+            match out.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(ids)
     }
 }
 
@@ -175,6 +233,20 @@ impl Secrets for MemorySecrets {
             .ok_or_else(|| {
                 AwsError::permanent("secretsmanager:GetSecretValue", "no such secret version")
             })
+    }
+
+    async fn current_version(&self, secret_id: &str) -> Result<String, AwsError> {
+        Ok(self.current(secret_id).await?.0)
+    }
+
+    async fn versions(&self, secret_id: &str) -> Result<Vec<String>, AwsError> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(secret_id)
+            .map(|v| v.iter().map(|(id, _)| id.clone()).collect())
+            .unwrap_or_default())
     }
 }
 

@@ -47,6 +47,9 @@ impl<T: ExportJobs> ExportJobs for &T {
     ) -> impl Future<Output = Result<bool, AwsError>> + Send {
         (**self).count_kickoff(client, day, limit)
     }
+    fn worker_progress(&self) -> impl Future<Output = Result<Option<i64>, AwsError>> + Send {
+        (**self).worker_progress()
+    }
     fn outputs(
         &self,
         id: &str,
@@ -92,6 +95,18 @@ impl<T: Secrets> Secrets for &T {
         version_id: &str,
     ) -> impl Future<Output = Result<String, AwsError>> + Send {
         (**self).version(secret_id, version_id)
+    }
+    fn current_version(
+        &self,
+        secret_id: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send {
+        (**self).current_version(secret_id)
+    }
+    fn versions(
+        &self,
+        secret_id: &str,
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send {
+        (**self).versions(secret_id)
     }
 }
 
@@ -197,6 +212,13 @@ impl<T: Presigner> Presigner for &T {
 }
 
 impl<T: WorkQueue> WorkQueue for &T {
+    fn send_for(
+        &self,
+        tenant: &str,
+        bodies: &[String],
+    ) -> impl Future<Output = Result<(), AwsError>> + Send {
+        (**self).send_for(tenant, bodies)
+    }
     fn send(&self, bodies: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send {
         (**self).send(bodies)
     }
@@ -209,6 +231,9 @@ impl<T: OnceClaims> OnceClaims for &T {
         expires_at: i64,
     ) -> impl Future<Output = Result<bool, AwsError>> + Send {
         (**self).claim(key, expires_at)
+    }
+    fn held(&self, key: &str) -> impl Future<Output = Result<bool, AwsError>> + Send {
+        (**self).held(key)
     }
 }
 

@@ -4,8 +4,8 @@
 //! and diastolic components.
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
+use crate::keyed::{KeyedIds, NamingKey};
 use crate::metric::Metric;
 use crate::partner::Mode;
 use crate::reading::ReadingId;
@@ -124,15 +124,20 @@ fn quantity(m: Metric, value: f64) -> Quantity<'static> {
     }
 }
 
-/// A resource id derived from the reading and the partner: a re-export gives the same
-/// ids, two partners never the same one.
-pub fn observation_id(client_id: &str, reading_id: &ReadingId) -> String {
-    let mut h = Sha256::new();
-    h.update(b"pulselake.observation.v1");
-    h.update((client_id.len() as u32).to_be_bytes());
-    h.update(client_id.as_bytes());
-    h.update(reading_id.0);
-    hex::encode(&h.finalize()[..16])
+/// Resource ids keyed with the partner's pseudonym key: a re-export under the same key
+/// version gives the same ids, two partners never the same one, and no one without the
+/// key can recompute an id from a device, sensor, metric and time (the reading id is an
+/// unkeyed hash of exactly those).
+pub struct ObservationIds(KeyedIds);
+
+impl ObservationIds {
+    pub fn new(partner_key: &NamingKey) -> ObservationIds {
+        ObservationIds(partner_key.ids("pulselake.observation.v2"))
+    }
+
+    pub fn of(&self, reading_id: &ReadingId) -> String {
+        self.0.id(&reading_id.0)
+    }
 }
 
 /// `effectiveDateTime` as the mode allows: the instant (limited data set), or the year
@@ -278,9 +283,11 @@ mod tests {
     #[test]
     fn ids_are_stable_per_partner_and_differ_across_partners_and_safe_harbor_keeps_the_year() {
         let r = ReadingId([7; 16]);
-        assert_eq!(observation_id("a", &r), observation_id("a", &r));
-        assert_ne!(observation_id("a", &r), observation_id("b", &r));
-        assert_eq!(observation_id("a", &r).len(), 32);
+        let a = ObservationIds::new(&NamingKey::new(b"key-a".to_vec()));
+        let b = ObservationIds::new(&NamingKey::new(b"key-b".to_vec()));
+        assert_eq!(a.of(&r), a.of(&r));
+        assert_ne!(a.of(&r), b.of(&r));
+        assert_eq!(a.of(&r).len(), 32);
         assert_eq!(effective(1_795_342_530_000, Mode::SafeHarbor), "2026");
         assert_eq!(
             effective(1_795_342_530_000, Mode::Limited),

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::metric::Metric;
-use crate::time::{format_rfc3339_ms, parse_rfc3339_ms};
+use crate::time::{Date, format_rfc3339_ms, parse_rfc3339_ms};
 
 /// How exported data is de-identified (HIPAA).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +89,20 @@ impl Policy {
         {
             return Err(PolicyError("`earliest` must be before `latest`".into()));
         }
+        if self.mode == Mode::SafeHarbor {
+            for (name, t) in [
+                ("earliest", self.earliest_ms()),
+                ("latest", self.latest_ms()),
+            ] {
+                if let Some(t) = t
+                    && Date::year_start_ms(Date::from_epoch_ms(t).year) != t
+                {
+                    return Err(PolicyError(format!(
+                        "in safe_harbor mode `{name}` must be the start of a year (e.g. \"2026-01-01T00:00:00Z\"): a finer window would date what the partner receives"
+                    )));
+                }
+            }
+        }
         if self.dua.trim().is_empty() {
             return Err(PolicyError(
                 "`dua` (the data use agreement) is required".into(),
@@ -110,6 +124,29 @@ impl Policy {
 
     pub fn allows_metric(&self, m: Metric) -> bool {
         self.metrics.iter().any(|x| x == m.name())
+    }
+
+    /// Whether what an export was granted is still granted (a download after the policy
+    /// narrowed, or the mode changed, is refused).
+    pub fn covers(&self, scope: &Scope) -> bool {
+        let every = self.cohorts.iter().any(|c| c == "*");
+        let cohorts = every
+            || (scope.cohorts.iter().all(|c| self.cohorts.contains(c))
+                && scope
+                    .group
+                    .as_ref()
+                    .is_none_or(|g| self.cohorts.contains(g)));
+        let from = self
+            .earliest_ms()
+            .is_none_or(|e| scope.measured_from.is_some_and(|f| f >= e));
+        let to = self
+            .latest_ms()
+            .is_none_or(|l| scope.measured_to.is_some_and(|t| t <= l));
+        self.mode == scope.mode
+            && scope.metrics.iter().all(|m| self.allows_metric(*m))
+            && cohorts
+            && from
+            && to
     }
 
     /// Whether a subject of `cohort` (from its registry assignment) may be seen.
@@ -348,13 +385,39 @@ pub fn authorize(
         }
     };
     let (earliest, latest) = (policy.earliest_ms(), policy.latest_ms());
+    // Safe Harbor keeps no date element finer than the year: not in what is sent, and
+    // not through the window either (a partner bisecting `_since` would date each
+    // resource to the second).
+    let instant = |t: i64| match policy.mode {
+        Mode::Limited => format_rfc3339_ms(t),
+        Mode::SafeHarbor => Date::from_epoch_ms(t).year.to_string(),
+    };
     if earliest.is_some() || latest.is_some() {
         withheld.push(format!(
             "readings measured outside the policy's window ({} to {}) were not exported",
-            earliest.map_or("the beginning".into(), format_rfc3339_ms),
-            latest.map_or("now".into(), format_rfc3339_ms)
+            earliest.map_or("the beginning".into(), instant),
+            latest.map_or("now".into(), instant)
         ));
     }
+    let (since, until) = match policy.mode {
+        Mode::Limited => (req.since, req.until),
+        Mode::SafeHarbor => {
+            let since = req
+                .since
+                .map(|t| Date::year_start_ms(Date::from_epoch_ms(t).year));
+            let until = req
+                .until
+                .map(|t| Date::year_start_ms(Date::from_epoch_ms(t - 1).year + 1));
+            if since != req.since || until != req.until {
+                withheld.push(format!(
+                    "Safe Harbor: _since and _until were widened to whole calendar years ({} to {})",
+                    since.map_or("the beginning".into(), instant),
+                    until.map_or("now".into(), |u| instant(u - 1)),
+                ));
+            }
+            (since, until)
+        }
+    };
     if !policy.cohorts.iter().any(|c| c == "*") && req.group.is_none() {
         withheld.push(format!(
             "subjects outside the cohorts {} were not exported",
@@ -368,8 +431,8 @@ pub fn authorize(
             group: req.group.clone(),
             measured_from: earliest,
             measured_to: latest,
-            since: req.since,
-            until: req.until,
+            since,
+            until,
             mode: policy.mode,
             format,
         },
@@ -477,8 +540,69 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_is_covered_until_the_policy_narrows() {
+        let req = parse_export(&[], None).unwrap();
+        let scope = authorize(&policy(), PartnerStatus::Active, &req)
+            .unwrap()
+            .scope;
+        assert!(policy().covers(&scope));
+        let mut fewer = policy();
+        fewer.metrics = vec!["heart_rate".into()];
+        assert!(!fewer.covers(&scope), "a metric was taken away");
+        let mut later = policy();
+        later.earliest = Some("2027-01-01T00:00:00Z".into());
+        assert!(!later.covers(&scope), "the window narrowed");
+        let mut limited = policy();
+        limited.mode = Mode::Limited;
+        assert!(!limited.covers(&scope), "the mode changed");
+        let mut wider = policy();
+        wider.cohorts = vec!["*".into()];
+        assert!(wider.covers(&scope));
+    }
+
+    #[test]
+    fn safe_harbor_windows_are_whole_calendar_years() {
+        let t = |x: &str| parse_rfc3339_ms(x).unwrap();
+        let req = parse_export(
+            &params(&[
+                ("_since", "2026-11-01T10:00:00Z"),
+                ("_until", "2026-11-01T10:00:01Z"),
+            ]),
+            None,
+        )
+        .unwrap();
+        let g = authorize(&policy(), PartnerStatus::Active, &req).unwrap();
+        assert_eq!(g.scope.since, Some(t("2026-01-01T00:00:00Z")));
+        assert_eq!(g.scope.until, Some(t("2027-01-01T00:00:00Z")));
+        let said = g.withheld.join("\n");
+        assert!(
+            said.contains("widened to whole calendar years (2026 to 2026)"),
+            "{said}"
+        );
+        assert!(
+            !said.contains("-01-01"),
+            "no date finer than the year: {said}"
+        );
+        // An until at a year's start stays there.
+        let req = parse_export(&params(&[("_until", "2026-01-01T00:00:00Z")]), None).unwrap();
+        let g = authorize(&policy(), PartnerStatus::Active, &req).unwrap();
+        assert_eq!(g.scope.until, Some(t("2026-01-01T00:00:00Z")));
+        // A policy window finer than the year is refused in Safe Harbor mode.
+        let fine = r#"{"metrics": ["heart_rate"], "cohorts": ["*"], "earliest": "2026-03-01T00:00:00Z",
+                       "mode": "safe_harbor", "dua": "DUA-1"}"#;
+        assert!(
+            Policy::from_json(fine)
+                .unwrap_err()
+                .0
+                .contains("start of a year")
+        );
+        assert!(Policy::from_json(&fine.replace("safe_harbor", "limited")).is_ok());
+    }
+
+    #[test]
     fn the_scope_admits_only_readings_inside_every_window_and_cohort() {
-        let p = policy();
+        let mut p = policy();
+        p.mode = Mode::Limited;
         let req = parse_export(&params(&[("_since", "2026-11-01T00:00:00Z")]), None).unwrap();
         let s = authorize(&p, PartnerStatus::Active, &req).unwrap().scope;
         let t = |x: &str| parse_rfc3339_ms(x).unwrap();

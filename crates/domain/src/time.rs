@@ -40,6 +40,16 @@ fn utc(epoch_ms: i64) -> UtcDateTime {
 }
 
 impl Date {
+    /// 00:00:00 UTC of 1 January of `year`, in ms since the epoch.
+    pub fn year_start_ms(year: i32) -> i64 {
+        Date {
+            year,
+            month: 1,
+            day: 1,
+        }
+        .start_epoch_ms()
+    }
+
     /// The UTC date that contains the instant `epoch_ms`.
     pub fn from_epoch_ms(epoch_ms: i64) -> Date {
         let d = utc(epoch_ms).date();

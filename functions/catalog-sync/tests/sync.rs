@@ -50,6 +50,7 @@ async fn run(s: &Sync, bodies: &[String]) -> Vec<String> {
         .map(|(b, id)| Message {
             id: Some(id),
             body: Some(b),
+            receive_count: 1,
         })
         .collect();
     s.handle_batch(&msgs).await.unwrap().failed_message_ids
@@ -166,6 +167,7 @@ async fn a_message_without_an_id_fails_the_batch() {
     let msgs = [Message {
         id: None,
         body: Some(&body),
+        receive_count: 1,
     }];
     assert!(s.handle_batch(&msgs).await.is_err());
 }

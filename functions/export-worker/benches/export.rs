@@ -61,7 +61,7 @@ fn peak_rss_mb() -> f64 {
 
 /// One pass over the partition; returns (Observations written, NDJSON bytes).
 fn export(files: &[Bytes], scope: &Scope, key: &NamingKey) -> (u64, u64) {
-    let mut conv = Converter::new(scope, "research", key);
+    let mut conv = Converter::new(scope, key);
     let mut buf = Vec::with_capacity(64 << 20);
     let (mut lines, mut bytes, mut in_file) = (0u64, 0u64, 0u64);
     for f in files {

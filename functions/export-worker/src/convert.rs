@@ -5,24 +5,26 @@
 
 use std::collections::HashMap;
 
-use pulselake_domain::fhir::{effective, observation_id, write_bp_panel, write_observation};
+use pulselake_domain::fhir::{ObservationIds, effective, write_bp_panel, write_observation};
 use pulselake_domain::partner::Scope;
 use pulselake_domain::{Metric, NamingKey, Reading};
 
 /// Turns rows into NDJSON Observations for one partner.
 pub struct Converter<'a> {
     pub scope: &'a Scope,
-    pub client_id: &'a str,
     key: &'a NamingKey,
+    ids: ObservationIds,
     pseudonyms: HashMap<String, String>,
 }
 
 impl<'a> Converter<'a> {
-    pub fn new(scope: &'a Scope, client_id: &'a str, key: &'a NamingKey) -> Converter<'a> {
+    /// `key`: the partner's pseudonym key (the job's version); subjects and resource ids
+    /// are keyed with it.
+    pub fn new(scope: &'a Scope, key: &'a NamingKey) -> Converter<'a> {
         Converter {
             scope,
-            client_id,
             key,
+            ids: ObservationIds::new(key),
             pseudonyms: HashMap::new(),
         }
     }
@@ -44,7 +46,7 @@ impl<'a> Converter<'a> {
 
     /// Appends one row as an Observation.
     pub fn single(&mut self, r: &Reading<'_>, out: &mut Vec<u8>) {
-        let id = observation_id(self.client_id, &r.reading_id);
+        let id = self.ids.of(&r.reading_id);
         let when = effective(r.measured_at, self.scope.mode);
         let patient = self.pseudonym(&r.subject_id).to_owned();
         write_observation(out, &id, &patient, r.metric, r.value, &when);
@@ -63,7 +65,7 @@ impl<'a> Converter<'a> {
             match diastolic.get(&(s.device_id.as_ref(), s.measured_at)) {
                 Some(d) if d.subject_id == s.subject_id => {
                     used.insert(d.reading_id);
-                    let id = observation_id(self.client_id, &s.reading_id);
+                    let id = self.ids.of(&s.reading_id);
                     let when = effective(s.measured_at, self.scope.mode);
                     let patient = self.pseudonym(&s.subject_id).to_owned();
                     write_bp_panel(out, &id, &patient, s.value, d.value, &when);

@@ -10,9 +10,11 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use pulselake_adapters::{
     AuditLog, AwsError, CachedRegistry, DELETED_FILE, ErasureRequests, ExportJobs, Job, JobStatus,
-    ObjectReader, ObjectWriter, OutputFile, Partners, RegistryLookup, Secrets, WorkUnit,
-    job_prefix, remove_files,
+    ObjectReader, ObjectWriter, OutputFile, Partner, Partners, RegistryLookup, Secrets,
+    VersionedObjects, WorkUnit, job_prefix, remove_files,
 };
+use pulselake_domain::keyed::KeyedIds;
+use pulselake_domain::partner::{Mode, PartnerStatus};
 use pulselake_domain::time::format_rfc3339_ms;
 use pulselake_domain::{Metric, NamingKey, Partition, Reading};
 use pulselake_lake::LakeFile;
@@ -30,7 +32,7 @@ pub trait WorkerPorts {
     type Jobs: ExportJobs;
     type Partners: Partners;
     type Secrets: Secrets;
-    type Objects: ObjectReader + ObjectWriter;
+    type Objects: ObjectReader + ObjectWriter + VersionedObjects;
     type Registry: RegistryLookup;
     type Audit: AuditLog;
     type Erasures: ErasureRequests;
@@ -88,6 +90,26 @@ impl<X: WorkerPorts> ExportWorker<X> {
             report.skipped = true;
             return Ok(report);
         };
+        if partner.status != PartnerStatus::Active {
+            // A suspended partner's export stops: nothing more is written for it.
+            let why = "the partner was suspended while the export ran".to_owned();
+            if self
+                .jobs
+                .end(&job, &[JobStatus::InProgress], JobStatus::Failed, Some(why))
+                .await?
+            {
+                remove_files(&self.objects, &self.exports_bucket, &job).await?;
+                let record = serde_json::json!({
+                    "at": format_rfc3339_ms(now_ms),
+                    "event": "export_stopped_partner_suspended",
+                    "partner": job.client_id,
+                    "job": job.id,
+                });
+                self.audit.append("export-worker", now_ms, &record).await?;
+            }
+            report.skipped = true;
+            return Ok(report);
+        }
         let key = NamingKey::new(
             self.secrets
                 .version(&partner.key_secret, &job.key_version)
@@ -101,9 +123,9 @@ impl<X: WorkerPorts> ExportWorker<X> {
             .into_iter()
             .map(|r| r.subject_id)
             .collect();
-        let mut conv = Converter::new(&job.scope, &job.client_id, &key);
+        let mut conv = Converter::new(&job.scope, &key);
         let mut rows: Vec<Reading<'static>> = Vec::new();
-        let mut writer = Parts::new(&self.objects, &self.exports_bucket, &job, unit);
+        let mut writer = Parts::new(&self.objects, &self.exports_bucket, &job, unit, &key);
         let bp = unit.partitions.len() > 1;
         for partition in &unit.partitions {
             let Ok(p) = partition.parse::<Partition>() else {
@@ -158,7 +180,7 @@ impl<X: WorkerPorts> ExportWorker<X> {
         let event = match after.status {
             JobStatus::InProgress if after.done >= after.total => {
                 // Deletions first: the manifest a partner reads lists every one.
-                self.write_deletions(&job, &mut conv, &tombstoned).await?;
+                self.write_deletions(&job, &partner, &tombstoned).await?;
                 report.completed_job = self
                     .jobs
                     .end(&after, &[JobStatus::InProgress], JobStatus::Completed, None)
@@ -185,23 +207,63 @@ impl<X: WorkerPorts> ExportWorker<X> {
         Ok(report)
     }
 
+    /// Fails the unit's job: one of its units failed for good.
+    pub async fn fail_job(
+        &self,
+        unit: &WorkUnit,
+        cause: &UnitError,
+        now_ms: i64,
+    ) -> Result<(), AwsError> {
+        let Some(job) = self.jobs.get(&unit.job).await? else {
+            return Ok(());
+        };
+        let why = "a part of the export failed repeatedly; start it again".to_owned();
+        if self
+            .jobs
+            .end(&job, &[JobStatus::InProgress], JobStatus::Failed, Some(why))
+            .await?
+        {
+            let record = serde_json::json!({
+                "at": format_rfc3339_ms(now_ms),
+                "event": "export_failed",
+                "partner": job.client_id,
+                "job": job.id,
+                "unit": unit.unit,
+                "cause": cause.to_string().chars().take(200).collect::<String>(),
+            });
+            self.audit.append("export-worker", now_ms, &record).await?;
+        }
+        Ok(())
+    }
+
     /// GDPR Art. 19: erased subjects' Observations, to be deleted by the partner, as one
-    /// transaction Bundle of conditional deletes by the partner's pseudonym.
+    /// transaction Bundle of conditional deletes by the partner's pseudonym, under every
+    /// key version the partner may have received them with (a rotation changes them).
     async fn write_deletions(
         &self,
         job: &Job,
-        conv: &mut Converter<'_>,
+        partner: &Partner,
         tombstoned: &HashSet<String>,
     ) -> Result<(), AwsError> {
         if tombstoned.is_empty() {
             return Ok(());
         }
-        let mut subjects: Vec<&String> = tombstoned.iter().collect();
-        subjects.sort();
-        let entries: Vec<serde_json::Value> = subjects
+        let mut keys = Vec::new();
+        for version in self.secrets.versions(&partner.key_secret).await? {
+            let value = self.secrets.version(&partner.key_secret, &version).await?;
+            keys.push(NamingKey::new(value.into_bytes()));
+        }
+        let mut pseudonyms: Vec<String> = tombstoned
+            .iter()
+            .flat_map(|s| keys.iter().map(move |k| k.pseudonym(s)))
+            .collect();
+        // Sorted: the order says nothing of which subject or version a line is.
+        pseudonyms.sort();
+        pseudonyms.dedup();
+        let entries: Vec<serde_json::Value> = pseudonyms
             .into_iter()
-            .map(|s| {
-                let url = format!("Observation?subject=Patient/{}", conv.pseudonym(s));
+            .map(|p| {
+                let url = format!("Observation?subject=Patient/{p}");
                 serde_json::json!({"request": {"method": "DELETE", "url": url}})
             })
             .collect();
@@ -251,29 +313,71 @@ struct Parts<'w, O> {
     objects: &'w O,
     bucket: &'w str,
     prefix: String,
+    /// The unit's name in file names: its day (a limited data set), or a keyed name
+    /// that dates nothing (Safe Harbor).
     name: String,
+    /// Safe Harbor: file names keyed per file, lines in keyed-id order (not in time).
+    undated: Option<KeyedIds>,
     buf: Vec<u8>,
     count: u64,
     files: Vec<OutputFile>,
 }
 
 impl<'w, O: ObjectWriter> Parts<'w, O> {
-    fn new(objects: &'w O, bucket: &'w str, job: &Job, unit: &WorkUnit) -> Self {
+    fn new(objects: &'w O, bucket: &'w str, job: &Job, unit: &WorkUnit, key: &NamingKey) -> Self {
         // `metric=spo2/year=2026/month=11/day=20` -> `spo2-2026-11-20`
-        let name = unit
+        let dated = unit
             .unit
             .split('/')
             .map(|s| s.split_once('=').map_or(s, |(_, v)| v))
             .collect::<Vec<_>>()
             .join("-");
+        let (name, undated) = match job.scope.mode {
+            Mode::Limited => (dated, None),
+            Mode::SafeHarbor => {
+                // `heart_rate`, or `blood_pressure` for a day's pair of partitions.
+                let metric = dated.split('-').next().unwrap_or_default();
+                let metric = if metric == "bp" {
+                    "blood_pressure"
+                } else {
+                    metric
+                };
+                let ids = key.ids(&format!("pulselake.export-file.v1#{}", job.id));
+                (
+                    format!("{metric}-{}", ids.id(unit.unit.as_bytes())),
+                    Some(ids),
+                )
+            }
+        };
         Parts {
             objects,
             bucket,
             prefix: job_prefix(&job.client_id, &job.id),
             name,
+            undated,
             buf: Vec::new(),
             count: 0,
             files: Vec::new(),
+        }
+    }
+
+    fn file_key(&self) -> String {
+        match &self.undated {
+            None => format!(
+                "{}{}-{:04}.ndjson",
+                self.prefix,
+                self.name,
+                self.files.len()
+            ),
+            Some(ids) => {
+                let n = format!("{}#{}", self.name, self.files.len());
+                let metric = self.name.split('-').next().unwrap_or_default();
+                format!(
+                    "{}{metric}-{}.ndjson",
+                    self.prefix,
+                    &ids.id(n.as_bytes())[..20]
+                )
+            }
         }
     }
 
@@ -288,15 +392,20 @@ impl<'w, O: ObjectWriter> Parts<'w, O> {
                 .map_or(rest.len(), |i| i + 1);
             let (body, tail) = rest.split_at(end);
             rest = tail;
-            let key = format!(
-                "{}{}-{:04}.ndjson",
-                self.prefix,
-                self.name,
-                self.files.len()
-            );
-            let sha256 = hex::encode(Sha256::digest(body));
+            let key = self.file_key();
+            let body = match self.undated {
+                None => body.to_vec(),
+                // Every line starts `{"resourceType":"Observation","id":"<keyed id>"`: in
+                // byte order, the lines are in keyed-id order, which dates nothing.
+                Some(_) => {
+                    let mut lines: Vec<&[u8]> = body.split_inclusive(|b| *b == b'\n').collect();
+                    lines.sort_unstable();
+                    lines.concat()
+                }
+            };
+            let sha256 = hex::encode(Sha256::digest(&body));
             self.objects
-                .put(self.bucket, &key, body.to_vec(), "application/fhir+ndjson")
+                .put(self.bucket, &key, body, "application/fhir+ndjson")
                 .await?;
             self.files.push(OutputFile {
                 key,

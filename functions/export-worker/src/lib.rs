@@ -35,6 +35,9 @@ impl WorkerPorts for AwsPorts {
 
 pub type AwsExportWorker = ExportWorker<AwsPorts>;
 
+/// The export queue's `maxReceiveCount` (template.yaml): a unit's last delivery.
+pub const MAX_RECEIVES: u32 = 3;
+
 /// A batch that cannot be answered message by message (a message without an id): it
 /// fails whole, and Lambda retries it.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +111,18 @@ pub async fn function_handler<X: WorkerPorts>(
                 total.rows_read += r.rows_read;
                 total.resources += r.resources;
                 total.files += r.files;
+            }
+            Err(e) if m.receive_count >= MAX_RECEIVES => {
+                // The queue's last delivery: the unit goes to the dead-letter queue, and
+                // its job fails now rather than wait for the watchdog.
+                tracing::error!(job = %unit.job, error = %e, "unit failed for the last time; its export fails");
+                if let Err(e) = worker
+                    .fail_job(&unit, &e, pulselake_adapters::now_ms())
+                    .await
+                {
+                    tracing::error!(job = %unit.job, error = %e, "the export could not be failed");
+                }
+                failed.push(id);
             }
             Err(e) => {
                 tracing::error!(job = %unit.job, error = %e, "unit failed; it will be retried");

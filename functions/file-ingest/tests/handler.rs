@@ -297,6 +297,7 @@ async fn a_concurrent_delivery_waits_while_the_file_is_in_progress() {
     let msgs = [Message {
         id: Some("m-1"),
         body: Some(&s3_body(&obj)),
+        receive_count: 1,
     }];
     let out = i.handle_batch(&msgs, far()).await.unwrap();
     assert_eq!(
@@ -559,10 +560,12 @@ async fn a_test_event_and_an_unreadable_message_are_told_apart() {
         Message {
             id: Some("t"),
             body: Some(test),
+            receive_count: 1,
         },
         Message {
             id: Some("x"),
             body: Some("garbage"),
+            receive_count: 1,
         },
     ];
     let out = i.handle_batch(&msgs, far()).await.unwrap();

@@ -6,7 +6,7 @@
 use jsonwebtoken::DecodingKey;
 use pulselake_adapters::{
     AuditLog, AwsError, ExportJobs, ObjectReader, ObjectWriter, OnceClaims, Partner, Partners,
-    Presigner, Secrets, TokenSigner, WorkQueue,
+    Presigner, Secrets, TokenSigner, VersionedObjects, WorkQueue,
 };
 use pulselake_domain::partner::{PartnerStatus, Refusal, authorize, parse_export};
 use pulselake_domain::time::format_rfc3339_ms;
@@ -25,7 +25,7 @@ pub trait ApiPorts {
     type Signer: TokenSigner;
     type Audit: AuditLog;
     type Queue: WorkQueue;
-    type Objects: ObjectReader + ObjectWriter + Presigner;
+    type Objects: ObjectReader + ObjectWriter + VersionedObjects + Presigner;
     type Secrets: Secrets;
 }
 
@@ -47,9 +47,12 @@ pub struct PartnerApi<X: ApiPorts> {
 
 /// What a request came to, for its audit record.
 struct Outcome {
+    /// The partner the caller proved to be (never one it only named).
     partner: Option<String>,
     response: Response,
     note: Option<String>,
+    /// The job a kick-off created or a cancel stopped.
+    job: Option<String>,
 }
 
 impl Outcome {
@@ -58,6 +61,7 @@ impl Outcome {
             partner: None,
             response,
             note: None,
+            job: None,
         }
     }
 
@@ -66,9 +70,24 @@ impl Outcome {
             partner: Some(partner.to_owned()),
             response,
             note: None,
+            job: None,
         }
     }
 }
+
+/// Request bodies larger than this are refused before they are parsed (a kick-off's
+/// `Parameters` and a token form are a few KB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Query or body parameters beyond this many are refused before they are read.
+pub const MAX_PARAMETERS: usize = 50;
+/// An audit record keeps at most this many parameters, each value cut to
+/// `AUDIT_VALUE_CHARS`: anonymous callers cannot fill compliance storage.
+const AUDIT_PARAMETERS: usize = 20;
+const AUDIT_VALUE_CHARS: usize = 200;
+
+/// The answer to a client that did not prove who it is: the same whether the client is
+/// unknown, suspended or badly signed, so the endpoint tells no one who exists.
+const NOT_AUTHENTICATED: &str = "the client could not be authenticated: check the client_id, the key it signed with (registered in its JWK Set) and the assertion's claims (SMART Backend Services)";
 
 fn server_error(e: &AwsError) -> Response {
     Response::server_error(e)
@@ -86,14 +105,20 @@ impl<X: ApiPorts> PartnerApi<X> {
 
     /// Handles one request, and records it in the audit store.
     pub async fn handle(&self, req: &Request, now_ms: i64) -> Response {
-        let outcome = self.route(req, now_ms).await;
+        let outcome = match bounded(req) {
+            Ok(()) => self.route(req, now_ms).await,
+            Err(refused) => Outcome::anonymous(refused),
+        };
+        let parameters = audited_parameters(req);
         let record = serde_json::json!({
             "at": format_rfc3339_ms(now_ms),
-            "request_id": req.request_id,
+            "request_id": cut(&req.request_id, 100),
             "partner": outcome.partner,
-            "method": req.method,
-            "route": req.path,
-            "parameters": audited_parameters(req),
+            "method": cut(&req.method, 10),
+            "route": cut(&req.path, AUDIT_VALUE_CHARS),
+            "parameters": parameters.0,
+            "parameters_total": parameters.1,
+            "job": outcome.job,
             "status": outcome.response.status,
             "note": outcome.note,
         });
@@ -113,43 +138,65 @@ impl<X: ApiPorts> PartnerApi<X> {
         let path = req.path.trim_end_matches('/');
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         match (req.method.as_str(), segments.as_slice()) {
-            ("GET", [".well-known", "smart-configuration"]) => {
+            // SMART App Launch 2.2: at the FHIR base URL (and where it was served before).
+            ("GET", [".well-known", "smart-configuration"])
+            | ("GET", ["fhir", ".well-known", "smart-configuration"]) => {
                 Outcome::anonymous(self.smart_configuration())
             }
             ("GET", ["fhir", "metadata"]) => Outcome::anonymous(self.capability_statement(now_ms)),
             ("POST", ["auth", "token"]) => self.token(req, now_ms).await,
             (_, ["auth", "token"]) => Outcome::anonymous(method_not_allowed("POST")),
-            (_, [".well-known", "smart-configuration"] | ["fhir", "metadata"]) => {
-                Outcome::anonymous(method_not_allowed("GET"))
-            }
+            (
+                _,
+                [".well-known", "smart-configuration"]
+                | ["fhir", ".well-known", "smart-configuration"]
+                | ["fhir", "metadata"],
+            ) => Outcome::anonymous(method_not_allowed("GET")),
             (method, ["fhir", rest @ ..]) => {
                 let (partner, claims) = match self.authenticate(req, now_ms).await {
                     Ok(p) => p,
                     Err(o) => return o,
                 };
+                let _ = claims;
+                let mut job = None;
                 let response = match (method, rest) {
                     ("GET" | "POST", ["$export"] | ["Patient", "$export"]) => {
-                        self.kick_off(req, &partner, &claims, None, now_ms).await
+                        self.kick_off(req, &partner, None, &mut job, now_ms).await
                     }
                     ("GET" | "POST", ["Group", group, "$export"]) => {
-                        self.kick_off(req, &partner, &claims, Some(group), now_ms)
+                        self.kick_off(req, &partner, Some(group), &mut job, now_ms)
                             .await
                     }
+                    ("GET", ["Group"]) => crate::groups::search(&partner, &self.settings),
+                    ("GET", ["Group", id]) => crate::groups::read(&partner, id),
                     ("GET", ["export-status", id]) => {
                         self.exports().status(&partner, id, now_ms).await
                     }
-                    ("DELETE", ["export-status", id]) => self.exports().cancel(&partner, id).await,
+                    ("DELETE", ["export-status", id]) => {
+                        job = Some(cut(id, 32));
+                        // The cancel is on record before any file goes.
+                        match self
+                            .record_intent(req, &partner, "export_cancel", id, now_ms)
+                            .await
+                        {
+                            Ok(()) => self.exports().cancel(&partner, id).await,
+                            Err(refused) => refused,
+                        }
+                    }
                     ("GET", ["export-files", id, file]) => {
                         self.exports().download(&partner, id, file).await
                     }
                     (_, ["$export"] | ["Patient", "$export"] | ["Group", _, "$export"]) => {
                         method_not_allowed("GET, POST")
                     }
+                    (_, ["Group"] | ["Group", _]) => method_not_allowed("GET"),
                     (_, ["export-status", _]) => method_not_allowed("GET, DELETE"),
                     (_, ["export-files", _, _]) => method_not_allowed("GET"),
                     _ => Response::outcome(404, "not-found", "no such resource"),
                 };
-                Outcome::of(&partner.client_id, response)
+                let mut outcome = Outcome::of(&partner.client_id, response);
+                outcome.job = job;
+                outcome
             }
             _ => Outcome::anonymous(Response::outcome(404, "not-found", "no such resource")),
         }
@@ -180,24 +227,25 @@ impl<X: ApiPorts> PartnerApi<X> {
             Ok(c) => c,
             Err(e) => return Outcome::anonymous(oauth(400, e)),
         };
+        // Unknown, suspended and badly signed clients get one answer, and the audit
+        // names no partner the caller did not prove to be (the note says why, for ops).
+        let unproven = |why: &str| Outcome {
+            partner: None,
+            note: Some(format!("client not authenticated: {why}")),
+            response: oauth(400, OAuthError::new("invalid_client", NOT_AUTHENTICATED)),
+            job: None,
+        };
         let partner = match self.partners.get(&client_id).await {
             Ok(Some(p)) => p,
-            Ok(None) => {
-                return Outcome::anonymous(oauth(
-                    400,
-                    OAuthError::new("invalid_client", "unknown client"),
-                ));
-            }
+            Ok(None) => return unproven("no such client"),
             Err(e) => return Outcome::anonymous(server_error(&e)),
         };
         let refuse = |e: OAuthError| Outcome {
             partner: Some(partner.client_id.clone()),
             note: Some(e.error_description.clone()),
             response: oauth(400, e),
+            job: None,
         };
-        if partner.status != PartnerStatus::Active {
-            return refuse(OAuthError::new("invalid_client", "the client is suspended"));
-        }
         let verified = match auth::verify_assertion(
             &token_req.assertion,
             &partner.client_id,
@@ -206,8 +254,11 @@ impl<X: ApiPorts> PartnerApi<X> {
             now_s,
         ) {
             Ok(v) => v,
-            Err(e) => return refuse(e),
+            Err(e) => return unproven(&e.error_description),
         };
+        if partner.status != PartnerStatus::Active {
+            return unproven("suspended");
+        }
         match self
             .claims
             .claim(
@@ -246,6 +297,22 @@ impl<X: ApiPorts> PartnerApi<X> {
             Ok(s) => s,
             Err(e) => return Outcome::anonymous(server_error(&e)),
         };
+        // Issued tokens are on record: a token signed any other way (someone else with
+        // rights on the key) is refused.
+        match self
+            .claims
+            .claim(&issued_key(&claims.jti), claims.exp + 60)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return Outcome::anonymous(server_error(&AwsError::transient(
+                    "token",
+                    "a token id was issued twice",
+                )));
+            }
+            Err(e) => return Outcome::anonymous(server_error(&e)),
+        }
         let body = serde_json::json!({
             "access_token": auth::token(&input, &signature),
             "token_type": "bearer",
@@ -288,6 +355,15 @@ impl<X: ApiPorts> PartnerApi<X> {
             Ok(_) => return Err(unauthorized("the access token has expired")),
             Err(e) => return Err(unauthorized(&e.0)),
         };
+        match self.claims.held(&issued_key(&claims.jti)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(unauthorized(
+                    "the access token was not issued by this server",
+                ));
+            }
+            Err(e) => return Err(Outcome::anonymous(server_error(&e))),
+        }
         match self.partners.get(&claims.sub).await {
             Ok(Some(p)) if p.status == PartnerStatus::Active => Ok((p, claims)),
             Ok(Some(p)) => Err(Outcome::of(
@@ -299,13 +375,46 @@ impl<X: ApiPorts> PartnerApi<X> {
         }
     }
 
+    /// A side effect about to happen, on record first: when the record cannot be written
+    /// the effect does not happen (`503`).
+    async fn record_intent(
+        &self,
+        req: &Request,
+        partner: &Partner,
+        event: &str,
+        job: &str,
+        now_ms: i64,
+    ) -> Result<(), Response> {
+        let (parameters, total) = audited_parameters(req);
+        let record = serde_json::json!({
+            "at": format_rfc3339_ms(now_ms),
+            "request_id": cut(&req.request_id, 100),
+            "event": event,
+            "partner": partner.client_id,
+            "job": cut(job, 32),
+            "parameters": parameters,
+            "parameters_total": total,
+        });
+        self.audit
+            .append("partner-api", now_ms, &record)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "an intent could not be audited; nothing was done");
+                Response::outcome(
+                    503,
+                    "transient",
+                    "the request could not be audited; try again",
+                )
+            })
+    }
+
     /// A `$export` kick-off.
     async fn kick_off(
         &self,
         req: &Request,
         partner: &Partner,
-        _claims: &AccessClaims,
         group: Option<&str>,
+        job_created: &mut Option<String>,
         now_ms: i64,
     ) -> Response {
         if !req
@@ -334,10 +443,25 @@ impl<X: ApiPorts> PartnerApi<X> {
             Err(Refusal::Forbidden(why)) => return Response::outcome(403, "forbidden", &why),
         };
         let url = format!("{}{}", self.settings.base_url, request_line(req));
+        let Some(id) = auth::unguessable_id() else {
+            return server_error(&AwsError::transient(
+                "getrandom",
+                "the OS gave no randomness",
+            ));
+        };
+        if let Err(refused) = self
+            .record_intent(req, partner, "export_kickoff", &id, now_ms)
+            .await
+        {
+            return refused;
+        }
         let started = self
             .exports()
-            .start(&self.queue, &self.secrets, partner, grant, url, now_ms)
+            .start(&self.queue, &self.secrets, partner, grant, &id, url, now_ms)
             .await;
+        if matches!(started, Ok(Ok(_))) {
+            *job_created = Some(id);
+        }
         match started {
             Ok(Ok(job)) => Response::empty(202).with_header(
                 "content-location",
@@ -358,7 +482,10 @@ impl<X: ApiPorts> PartnerApi<X> {
                 "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
                 "grant_types_supported": ["client_credentials"],
                 "scopes_supported": auth::SCOPES,
-                "capabilities": ["client-confidential-asymmetric"],
+                // REQUIRED in SMART App Launch 2.2 (PKCE; S256 only, never plain), though
+                // backend services use no authorization endpoint.
+                "code_challenge_methods_supported": ["S256"],
+                "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2"],
             }),
         )
     }
@@ -382,10 +509,14 @@ impl<X: ApiPorts> PartnerApi<X> {
                         "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
                                        "extension": [{"url": "token", "valueUri": self.settings.token_url()}]}]
                     },
-                    "resource": [{"type": "Observation", "profile": "http://hl7.org/fhir/StructureDefinition/vitalsigns"},
-                                 {"type": "Group", "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}]},
+                    "resource": [{"type": "Observation", "profile": "http://hl7.org/fhir/StructureDefinition/vitalsigns",
+                                  "searchParam": [{"name": "code", "type": "token",
+                                                   "documentation": "usable in the export's _typeFilter: Observation?code=http://loinc.org|<code>"}]},
+                                 {"type": "Group", "interaction": [{"code": "read"}, {"code": "search-type"}],
+                                  "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}]},
                                  {"type": "Patient", "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}]}],
-                    "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}]
+                    "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+                                   "documentation": "parameters: _outputFormat, _since, _until, _type, _typeFilter (GET, or POST with a Parameters body)"}]
                 }]
             }),
         )
@@ -418,6 +549,9 @@ fn kick_off_parameters(req: &Request) -> Result<Vec<(String, String)>, Refusal> 
         Some(serde_json::Value::Array(list)) => list.as_slice(),
         Some(_) => return Err(bad("Parameters.parameter must be a list")),
     };
+    if parameters.len() + req.query.len() > MAX_PARAMETERS {
+        return Err(bad(&format!("more than {MAX_PARAMETERS} parameters")));
+    }
     let mut out = req.query.clone();
     for p in parameters {
         let name = p["name"]
@@ -432,40 +566,80 @@ fn kick_off_parameters(req: &Request) -> Result<Vec<(String, String)>, Refusal> 
     Ok(out)
 }
 
-/// The request's path and query, as the manifest's `request` repeats it.
+/// The kick-off's URL for the manifest's `request`: for a POST, without its
+/// parameters (as the Bulk Data spec says); for a GET, its parameters as the partner
+/// sent them (API Gateway hands them over decoded: they are encoded back only where a
+/// query string must be).
 fn request_line(req: &Request) -> String {
+    const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'&')
+        .add(b'+')
+        .add(b'<')
+        .add(b'>')
+        .add(b'|');
+    if req.method == "POST" || req.query.is_empty() {
+        return req.path.clone();
+    }
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string();
     let query: Vec<String> = req
         .query
         .iter()
-        .map(|(k, v)| {
-            let enc = |s: &str| {
-                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string()
-            };
-            format!("{}={}", enc(k), enc(v))
-        })
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
         .collect();
-    if query.is_empty() {
-        req.path.clone()
-    } else {
-        format!("{}?{}", req.path, query.join("&"))
-    }
+    format!("{}?{}", req.path, query.join("&"))
 }
 
-/// Parameters worth an audit record: the request's own, never a credential.
-fn audited_parameters(req: &Request) -> serde_json::Value {
+/// Refuses what is too large to read before reading it.
+fn bounded(req: &Request) -> Result<(), Response> {
+    if req.body.len() > MAX_BODY_BYTES {
+        return Err(Response::outcome(
+            413,
+            "too-costly",
+            &format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    if req.query.len() > MAX_PARAMETERS {
+        return Err(Response::outcome(
+            400,
+            "too-costly",
+            &format!("more than {MAX_PARAMETERS} query parameters"),
+        ));
+    }
+    Ok(())
+}
+
+fn cut(s: &str, chars: usize) -> String {
+    s.chars().take(chars).collect()
+}
+
+/// Where an issued access token's id is recorded.
+fn issued_key(jti: &str) -> String {
+    format!("token#{jti}")
+}
+
+/// Parameters worth an audit record (the query, a kick-off's `Parameters` body, a token
+/// request's grant type and scope; never a credential), bounded: at most
+/// `AUDIT_PARAMETERS` of them, values cut; with how many there were.
+fn audited_parameters(req: &Request) -> (serde_json::Value, usize) {
     let pairs: Vec<(String, String)> = if req.path.ends_with("/auth/token") {
         crate::http::form_pairs(&req.body)
             .into_iter()
             .filter(|(k, _)| k == "grant_type" || k == "scope")
             .collect()
+    } else if req.method == "POST" && req.path.ends_with("$export") {
+        kick_off_parameters(req).unwrap_or_else(|_| req.query.clone())
     } else {
         req.query.clone()
     };
-    serde_json::Value::Object(
-        pairs
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::Value::String(v.chars().take(200).collect())))
-            .collect(),
-    )
+    let total = pairs.len();
+    let list: Vec<serde_json::Value> = pairs
+        .into_iter()
+        .take(AUDIT_PARAMETERS)
+        .map(|(k, v)| serde_json::json!([cut(&k, 64), cut(&v, AUDIT_VALUE_CHARS)]))
+        .collect();
+    (serde_json::Value::Array(list), total)
 }

@@ -76,21 +76,47 @@ impl TokenRequest {
                 format!("client_assertion_type must be {ASSERTION_TYPE}, with a client_assertion"),
             ));
         }
-        let granted: Vec<&'static str> = self
-            .scope
-            .split_whitespace()
-            .filter_map(|s| SCOPES.iter().find(|x| **x == s).copied())
-            .collect();
+        let mut granted: Vec<&'static str> =
+            self.scope.split_whitespace().filter_map(narrowed).collect();
+        granted.sort_unstable();
+        granted.dedup();
         if granted.is_empty() {
             return Err(OAuthError::new(
                 "invalid_scope",
                 format!(
-                    "no scope this server grants was asked for ({})",
+                    "no scope this server grants was asked for ({}; wildcards such as system/*.rs are narrowed to them)",
                     SCOPES.join(", ")
                 ),
             ));
         }
         Ok(granted)
+    }
+}
+
+/// A requested scope narrowed to what this server grants (reading and searching
+/// Observations): `system/*.rs` and `system/Observation.cruds` become
+/// `system/Observation.rs`, `system/*.read` and `system/*.*` become
+/// `system/Observation.read`; a scope that does not include reading and searching
+/// Observations grants nothing.
+fn narrowed(scope: &str) -> Option<&'static str> {
+    let (resource, permission) = scope.strip_prefix("system/")?.split_once('.')?;
+    if resource != "*" && resource != "Observation" {
+        return None;
+    }
+    match permission {
+        "read" | "*" => Some(SCOPES[1]),
+        // SMART v2: any of c, r, u, d, s in that order, at most once each.
+        v2 if !v2.is_empty()
+            && v2.len() <= 5
+            && v2.bytes().all(|b| b"cruds".contains(&b))
+            && v2.as_bytes().windows(2).all(|w| {
+                let pos = |b| b"cruds".iter().position(|x| *x == b);
+                pos(w[0]) < pos(w[1])
+            }) =>
+        {
+            (v2.contains('r') && v2.contains('s')).then_some(SCOPES[0])
+        }
+        _ => None,
     }
 }
 
@@ -256,6 +282,25 @@ pub fn unguessable_id() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcard_scopes_are_narrowed_to_reading_and_searching_observations() {
+        for (asked, granted) in [
+            ("system/*.rs", Some("system/Observation.rs")),
+            ("system/*.cruds", Some("system/Observation.rs")),
+            ("system/Observation.rs", Some("system/Observation.rs")),
+            ("system/*.read", Some("system/Observation.read")),
+            ("system/*.*", Some("system/Observation.read")),
+            ("system/*.r", None),
+            ("system/*.sr", None),
+            ("system/*.rrs", None),
+            ("system/Patient.rs", None),
+            ("user/*.rs", None),
+            ("patient/Observation.rs", None),
+        ] {
+            assert_eq!(narrowed(asked), granted, "{asked}");
+        }
+    }
 
     #[test]
     fn token_requests_are_checked_before_any_key_is_looked_up() {

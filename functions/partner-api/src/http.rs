@@ -82,11 +82,17 @@ impl Response {
     }
 }
 
-/// A FHIR `OperationOutcome` with one error issue.
+/// A FHIR `OperationOutcome` with one issue: an `informational` one (what a policy
+/// withheld) has severity `information`, every other code `error`.
 pub fn operation_outcome(code: &str, diagnostics: &str) -> serde_json::Value {
+    let severity = if code == "informational" {
+        "information"
+    } else {
+        "error"
+    };
     serde_json::json!({
         "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}]
+        "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}]
     })
 }
 

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use pulselake_adapters::{
     AwsError, DELETED_FILE, ERRORS_FILE, ExportJobs, Job, JobStatus, ObjectReader, ObjectWriter,
-    Partner, Presigner, Secrets, WorkQueue, WorkUnit, job_prefix, remove_files,
+    OutputFile, Partner, Presigner, Secrets, VersionedObjects, WorkQueue, WorkUnit, job_prefix,
+    remove_files,
 };
 use pulselake_domain::Metric;
 use pulselake_domain::partition::READINGS_PREFIX;
-use pulselake_domain::partner::Grant;
+use pulselake_domain::partner::{Grant, Mode};
 use pulselake_domain::time::{Date, format_http_date, format_rfc3339_ms};
 
-use crate::auth::unguessable_id;
 use crate::config::Settings;
 use crate::http::{Response, operation_outcome};
 
@@ -101,15 +101,17 @@ pub fn job_belongs(job: &Job, partner: &Partner) -> bool {
 impl<J, O> Exports<'_, J, O>
 where
     J: ExportJobs,
-    O: ObjectReader + ObjectWriter + Presigner,
+    O: ObjectReader + ObjectWriter + VersionedObjects + Presigner,
 {
-    /// Starts an export: `Ok(Err(response))` when the partner may not start one now.
+    /// Starts export `id`: `Ok(Err(response))` when the partner may not start one now.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         &self,
         queue: &impl WorkQueue,
         secrets: &impl Secrets,
         partner: &Partner,
         grant: Grant,
+        id: &str,
         request: String,
         now_ms: i64,
     ) -> Result<Result<Job, Response>, AwsError> {
@@ -129,12 +131,7 @@ where
         let scope = grant.scope;
         let settings = self.settings;
         let mut units: Vec<WorkUnit> = Vec::new();
-        let Some(id) = unguessable_id() else {
-            return Err(AwsError::transient(
-                "getrandom",
-                "the OS gave no randomness",
-            ));
-        };
+        let id = id.to_owned();
         let mut bp: BTreeMap<Date, Vec<String>> = BTreeMap::new();
         let pair = scope.metrics.contains(&Metric::BpSystolic)
             && scope.metrics.contains(&Metric::BpDiastolic);
@@ -171,7 +168,7 @@ where
                 partitions,
             });
         }
-        let (key_version, _) = secrets.current(&partner.key_secret).await?;
+        let key_version = secrets.current_version(&partner.key_secret).await?;
         let job = Job {
             id: id.clone(),
             client_id: partner.client_id.clone(),
@@ -219,7 +216,7 @@ where
                 .iter()
                 .filter_map(|u| serde_json::to_string(u).ok())
                 .collect();
-            if let Err(e) = queue.send(&bodies).await {
+            if let Err(e) = queue.send_for(&partner.client_id, &bodies).await {
                 self.jobs
                     .end(
                         &job,
@@ -241,8 +238,15 @@ where
             Ok(j) => j,
             Err(r) => return r,
         };
-        if job.status == JobStatus::InProgress && now_ms - job.updated_at > STALL_MS {
-            // The watchdog: never left at 202 forever.
+        let waited = now_ms - job.updated_at > STALL_MS;
+        let worker_busy = match self.jobs.worker_progress().await {
+            Ok(t) => t.is_some_and(|t| now_ms - t <= STALL_MS),
+            Err(e) => return Response::server_error(&e),
+        };
+        if job.status == JobStatus::InProgress && waited && !worker_busy {
+            // The watchdog: never left at 202 forever. It measures work that stopped (no
+            // unit of any export finished for STALL_MS), not work that waits behind
+            // other exports; a unit that fails for good fails its job in the worker.
             let why =
                 "the export stopped making progress and was stopped; start it again".to_owned();
             match self
@@ -286,18 +290,25 @@ where
 
     async fn manifest(&self, job: &Job) -> Result<serde_json::Value, AwsError> {
         let files_url = format!("{}/export-files/{}", self.settings.fhir_base(), job.id);
-        let output: Vec<serde_json::Value> = self
-        .jobs
-        .outputs(&job.id)
-        .await?
-        .values()
-        .flatten()
-        .map(|f| {
-            let name = f.key.rsplit('/').next().unwrap_or_default();
-            serde_json::json!({"type": "Observation", "url": format!("{files_url}/{name}"), "count": f.count,
-                               "extension": {"sha256": f.sha256}})
-        })
-        .collect();
+        let mut files: Vec<OutputFile> = self
+            .jobs
+            .outputs(&job.id)
+            .await?
+            .into_values()
+            .flatten()
+            .collect();
+        if job.scope.mode == Mode::SafeHarbor {
+            // By keyed name, not by day: the list's order dates nothing either.
+            files.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+        let output: Vec<serde_json::Value> = files
+            .iter()
+            .map(|f| {
+                let name = f.key.rsplit('/').next().unwrap_or_default();
+                serde_json::json!({"type": "Observation", "url": format!("{files_url}/{name}"), "count": f.count,
+                                   "extension": {"sha256": f.sha256}})
+            })
+            .collect();
         let error: Vec<serde_json::Value> = if job.withheld.is_empty() {
             Vec::new()
         } else {
@@ -360,6 +371,15 @@ where
             Ok(_) => return Response::outcome(404, "not-found", "no such file"),
             Err(r) => return r,
         };
+        // The partner's status was checked with its token; its policy is checked here,
+        // at every download: what it no longer grants is no longer handed out.
+        if !partner.policy.covers(&job.scope) {
+            return Response::outcome(
+                403,
+                "forbidden",
+                "the partner's policy no longer grants this export; start a new one",
+            );
+        }
         let known: BTreeSet<String> = match self.jobs.outputs(&job.id).await {
             Ok(o) => o
                 .values()

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod groups;
 pub mod http;
 pub mod jobs;
 

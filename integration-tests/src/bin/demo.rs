@@ -388,9 +388,9 @@ fn print_partners(r: &PartnerReport) {
         n(r.audit_records)
     );
     println!(
-        "  check: every granted reading exported once: {}; Safe Harbor years only: {}; pseudonyms unlinkable across partners: {}; every refusal as the standard says: {}; a cancel leaves no file: {}; no subject or device id in files or audit: {}",
+        "  check: every granted reading exported once: {}; Safe Harbor years only, no day in any URL: {}; pseudonyms unlinkable across partners: {}; every refusal as the standard says: {}; a cancel leaves no file: {}; no subject or device id in files or audit: {}",
         ok(r.research.readings == r.research.expected && r.insurer.readings == r.insurer.expected),
-        ok(r.insurer.years_only),
+        ok(r.insurer.years_only && r.insurer.dated_urls == 0),
         ok(r.research.pseudonyms.is_disjoint(&r.insurer.pseudonyms)),
         ok(r.refusals.iter().all(|(_, got, want)| got == want)),
         ok(r.cancelled_files_left == 0),
