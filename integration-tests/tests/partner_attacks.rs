@@ -794,3 +794,36 @@ async fn a_smart_client_finds_everything_from_the_fhir_base_url() {
         serde_json::from_str(&get(&api, &token, &status).await.body).unwrap();
     assert_eq!(manifest["request"], format!("{BASE}{path}"));
 }
+
+#[tokio::test]
+async fn a_client_asking_for_tokens_in_a_loop_is_slowed_and_the_others_are_not() {
+    let world = World::new();
+    let api = world.api();
+    let research = || {
+        assertion(
+            "research",
+            "research-rs384.pem",
+            Algorithm::RS384,
+            "research-2026",
+        )
+    };
+    // All within one minute.
+    let at = now();
+    let mut statuses = Vec::new();
+    for _ in 0..=partner_api::api::TOKENS_PER_MINUTE {
+        let req = request(
+            "POST",
+            "/auth/token",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            &token_form(&research()),
+        );
+        let r = api.handle(&req, at).await;
+        statuses.push((r.status, r.body));
+    }
+    let (last, granted) = statuses.split_last().unwrap();
+    assert!(granted.iter().all(|(s, _)| *s == 200), "{granted:?}");
+    assert_eq!(last.0, 429, "{}", last.1);
+    assert!(last.1.contains("slow_down"), "{}", last.1);
+    // The insurer is not held back by research's loop.
+    bearer(&api, "insurer").await;
+}

@@ -117,3 +117,76 @@ fn the_functions_read_only_the_partners_pseudonym_keys_and_sign_with_a_kms_key()
         "partner-api verifies RS256 with it"
     );
 }
+
+/// Statements of a role's inline policies.
+fn statements<'a>(t: &'a Value, role: &str) -> Vec<&'a Value> {
+    t["Resources"][role]["Properties"]["Policies"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["PolicyDocument"]["Statement"].as_sequence().unwrap())
+        .collect()
+}
+
+fn actions(s: &Value) -> Vec<String> {
+    match &s["Action"] {
+        Value::Sequence(list) => list.iter().map(text).collect(),
+        one => vec![text(one)],
+    }
+}
+
+#[test]
+fn only_the_partner_api_signs_tokens_it_names_key_versions_without_reading_keys_and_waf_guards_it()
+{
+    let t = template();
+    let api: Vec<String> = statements(&t, "PartnerApiRole")
+        .into_iter()
+        .flat_map(actions)
+        .collect();
+    assert!(api.contains(&"secretsmanager:DescribeSecret".to_owned()));
+    assert!(
+        !api.iter().any(|a| a == "secretsmanager:GetSecretValue"),
+        "the internet-facing role reads no pseudonym key: {api:?}"
+    );
+    assert!(
+        check_worker_list_versions(&t),
+        "the worker lists key versions for deletions"
+    );
+    // The key policy denies kms:Sign to every principal but the partner API's role.
+    let key = &t["Resources"]["TokenSigningKey"]["Properties"]["KeyPolicy"]["Statement"];
+    let deny = key
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| text(&s["Effect"]) == "Deny")
+        .expect("a Deny statement");
+    assert_eq!(actions(deny), ["kms:Sign"]);
+    let principal = format!("{:?}", deny["Condition"]["ArnNotLike"]["aws:PrincipalArn"]);
+    assert!(
+        principal.contains("role/${AWS::StackName}-PartnerApiRole-*"),
+        "{principal}"
+    );
+    // A WAF web ACL with rate-based rules stands before the API stage.
+    let acl = &t["Resources"]["PartnerApiWebAcl"]["Properties"];
+    let rules = acl["Rules"].as_sequence().unwrap();
+    let token_rule = rules
+        .iter()
+        .find(|r| !r["Statement"]["RateBasedStatement"]["ScopeDownStatement"].is_null())
+        .expect("a rate-based rule on the token endpoint");
+    assert_eq!(
+        text(
+            &token_rule["Statement"]["RateBasedStatement"]["ScopeDownStatement"]["ByteMatchStatement"]
+                ["SearchString"]
+        ),
+        "/auth/token"
+    );
+    let association = &t["Resources"]["PartnerApiWebAclAssociation"]["Properties"];
+    assert!(format!("{:?}", association["ResourceArn"]).contains("PartnerApi"));
+}
+
+fn check_worker_list_versions(t: &Value) -> bool {
+    statements(t, "ExportWorkerRole")
+        .into_iter()
+        .flat_map(actions)
+        .any(|a| a == "secretsmanager:ListSecretVersionIds")
+}

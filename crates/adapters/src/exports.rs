@@ -135,8 +135,9 @@ pub trait ExportJobs: Send + Sync {
     /// When a unit of any export last finished: the worker is working (a job that
     /// waits behind others' units is not stalled).
     fn worker_progress(&self) -> impl Future<Output = Result<Option<i64>, AwsError>> + Send;
-    /// Counts a kick-off of `client` on `day`; `Ok(false)` past `limit` that day.
-    fn count_kickoff(
+    /// Counts one use of `client`'s quota `bucket` (a day's kick-offs, a minute's
+    /// tokens); `Ok(false)` past `limit` in that bucket.
+    fn count_quota(
         &self,
         client: &str,
         day: &str,
@@ -423,7 +424,7 @@ impl ExportJobs for DynamoExportJobs {
         }
     }
 
-    async fn count_kickoff(&self, client: &str, day: &str, limit: u32) -> Result<bool, AwsError> {
+    async fn count_quota(&self, client: &str, day: &str, limit: u32) -> Result<bool, AwsError> {
         let counted = self
             .client
             .update_item()
@@ -593,7 +594,7 @@ impl ExportJobs for MemoryExportJobs {
             .worker_progress)
     }
 
-    async fn count_kickoff(&self, client: &str, day: &str, limit: u32) -> Result<bool, AwsError> {
+    async fn count_quota(&self, client: &str, day: &str, limit: u32) -> Result<bool, AwsError> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let n = st.kickoffs.entry(format!("{client}#{day}")).or_default();
         if *n >= limit {

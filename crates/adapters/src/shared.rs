@@ -39,13 +39,13 @@ impl<T: ExportJobs> ExportJobs for &T {
     ) -> impl Future<Output = Result<bool, AwsError>> + Send {
         (**self).end(job, from, to, error)
     }
-    fn count_kickoff(
+    fn count_quota(
         &self,
         client: &str,
         day: &str,
         limit: u32,
     ) -> impl Future<Output = Result<bool, AwsError>> + Send {
-        (**self).count_kickoff(client, day, limit)
+        (**self).count_quota(client, day, limit)
     }
     fn worker_progress(&self) -> impl Future<Output = Result<Option<i64>, AwsError>> + Send {
         (**self).worker_progress()

@@ -78,6 +78,8 @@ impl Outcome {
 /// Request bodies larger than this are refused before they are parsed (a kick-off's
 /// `Parameters` and a token form are a few KB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Tokens one partner may get per minute (one lives 300 s: a client needs one).
+pub const TOKENS_PER_MINUTE: u32 = 30;
 /// Query or body parameters beyond this many are refused before they are read.
 pub const MAX_PARAMETERS: usize = 50;
 /// An audit record keeps at most this many parameters, each value cut to
@@ -258,6 +260,28 @@ impl<X: ApiPorts> PartnerApi<X> {
         };
         if partner.status != PartnerStatus::Active {
             return unproven("suspended");
+        }
+        // A proven client that asks for tokens in a loop is slowed, not the others.
+        let minute = format!("tokens@{}", &format_rfc3339_ms(now_ms)[..16]);
+        match self
+            .jobs
+            .count_quota(&partner.client_id, &minute, TOKENS_PER_MINUTE)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                let mut o = refuse(OAuthError::new(
+                    "slow_down",
+                    format!(
+                        "more than {TOKENS_PER_MINUTE} tokens a minute; a token lives {} s, reuse it",
+                        auth::TOKEN_SECONDS
+                    ),
+                ));
+                o.response.status = 429;
+                o.response = o.response.with_header("retry-after", "60");
+                return o;
+            }
+            Err(e) => return Outcome::anonymous(server_error(&e)),
         }
         match self
             .claims

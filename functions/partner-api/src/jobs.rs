@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use futures_util::future::try_join_all;
+
 use pulselake_adapters::{
     AwsError, DELETED_FILE, ERRORS_FILE, ExportJobs, Job, JobStatus, ObjectReader, ObjectWriter,
     OutputFile, Partner, Presigner, Secrets, VersionedObjects, WorkQueue, WorkUnit, job_prefix,
@@ -48,29 +50,41 @@ async fn partitions<O: ObjectReader>(
             .parse()
             .ok()
     };
-    let mut days = Vec::new();
+    // Three round trips per metric, whatever the lake's age: the years, then every
+    // year's months at once, then every month's days at once.
     let root = format!("{READINGS_PREFIX}metric={}/", metric.name());
-    for y in objects.list_dirs(bucket, &root).await? {
-        let Some(year) = num(&y, "year") else {
-            continue;
-        };
-        if lo.is_some_and(|d| year < d.year) || hi.is_some_and(|d| year > d.year) {
-            continue;
-        }
-        for m in objects.list_dirs(bucket, &y).await? {
-            let Some(month) = num(&m, "month") else {
+    let years: Vec<(i32, String)> = objects
+        .list_dirs(bucket, &root)
+        .await?
+        .into_iter()
+        .filter_map(|y| num(&y, "year").map(|n| (n, y)))
+        .filter(|(year, _)| {
+            !(lo.is_some_and(|d| *year < d.year) || hi.is_some_and(|d| *year > d.year))
+        })
+        .collect();
+    let month_lists = try_join_all(years.iter().map(|(_, y)| objects.list_dirs(bucket, y))).await?;
+    let months: Vec<(i32, i32, String)> = years
+        .iter()
+        .zip(month_lists)
+        .flat_map(|((year, _), list)| {
+            list.into_iter()
+                .filter_map(|m| num(&m, "month").map(|n| (*year, n, m)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let day_lists =
+        try_join_all(months.iter().map(|(_, _, m)| objects.list_dirs(bucket, m))).await?;
+    let mut days = Vec::new();
+    for ((year, month, _), list) in months.iter().zip(day_lists) {
+        for d in list {
+            let Some(day) = num(&d, "day") else { continue };
+            let Some(date) = Date::new(*year, *month as u8, day as u8) else {
                 continue;
             };
-            for d in objects.list_dirs(bucket, &m).await? {
-                let Some(day) = num(&d, "day") else { continue };
-                let Some(date) = Date::new(year, month as u8, day as u8) else {
-                    continue;
-                };
-                if lo.is_some_and(|x| date < x) || hi.is_some_and(|x| date > x) {
-                    continue;
-                }
-                days.push(date);
+            if lo.is_some_and(|x| date < x) || hi.is_some_and(|x| date > x) {
+                continue;
             }
+            days.push(date);
         }
     }
     Ok(days)
@@ -118,7 +132,7 @@ where
         let day = format_rfc3339_ms(now_ms)[..10].to_owned();
         if !self
             .jobs
-            .count_kickoff(&partner.client_id, &day, partner.policy.daily_exports)
+            .count_quota(&partner.client_id, &day, partner.policy.daily_exports)
             .await?
         {
             return Ok(Err(Response::outcome(
