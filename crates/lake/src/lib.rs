@@ -9,6 +9,7 @@
 mod batch;
 mod columns;
 pub mod erase;
+mod footer;
 mod read;
 mod write;
 
@@ -144,6 +145,25 @@ mod tests {
             source: Source::File,
             source_ref: "sha256:abc".into(),
         }
+    }
+
+    #[test]
+    fn every_column_order_is_type_defined_so_every_engine_reads_the_statistics() {
+        use parquet::basic::{ColumnOrder, SortOrder};
+        let rows: Vec<Reading<'static>> = (0..10).map(reading).collect();
+        let reader = SerializedFileReader::new(file_of(&rows, 4)).unwrap();
+        let meta = reader.metadata();
+        let value = COLUMNS.iter().position(|c| c.name == "value").unwrap();
+        assert_eq!(
+            meta.file_metadata().column_order(value),
+            ColumnOrder::TYPE_DEFINED_ORDER(SortOrder::SIGNED)
+        );
+        let stats = meta.row_group(0).column(value).statistics().unwrap();
+        assert_eq!(
+            (stats.min_bytes_opt(), stats.max_bytes_opt()),
+            (Some(&60.0f64.to_le_bytes()[..]), Some(&63.0f64.to_le_bytes()[..]))
+        );
+        assert_eq!(reader.get_row_iter(None).unwrap().count(), 10);
     }
 
     #[test]

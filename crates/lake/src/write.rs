@@ -18,6 +18,7 @@ use parquet::schema::types::ColumnPath;
 use pulselake_domain::{Reading, ReadingId};
 
 use crate::columns::{Columns, Strings, Values, check};
+use crate::footer::ColumnOrderSink;
 use crate::{COLUMNS, Column, LakeError, parquet_schema_of};
 
 /// How a file is laid out.
@@ -119,7 +120,7 @@ pub(crate) fn encode_with(
 /// A lake file written a batch of rows at a time (each batch in row groups of the
 /// layout's size), so a rewrite holds one batch, never the whole file.
 pub struct GroupWriter<'s, W: Write + Send> {
-    file: SerializedFileWriter<W>,
+    file: SerializedFileWriter<ColumnOrderSink<W>>,
     schema: &'s [Column],
     layout: FileLayout,
     rows: u64,
@@ -136,7 +137,11 @@ impl<'s, W: Write + Send> GroupWriter<'s, W> {
     fn with_schema(sink: W, schema: &'s [Column], layout: FileLayout) -> Result<Self, LakeError> {
         let props = properties(schema, layout.sorted_by_subject);
         Ok(GroupWriter {
-            file: SerializedFileWriter::new(sink, parquet_schema_of(schema), props)?,
+            file: SerializedFileWriter::new(
+                ColumnOrderSink::new(sink, schema.len()),
+                parquet_schema_of(schema),
+                props,
+            )?,
             schema,
             layout,
             rows: 0,
@@ -243,7 +248,7 @@ impl<'s, W: Write + Send> GroupWriter<'s, W> {
     /// The sink, for bytes written so far to be taken away as the file grows (the
     /// writer counts offsets itself; what it still buffers follows in order).
     pub fn sink_mut(&mut self) -> &mut W {
-        self.file.inner_mut()
+        &mut self.file.inner_mut().inner
     }
 
     /// Rows written so far.
@@ -253,7 +258,9 @@ impl<'s, W: Write + Send> GroupWriter<'s, W> {
 
     /// Writes the footer; returns the sink.
     pub fn finish(self) -> Result<W, LakeError> {
-        Ok(self.file.into_inner()?)
+        let sink = self.file.into_inner()?;
+        sink.finish()
+            .map_err(|e| LakeError::Parquet(parquet::errors::ParquetError::External(Box::new(e))))
     }
 }
 
