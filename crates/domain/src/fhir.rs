@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::keyed::{KeyedIds, NamingKey};
+use crate::keyed::NamingKey;
 use crate::metric::Metric;
 use crate::partner::Mode;
 use crate::reading::ReadingId;
@@ -127,16 +127,26 @@ fn quantity(m: Metric, value: f64) -> Quantity<'static> {
 /// Resource ids keyed with the partner's pseudonym key: a re-export under the same key
 /// version gives the same ids, two partners never the same one, and no one without the
 /// key can recompute an id from a device, sensor, metric and time (the reading id is an
-/// unkeyed hash of exactly those).
-pub struct ObservationIds(KeyedIds);
+/// unkeyed hash of exactly those). The reading id is one 16-byte block, so the id is
+/// that block under AES-128 (a pseudorandom permutation; AES-NI makes it ~10 ns, where
+/// HMAC-SHA256 per resource cost a quarter of the export's time), keyed with
+/// HMAC-SHA256(partner key, context).
+pub struct ObservationIds(aes::Aes128);
 
 impl ObservationIds {
     pub fn new(partner_key: &NamingKey) -> ObservationIds {
-        ObservationIds(partner_key.ids("pulselake.observation.v2"))
+        use aes::cipher::KeyInit;
+        let key = partner_key
+            .ids("pulselake.observation.v3")
+            .bytes16(b"aes-128");
+        ObservationIds(aes::Aes128::new(&key.into()))
     }
 
     pub fn of(&self, reading_id: &ReadingId) -> String {
-        self.0.id(&reading_id.0)
+        use aes::cipher::BlockEncrypt;
+        let mut block = reading_id.0.into();
+        self.0.encrypt_block(&mut block);
+        hex::encode(block)
     }
 }
 

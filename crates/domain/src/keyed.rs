@@ -67,9 +67,16 @@ pub struct KeyedIds(HmacSha256);
 impl KeyedIds {
     /// 32 hex digits (128 bits) of HMAC(key, context || 0 || bytes).
     pub fn id(&self, bytes: &[u8]) -> String {
+        hex::encode(self.bytes16(bytes))
+    }
+
+    /// The first 16 bytes of HMAC(key, context || 0 || bytes): a derived key.
+    pub fn bytes16(&self, bytes: &[u8]) -> [u8; 16] {
         let mut mac = self.0.clone();
         mac.update(bytes);
-        hex::encode(&mac.finalize().into_bytes()[..16])
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&mac.finalize().into_bytes()[..16]);
+        out
     }
 }
 
