@@ -15,8 +15,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use partner_api::http::Response;
 use partner_api::{ApiPorts, PartnerApi, Settings};
 use pulselake_adapters::{
-    AuditLog, AwsError, ErasureRequest, ErasureRequests, MemoryExportJobs, MemoryObjects,
-    MemoryOnce, MemoryPartners, MemoryQueue, MemorySecrets, TokenSigner, WorkUnit,
+    AuditLog, AwsError, MemoryExportJobs, MemoryObjects, MemoryOnce, MemoryPartners, MemoryQueue,
+    MemorySecrets, TokenSigner, WorkUnit,
 };
 use pulselake_domain::partner::PartnerStatus;
 use pulselake_domain::{Metric, NamingKey, ReadingId};
@@ -80,25 +80,6 @@ async fn everything_received(
         }
     }
     (manifest, files)
-}
-
-async fn tombstone(world: &World, subject: &str) {
-    world
-        .erasures
-        .record(&ErasureRequest {
-            subject_id: subject.into(),
-            aliases: Vec::new(),
-            devices: Vec::new(),
-            periods: Vec::new(),
-            request_id: format!("erasure-{subject}"),
-            requested_by: "dpo".into(),
-            reason: "Art. 17".into(),
-            requested_at: now(),
-            completed_at: None,
-            evidence: None,
-        })
-        .await
-        .unwrap();
 }
 
 fn ids(files: &[(String, String)]) -> BTreeSet<String> {

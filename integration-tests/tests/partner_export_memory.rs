@@ -353,25 +353,9 @@ async fn a_unit_retried_while_the_job_runs_counts_once() {
 
 #[tokio::test]
 async fn a_tombstoned_subject_is_never_exported_even_before_the_lake_is_rewritten() {
-    use pulselake_adapters::{ErasureRequest, ErasureRequests};
     let world = World::new();
     let (_, before) = export(&world, "research", "/fhir/$export").await;
-    world
-        .erasures
-        .record(&ErasureRequest {
-            subject_id: "subject-adult-7".into(),
-            aliases: Vec::new(),
-            devices: Vec::new(),
-            periods: Vec::new(),
-            request_id: "erasure-1".into(),
-            requested_by: "dpo".into(),
-            reason: "Art. 17".into(),
-            requested_at: now(),
-            completed_at: None,
-            evidence: None,
-        })
-        .await
-        .unwrap();
+    tombstone(&world, "subject-adult-7").await;
     let (manifest, after) = export(&world, "research", "/fhir/$export").await;
     let patients = |lines: &[serde_json::Value]| -> BTreeSet<String> {
         lines

@@ -161,7 +161,10 @@ mod tests {
         let stats = meta.row_group(0).column(value).statistics().unwrap();
         assert_eq!(
             (stats.min_bytes_opt(), stats.max_bytes_opt()),
-            (Some(&60.0f64.to_le_bytes()[..]), Some(&63.0f64.to_le_bytes()[..]))
+            (
+                Some(&60.0f64.to_le_bytes()[..]),
+                Some(&63.0f64.to_le_bytes()[..])
+            )
         );
         assert_eq!(reader.get_row_iter(None).unwrap().count(), 10);
     }

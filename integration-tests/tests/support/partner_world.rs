@@ -490,3 +490,24 @@ pub fn codes(obs: &serde_json::Value) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// Records an erasure request for `subject` (a tombstone: exports skip it at once).
+pub async fn tombstone(world: &World, subject: &str) {
+    use pulselake_adapters::ErasureRequests;
+    world
+        .erasures
+        .record(&pulselake_adapters::ErasureRequest {
+            subject_id: subject.into(),
+            aliases: Vec::new(),
+            devices: Vec::new(),
+            periods: Vec::new(),
+            request_id: format!("erasure-{subject}"),
+            requested_by: "dpo".into(),
+            reason: "Art. 17".into(),
+            requested_at: now(),
+            completed_at: None,
+            evidence: None,
+        })
+        .await
+        .unwrap();
+}
