@@ -128,9 +128,9 @@ fn quantity(m: Metric, value: f64) -> Quantity<'static> {
 /// version gives the same ids, two partners never the same one, and no one without the
 /// key can recompute an id from a device, sensor, metric and time (the reading id is an
 /// unkeyed hash of exactly those). The reading id is one 16-byte block, so the id is
-/// that block under AES-128 (a pseudorandom permutation; AES-NI makes it ~10 ns, where
-/// HMAC-SHA256 per resource cost a quarter of the export's time), keyed with
-/// HMAC-SHA256(partner key, context).
+/// that block under AES-128 (a keyed pseudorandom permutation, a few ns with AES-NI),
+/// keyed with HMAC-SHA256(partner key, context). On the export bench it measured the
+/// same as HMAC-SHA256 per resource (0.62 against 0.61 M Observations/s).
 pub struct ObservationIds(aes::Aes128);
 
 impl ObservationIds {
