@@ -72,8 +72,11 @@ demo: $(STAMP)
 	$(CARGO) run --quiet -p pulselake-local --bin demo -- $(ARGS)
 
 # The functions run with these glibc settings (template.yaml Globals), so the bench does too.
+# Each bench calibrates itself and compares with bench/baseline.json (fails on a regression
+# beyond its tolerance); PULSELAKE_BENCH_RECORD=1 records a new baseline. The venv holds
+# the Python peers (bench/peers) the stream figures are compared with.
 GLIBC_TUNABLES := glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432
-bench:
+bench: $(STAMP)
 	GLIBC_TUNABLES=$(GLIBC_TUNABLES) $(CARGO) bench -p stream-ingest -p file-ingest -p vitals-alert -p export-worker -p pulselake-lake
 
 # Release arm64 binaries, as SAM deploys them (cargo-lambda cross-compiles with Zig).

@@ -26,7 +26,7 @@ pub use message::{DeviceMessage, MAX_PAYLOAD_BYTES, RawReading};
 pub use metric::Metric;
 pub use partition::Partition;
 pub use quarantine::{QuarantineEntry, RejectedReading};
-pub use reading::{FileLine, Reading, ReadingId, Source};
+pub use reading::{FileLine, LineTail, Reading, ReadingId, Source};
 pub use reason::{Reason, Rejection};
 pub use registry::{Assignment, DeviceRecord};
 pub use validate::{Assessed, Provenance, TimePolicy, assess, normalize};

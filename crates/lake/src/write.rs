@@ -1,19 +1,24 @@
-//! Lake files written by the `parquet` crate (arrow-rs), column by column from prepared
-//! buffers: strings become `ByteArray`s that share one buffer per column (no copy per
-//! row), interned strings one shared value per symbol. Encodings and statistics are
-//! chosen per column: dictionaries where values repeat, none for the two unique
-//! columns, min/max where readers prune on them.
+//! Lake files written by the `parquet` crate (arrow-rs) through its Arrow column writers,
+//! from prepared buffers: texts become string arrays over one buffer per row group,
+//! interned strings dictionary arrays over their codes (no value copied per row).
+//! Encodings and statistics are chosen per column: dictionaries where values repeat,
+//! none for the two unique columns, min/max where readers prune on them.
 
 use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
+use arrow_array::types::UInt32Type;
+use arrow_array::{
+    ArrayRef, DictionaryArray, Float64Array, RecordBatch, RecordBatchOptions, StringArray,
+    TimestampMillisecondArray, UInt32Array, new_null_array,
+};
+use arrow_buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::basic::{Compression, Encoding};
 use parquet::column::writer::ColumnCloseResult;
-use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
-use parquet::file::writer::{SerializedColumnWriter, SerializedFileWriter};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use pulselake_domain::{Reading, ReadingId};
 
@@ -160,7 +165,10 @@ impl<'s, W: Write + Send> GroupWriter<'s, W> {
     }
 
     /// `empty_group`: a batch of no rows still writes one (empty) row group, as a whole
-    /// file of no rows has always had.
+    /// file of no rows has always had. Each row group goes through the parquet crate's
+    /// Arrow column writers (as [`GroupWriter::write_batch`]): texts as one buffer with
+    /// offsets, interned ones as a dictionary array over their codes, so no value is
+    /// cloned or reference-counted per row.
     fn write_groups(
         &mut self,
         values: &[Values<'_, '_>],
@@ -168,40 +176,43 @@ impl<'s, W: Write + Send> GroupWriter<'s, W> {
         empty_group: bool,
     ) -> Result<(), LakeError> {
         let group = self.layout.row_group_rows.max(1);
-        let texts: Vec<Option<TextColumn>> = values.iter().map(TextColumn::of).collect();
+        let shared: Vec<Shared> = values.iter().map(Shared::of).collect();
+        let fields: Vec<Field> = self
+            .schema
+            .iter()
+            .zip(&shared)
+            .map(|(c, s)| Field::new(c.name, s.data_type(), true))
+            .collect();
+        let arrow_schema = Arc::new(Schema::new(fields));
         let mut start = 0;
         let mut groups = 0;
         while start < rows || (empty_group && groups == 0) {
             groups += 1;
             let end = (start + group).min(rows);
-            let mut rg = self.file.next_row_group()?;
-            for (i, v) in values.iter().enumerate() {
-                let Some(mut col) = rg.next_column()? else {
-                    return Err(LakeError::Column {
-                        column: self.schema[i].name,
-                        problem: "the writer has fewer columns than the schema".into(),
-                    });
-                };
-                write_column(&mut col, v, texts[i].as_ref(), start, end)?;
-                col.close()?;
-            }
-            rg.close()?;
+            let columns = values
+                .iter()
+                .zip(&shared)
+                .map(|(v, s)| s.slice(v, start, end))
+                .collect::<Result<Vec<_>, _>>()?;
+            let batch = RecordBatch::try_new_with_options(
+                arrow_schema.clone(),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(end - start)),
+            )
+            .map_err(|e| LakeError::Column {
+                column: "*",
+                problem: format!("the rows do not form a batch: {e}"),
+            })?;
+            self.write_group(&batch)?;
             start = end;
         }
         self.rows += rows as u64;
         Ok(())
     }
 
-    /// Appends a record batch (a filtered row group, [`LakeFile::batch`]) as one row
-    /// group, encoded by the parquet crate's Arrow column writers under this file's
-    /// properties (an empty batch adds nothing).
-    ///
-    /// [`LakeFile::batch`]: crate::LakeFile::batch
-    pub fn write_batch(&mut self, batch: &arrow_array::RecordBatch) -> Result<(), LakeError> {
+    /// One row group of `batch`, even an empty one.
+    fn write_group(&mut self, batch: &RecordBatch) -> Result<(), LakeError> {
         use parquet::arrow::arrow_writer::{ArrowRowGroupWriterFactory, compute_leaves};
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
         let index = self.file.flushed_row_groups().len();
         let writers = ArrowRowGroupWriterFactory::new(&self.file, batch.schema())
             .create_column_writers(index)?;
@@ -216,6 +227,19 @@ impl<'s, W: Write + Send> GroupWriter<'s, W> {
             writer.close()?.append_to_row_group(&mut rg)?;
         }
         rg.close()?;
+        Ok(())
+    }
+
+    /// Appends a record batch (a filtered row group, [`LakeFile::batch`]) as one row
+    /// group, encoded by the parquet crate's Arrow column writers under this file's
+    /// properties (an empty batch adds nothing).
+    ///
+    /// [`LakeFile::batch`]: crate::LakeFile::batch
+    pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), LakeError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.write_group(batch)?;
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -264,121 +288,104 @@ impl<'s, W: Write + Send> GroupWriter<'s, W> {
     }
 }
 
-/// What a string column shares across row groups: one value per symbol, or the one
-/// value of every row. Per-row values are made a row group at a time (bounded memory).
-enum TextColumn {
-    Symbols(Vec<Option<ByteArray>>),
-    Same(ByteArray),
-    PerRow,
+/// What a column shares across its row groups: the symbols of an interned text column
+/// (one array, referenced by every group's codes), or the one value of every row.
+enum Shared {
+    Symbols(ArrayRef),
+    Same(ArrayRef),
+    PerRow(DataType),
 }
 
-impl TextColumn {
-    fn of(v: &Values<'_, '_>) -> Option<TextColumn> {
-        Some(match v {
-            Values::Text(Strings::Same(s)) => {
-                TextColumn::Same(Bytes::copy_from_slice(s.as_bytes()).into())
-            }
+impl Shared {
+    fn of(v: &Values<'_, '_>) -> Shared {
+        match v {
+            Values::Text(Strings::Same(s)) => Shared::Same(Arc::new(StringArray::from(vec![*s]))),
             Values::Text(Strings::Coded { codes, name }) => {
                 let max = codes.iter().copied().max().map_or(0, |m| m as usize + 1);
-                let mut symbols: Vec<Option<ByteArray>> = vec![None; max];
+                let mut used = vec![false; max];
                 for &c in *codes {
-                    let slot = &mut symbols[c as usize];
-                    if slot.is_none() {
-                        *slot = Some(Bytes::copy_from_slice(name(c).as_bytes()).into());
-                    }
+                    used[c as usize] = true;
                 }
-                TextColumn::Symbols(symbols)
+                // Codes no row uses stay null: the writer sees only what rows reference.
+                let symbols: StringArray =
+                    (0..max).map(|c| used[c].then(|| name(c as u32))).collect();
+                Shared::Symbols(Arc::new(symbols))
             }
             Values::Ids(_) | Values::Text(Strings::Each { .. } | Strings::Null) => {
-                TextColumn::PerRow
+                Shared::PerRow(DataType::Utf8)
             }
-            Values::Double(_) | Values::Millis(_) => return None,
+            Values::Double(_) => Shared::PerRow(DataType::Float64),
+            Values::Millis(_) => Shared::PerRow(DataType::Timestamp(
+                TimeUnit::Millisecond,
+                Some("UTC".into()),
+            )),
+        }
+    }
+
+    fn data_type(&self) -> DataType {
+        match self {
+            Shared::Symbols(_) | Shared::Same(_) => {
+                DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8))
+            }
+            Shared::PerRow(t) => t.clone(),
+        }
+    }
+
+    /// Rows `start..end` of the column as an Arrow array.
+    fn slice(&self, v: &Values<'_, '_>, start: usize, end: usize) -> Result<ArrayRef, LakeError> {
+        let n = end - start;
+        let bad = |e: arrow_schema::ArrowError| LakeError::Column {
+            column: "*",
+            problem: format!("a column's values do not form an array: {e}"),
+        };
+        Ok(match (v, self) {
+            (Values::Double(x), _) => Arc::new(Float64Array::from(x[start..end].to_vec())),
+            (Values::Millis(x), _) => Arc::new(
+                TimestampMillisecondArray::from(x[start..end].to_vec()).with_timezone("UTC"),
+            ),
+            (Values::Ids(ids), _) => {
+                let mut hex = Vec::with_capacity(n * 32);
+                for id in &ids[start..end] {
+                    hex.extend_from_slice(id.hex().as_bytes());
+                }
+                let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(32, n));
+                Arc::new(StringArray::try_new(offsets, Buffer::from_vec(hex), None).map_err(bad)?)
+            }
+            (Values::Text(Strings::Each { bytes, ends }), _) => {
+                let at = |i: usize| if i == 0 { 0 } else { ends[i - 1] as usize };
+                let from = at(start);
+                let offsets: Vec<i32> = std::iter::once(0)
+                    .chain(ends[start..end].iter().map(|&e| (e as usize - from) as i32))
+                    .collect();
+                let text = bytes[from..at(end)].to_vec();
+                Arc::new(
+                    StringArray::try_new(
+                        OffsetBuffer::new(ScalarBuffer::from(offsets)),
+                        Buffer::from_vec(text),
+                        None,
+                    )
+                    .map_err(bad)?,
+                )
+            }
+            (Values::Text(Strings::Coded { codes, .. }), Shared::Symbols(symbols)) => {
+                let keys = UInt32Array::from(codes[start..end].to_vec());
+                Arc::new(
+                    DictionaryArray::<UInt32Type>::try_new(keys, symbols.clone()).map_err(bad)?,
+                )
+            }
+            (_, Shared::Same(one)) => {
+                let keys = UInt32Array::from(vec![0u32; n]);
+                Arc::new(DictionaryArray::<UInt32Type>::try_new(keys, one.clone()).map_err(bad)?)
+            }
+            (Values::Text(Strings::Null), _) => new_null_array(&DataType::Utf8, n),
+            _ => {
+                return Err(LakeError::Column {
+                    column: "*",
+                    problem: "a column's values do not match its kind".into(),
+                });
+            }
         })
     }
-}
-
-/// The values of rows `start..end` of a string column, sharing one buffer.
-fn text_values(
-    v: &Values<'_, '_>,
-    shared: &TextColumn,
-    start: usize,
-    end: usize,
-) -> Vec<ByteArray> {
-    match (v, shared) {
-        (Values::Ids(ids), _) => {
-            let mut hex = Vec::with_capacity((end - start) * 32);
-            for id in &ids[start..end] {
-                hex.extend_from_slice(id.hex().as_bytes());
-            }
-            let buf = Bytes::from(hex);
-            (0..end - start)
-                .map(|i| buf.slice(i * 32..i * 32 + 32).into())
-                .collect()
-        }
-        (Values::Text(Strings::Each { bytes, ends }), _) => {
-            let from = if start == 0 {
-                0
-            } else {
-                ends[start - 1] as usize
-            };
-            let to = if end == 0 { 0 } else { ends[end - 1] as usize };
-            let buf = Bytes::copy_from_slice(&bytes[from..to]);
-            let mut at = from;
-            ends[start..end]
-                .iter()
-                .map(|&e| {
-                    let v = buf.slice(at - from..e as usize - from).into();
-                    at = e as usize;
-                    v
-                })
-                .collect()
-        }
-        (Values::Text(Strings::Coded { codes, .. }), TextColumn::Symbols(symbols)) => codes
-            [start..end]
-            .iter()
-            .map(|&c| symbols[c as usize].clone().unwrap_or_default())
-            .collect(),
-        (_, TextColumn::Same(one)) => vec![one.clone(); end - start],
-        _ => Vec::new(),
-    }
-}
-
-fn write_column(
-    col: &mut SerializedColumnWriter<'_>,
-    v: &Values<'_, '_>,
-    text: Option<&TextColumn>,
-    start: usize,
-    end: usize,
-) -> Result<(), LakeError> {
-    let n = end - start;
-    let present = vec![1i16; n];
-    match (v, text) {
-        (Values::Double(x), _) => {
-            col.typed::<DoubleType>()
-                .write_batch(&x[start..end], Some(&present), None)?;
-        }
-        (Values::Millis(x), _) => {
-            col.typed::<Int64Type>()
-                .write_batch(&x[start..end], Some(&present), None)?;
-        }
-        (Values::Text(Strings::Null), _) => {
-            let absent = vec![0i16; n];
-            col.typed::<ByteArrayType>()
-                .write_batch(&[], Some(&absent), None)?;
-        }
-        (_, Some(shared)) => {
-            let values = text_values(v, shared, start, end);
-            col.typed::<ByteArrayType>()
-                .write_batch(&values, Some(&present), None)?;
-        }
-        _ => {
-            return Err(LakeError::Column {
-                column: "*",
-                problem: "a column's values do not match its kind".into(),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Writes readings of one partition into one Parquet file, row by row. The rows are

@@ -13,8 +13,8 @@ use pulselake_adapters::{
 use pulselake_domain::message::DeviceMessage;
 use pulselake_domain::time::{Date, format_rfc3339_ms};
 use pulselake_domain::{
-    DeviceMappings, Provenance, QuarantineEntry, ReadingId, Reason, RejectedReading, Rejection,
-    Source, TimePolicy, normalize,
+    DeviceMappings, LineTail, Provenance, QuarantineEntry, ReadingId, Reason, RejectedReading,
+    Rejection, Source, TimePolicy, normalize,
 };
 use tokio::time::Instant;
 
@@ -41,6 +41,8 @@ pub struct Scratch {
     buf: Vec<u8>,
     /// The batch's readings so far, with the value kept for each.
     seen: HashMap<ReadingId, f64, foldhash::fast::RandomState>,
+    /// The end of the last JSON line written: the next reading of a message shares it.
+    tail: LineTail,
 }
 
 /// Holds the scratch between invocations (one invocation at a time uses it).
@@ -220,7 +222,8 @@ impl<S: RecordSink, Q: ObjectWriter, R: RegistryLookup> Ingest<S, Q, R> {
                     });
                 match first {
                     Ok(Some(reading)) => {
-                        packer.push_with(index, |buf| reading.write_json_line(buf));
+                        let tail = &mut scratch.tail;
+                        packer.push_with(index, |buf| reading.write_json_line_with(buf, tail));
                     }
                     Ok(None) => stats.duplicates += 1,
                     Err(rej) => {
