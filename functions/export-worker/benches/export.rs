@@ -6,10 +6,11 @@
 //! (target: at least 500,000/s) and the process's peak RSS.
 
 use std::borrow::Cow;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use export_worker::{Converter, FILE_RESOURCES};
+use pulselake_benchkit::{Bench, Timings, peak_rss_mb};
 use pulselake_domain::partner::{Mode, OutputFormat, Scope};
 use pulselake_domain::{Metric, NamingKey, Reading, ReadingId, Source};
 use pulselake_lake::{FileLayout, LakeFile, encode_readings};
@@ -46,17 +47,6 @@ fn lake_files() -> Vec<Bytes> {
             Bytes::from(encode_readings(&rows, FileLayout::default()).unwrap())
         })
         .collect()
-}
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// One pass over the partition; returns (Observations written, NDJSON bytes).
@@ -106,17 +96,13 @@ fn main() {
         println!("export bench: one partition exported (run `make bench` to measure)");
         return;
     }
-    let mut times = Vec::new();
     let mut ndjson = 0;
-    let started = Instant::now();
-    while times.len() < 5 || started.elapsed() < Duration::from_secs(5) {
-        let t = Instant::now();
-        let (_, b) = export(&files, &scope, &key);
-        times.push(t.elapsed());
-        ndjson = b;
-    }
-    times.sort();
-    let median = times[times.len() / 2];
+    let runs = Timings::measure(5, Duration::from_secs(5), || {
+        ndjson = export(&files, &scope, &key).1;
+    });
+    // Only the export's buffers have run in the process so far (the slices are smaller).
+    let peak_mb = peak_rss_mb();
+    let median = runs.median();
     println!(
         "export-worker: {READINGS} heart-rate readings of {SUBJECTS} subjects, {FILES} lake files ({parquet_mb:.1} MB Parquet) -> {:.0} MB FHIR NDJSON, one core",
         ndjson as f64 / 1e6
@@ -125,10 +111,13 @@ fn main() {
         "  throughput  {:.2} M Observations/s  ({:.0} ms per partition, median of {} runs; target 0.5 M/s)",
         READINGS as f64 / median.as_secs_f64() / 1e6,
         median.as_secs_f64() * 1e3,
-        times.len()
+        runs.runs()
     );
-    println!(
-        "  peak RSS    {:.1} MB (whole process, including the generated lake files)",
-        peak_rss_mb()
-    );
+    println!("  peak RSS    {peak_mb:.1} MB (whole process, including the generated lake files)");
+    let mut bench = Bench::new("export");
+    bench.rate("throughput", READINGS as f64 / 1e6, "M/s", &runs);
+    if let Err(e) = bench.finish() {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
 }
