@@ -36,6 +36,7 @@ fn rows(subject: &str, n: i64, from: i64) -> Vec<Reading<'static>> {
             received_at: AT + i,
             source: Source::Stream,
             source_ref: Cow::Borrowed("shard:1"),
+            cohort: None,
         })
         .collect()
 }

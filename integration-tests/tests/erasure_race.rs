@@ -35,6 +35,7 @@ fn rows(subject: &str, n: i64, from: i64) -> Vec<Reading<'static>> {
             received_at: AT + i,
             source: Source::File,
             source_ref: Cow::Borrowed("csv"),
+            cohort: None,
         })
         .collect()
 }

@@ -62,6 +62,7 @@ fn pyarrow_reads_the_value_statistics_and_skips_a_row_group_with_them() {
                 received_at: at + 1_000,
                 source: Source::Stream,
                 source_ref: Cow::Borrowed("shard-0:1"),
+                cohort: None,
             }
         })
         .collect();

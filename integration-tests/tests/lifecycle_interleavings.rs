@@ -308,6 +308,7 @@ fn row(subject: &str, i: i64) -> Reading<'static> {
         received_at: AT + i,
         source: Source::Stream,
         source_ref: Cow::Borrowed("x"),
+        cohort: None,
     }
 }
 

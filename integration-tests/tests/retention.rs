@@ -25,6 +25,7 @@ fn reading(metric: Metric, at: i64, i: i64) -> Reading<'static> {
         received_at: at + i + 1000,
         source: Source::File,
         source_ref: Cow::Borrowed("backfill"),
+        cohort: None,
     }
 }
 

@@ -61,6 +61,7 @@ fn the_records_sent_to_firehose_carry_exactly_the_table_columns_and_the_metric()
         received_at: 2,
         source: Source::Stream,
         source_ref: "shard:1".into(),
+        cohort: None,
     };
     let mut line = Vec::new();
     r.write_json_line(&mut line);

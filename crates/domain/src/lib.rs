@@ -2,6 +2,7 @@
 //! validation, the canonical reading and the lake layout. Plain types and functions,
 //! no AWS types and no I/O, so every rule here is unit-tested in isolation.
 
+pub mod access;
 pub mod alerting;
 pub mod fhir;
 pub mod keyed;
@@ -17,6 +18,7 @@ pub mod reason;
 pub mod registry;
 pub mod retention;
 pub mod silence;
+pub mod team;
 pub mod time;
 pub mod validate;
 

@@ -66,29 +66,10 @@ impl Policy {
     }
 
     pub fn validate(&self) -> Result<(), PolicyError> {
-        if self.metrics.is_empty() {
-            return Err(PolicyError(
-                "`metrics` is empty: the partner could see nothing".into(),
-            ));
-        }
-        if let Some(m) = self.metrics.iter().find(|m| Metric::from_name(m).is_none()) {
-            return Err(PolicyError(format!("metric {m:?} is not in the catalog")));
-        }
-        if self.cohorts.is_empty() {
-            return Err(PolicyError(
-                "`cohorts` is empty (use [\"*\"] for every subject)".into(),
-            ));
-        }
-        for t in [&self.earliest, &self.latest].into_iter().flatten() {
-            if parse_rfc3339_ms(t).is_none() {
-                return Err(PolicyError(format!("{t:?} is not an RFC 3339 time")));
-            }
-        }
-        if let (Some(a), Some(b)) = (self.earliest_ms(), self.latest_ms())
-            && a >= b
-        {
-            return Err(PolicyError("`earliest` must be before `latest`".into()));
-        }
+        use crate::access::{check_cohorts, check_dua, check_metrics, check_window};
+        check_metrics(&self.metrics).map_err(PolicyError)?;
+        check_cohorts(&self.cohorts).map_err(PolicyError)?;
+        check_window(self.earliest.as_deref(), self.latest.as_deref()).map_err(PolicyError)?;
         if self.mode == Mode::SafeHarbor {
             for (name, t) in [
                 ("earliest", self.earliest_ms()),
@@ -103,11 +84,7 @@ impl Policy {
                 }
             }
         }
-        if self.dua.trim().is_empty() {
-            return Err(PolicyError(
-                "`dua` (the data use agreement) is required".into(),
-            ));
-        }
+        check_dua(&self.dua).map_err(PolicyError)?;
         if let Some(f) = self.formats.iter().find(|f| *f != PARQUET) {
             return Err(PolicyError(format!("output format {f:?} is not offered")));
         }

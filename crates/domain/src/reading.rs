@@ -186,6 +186,11 @@ pub struct Reading<'a> {
     /// Where it came from: `<shard>:<sequence>` for the stream, `sha256:<content>` for files.
     #[serde(borrow)]
     pub source_ref: Cow<'a, str>,
+    /// The cohort of the device's assignment at `measured_at` (none when it has none, and
+    /// in rows written before the column existed): what team filters select on, since
+    /// Lake Formation can filter only on the row's own columns.
+    #[serde(default, borrow)]
+    pub cohort: Option<Cow<'a, str>>,
 }
 
 impl Reading<'_> {
@@ -209,6 +214,7 @@ impl Reading<'_> {
             received_at: self.received_at,
             source: self.source,
             source_ref: Cow::Owned(self.source_ref.into_owned()),
+            cohort: self.cohort.map(|c| Cow::Owned(c.into_owned())),
         }
     }
 
@@ -249,7 +255,7 @@ impl Reading<'_> {
 }
 
 /// The end of a reading's JSON line, from `subject_id` on: the fields the readings of one
-/// message share (subject, device, receipt, provenance). Kept from one reading to the
+/// message share (subject, device, receipt, provenance, cohort). Kept from one reading to the
 /// next and written again only when one of those fields differs (it compares them all,
 /// so any reading may use any tail).
 #[derive(Debug, Default)]
@@ -259,6 +265,7 @@ pub struct LineTail {
     received_at: i64,
     source: Option<Source>,
     source_ref: String,
+    cohort: Option<String>,
     json: Vec<u8>,
 }
 
@@ -268,7 +275,8 @@ impl LineTail {
             && self.received_at == r.received_at
             && self.subject_id == *r.subject_id
             && self.device_id == *r.device_id
-            && self.source_ref == *r.source_ref;
+            && self.source_ref == *r.source_ref
+            && self.cohort.as_deref() == r.cohort.as_deref();
         if !same {
             for (kept, now) in [
                 (&mut self.subject_id, &r.subject_id),
@@ -279,6 +287,7 @@ impl LineTail {
                 kept.push_str(now);
             }
             (self.received_at, self.source) = (r.received_at, Some(r.source));
+            self.cohort = r.cohort.as_deref().map(str::to_owned);
             let out = &mut self.json;
             out.clear();
             out.extend_from_slice(b",\"subject_id\":");
@@ -291,6 +300,11 @@ impl LineTail {
             write_json_str(out, r.source.as_str());
             out.extend_from_slice(b",\"source_ref\":");
             write_json_str(out, &r.source_ref);
+            out.extend_from_slice(b",\"cohort\":");
+            match &r.cohort {
+                Some(c) => write_json_str(out, c),
+                None => out.extend_from_slice(b"null"),
+            }
             out.extend_from_slice(b"}\n");
         }
         &self.json
@@ -317,7 +331,7 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
 /// is a partition key, not a column, in Parquet). The order is `write_json_line`'s.
 impl Serialize for Reading<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Reading", 12)?;
+        let mut st = s.serialize_struct("Reading", 13)?;
         st.serialize_field("reading_id", &self.reading_id)?;
         st.serialize_field("sensor_id", &self.sensor_id)?;
         st.serialize_field("value", &self.value)?;
@@ -330,6 +344,7 @@ impl Serialize for Reading<'_> {
         st.serialize_field("received_at", &self.received_at)?;
         st.serialize_field("source", &self.source)?;
         st.serialize_field("source_ref", &self.source_ref)?;
+        st.serialize_field("cohort", &self.cohort)?;
         st.end()
     }
 }
@@ -385,6 +400,7 @@ mod tests {
             received_at: 9,
             source: Source::Stream,
             source_ref: "shardId-000000000000:1".into(),
+            cohort: Some("adult".into()),
         };
         let mut line = Vec::new();
         r.write_json_line(&mut line);
@@ -407,6 +423,7 @@ mod tests {
             source_ref in ".{0,40}", value in proptest::num::f64::ANY,
             measured_at in proptest::num::i64::ANY, received_at in proptest::num::i64::ANY,
             metric in 0usize..9, file in proptest::bool::ANY,
+            cohort in proptest::option::of("\\PC{0,10}"),
         ) {
             let metric = Metric::all().nth(metric % Metric::all().count()).unwrap();
             let r = Reading {
@@ -420,6 +437,7 @@ mod tests {
                 received_at,
                 source: if file { Source::File } else { Source::Stream },
                 source_ref: source_ref.as_str().into(),
+                cohort: cohort.as_deref().map(Into::into),
             };
             let mut line = Vec::new();
             r.write_json_line(&mut line);
@@ -434,6 +452,7 @@ mod tests {
                 Reading { source_ref: format!("x{source_ref}").into(), ..r.clone() },
                 Reading { received_at: received_at.wrapping_add(1), ..r.clone() },
                 Reading { source: if file { Source::Stream } else { Source::File }, ..r.clone() },
+                Reading { cohort: match &r.cohort { Some(_) => None, None => Some("x".into()) }, ..r.clone() },
                 r.clone(),
             ];
             for other in others {

@@ -168,7 +168,7 @@ fn build<'a>(
         ));
     }
     policy.check(raw.measured_at, prov.received_at)?;
-    let subject = device.subject_at(raw.measured_at).ok_or_else(|| {
+    let assignment = device.assignment_at(raw.measured_at).ok_or_else(|| {
         Rejection::new(
             Reason::DeviceUnassigned,
             format!(
@@ -179,7 +179,7 @@ fn build<'a>(
     })?;
     let reading = Reading {
         reading_id: ReadingId::derive(&device.device_id, &raw.sensor_id, metric, raw.measured_at),
-        subject_id: Cow::Borrowed(subject),
+        subject_id: Cow::Borrowed(&assignment.subject_id),
         device_id: Cow::Borrowed(&device.device_id),
         sensor_id: raw.sensor_id,
         metric,
@@ -188,6 +188,7 @@ fn build<'a>(
         received_at: prov.received_at,
         source: prov.source,
         source_ref: Cow::Borrowed(prov.source_ref),
+        cohort: assignment.cohort.as_deref().map(Cow::Borrowed),
     };
     Ok(Assessed { reading, plausible })
 }

@@ -51,6 +51,7 @@ fn batch(b: usize, total: usize, sorted: bool) -> Vec<Reading<'static>> {
                     "shardId-000000000003:{}",
                     49_590_000_000u64 + n as u64
                 )),
+                cohort: None,
             }
         })
         .collect()

@@ -63,10 +63,27 @@ impl LakeFile {
             .with_row_groups(vec![g])
             .with_batch_size(rows.max(1))
             .build()?;
-        match reader.next() {
-            Some(batch) => batch.map_err(arrow_error),
-            None => Ok(RecordBatch::new_empty(schema)),
+        let batch = match reader.next() {
+            Some(batch) => batch.map_err(arrow_error)?,
+            None => RecordBatch::new_empty(Arc::clone(&schema)),
+        };
+        if self.has_every_column() {
+            return Ok(batch);
         }
+        // A file from before a column was added: the column, as nulls.
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut columns = batch.columns().to_vec();
+        for c in &COLUMNS[fields.len()..] {
+            let t = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+            columns.push(arrow_array::new_null_array(&t, batch.num_rows()));
+            fields.push(Field::new(c.name, t, true));
+        }
+        RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            columns,
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )
+        .map_err(arrow_error)
     }
 }
 

@@ -10,7 +10,8 @@ use crate::{COLUMNS, Column, LakeError};
 pub enum Strings<'a> {
     /// The same text in every row.
     Same(&'a str),
-    /// Few distinct texts: row `i` holds `name(codes[i])`.
+    /// Few distinct texts: row `i` holds `name(codes[i])`, or no value when its code is
+    /// [`NULL_CODE`] (only in a nullable column).
     Coded {
         codes: &'a [u32],
         name: &'a dyn Fn(u32) -> &'a str,
@@ -20,6 +21,9 @@ pub enum Strings<'a> {
     /// No value in any row (only for a nullable column).
     Null,
 }
+
+/// The code of a row that holds no value in a [`Strings::Coded`] column.
+pub const NULL_CODE: u32 = u32::MAX;
 
 /// One column's values, as the writer sees them (`'v` borrows the [`Columns`], `'a`
 /// what they borrow).
@@ -45,6 +49,7 @@ pub struct Columns<'a> {
     pub received_at: &'a [i64],
     pub source: Strings<'a>,
     pub source_ref: Strings<'a>,
+    pub cohort: Strings<'a>,
 }
 
 impl<'a> Columns<'a> {
@@ -66,6 +71,7 @@ impl<'a> Columns<'a> {
             Values::Millis(self.received_at),
             Values::Text(&self.source),
             Values::Text(&self.source_ref),
+            Values::Text(&self.cohort),
         ]
     }
 }
@@ -119,6 +125,14 @@ pub(crate) fn check(
                 return Err(bad(
                     c.name,
                     "no values for a column that requires them".into(),
+                ));
+            }
+            Values::Text(Strings::Coded { codes, .. })
+                if !c.nullable && codes.contains(&NULL_CODE) =>
+            {
+                return Err(bad(
+                    c.name,
+                    "a row without a value in a column that requires one".into(),
                 ));
             }
             Values::Text(Strings::Each { bytes, ends }) => {

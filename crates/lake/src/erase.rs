@@ -349,6 +349,7 @@ mod tests {
                     received_at: at + 1,
                     source: Source::Stream,
                     source_ref: Cow::Borrowed("shard:1"),
+                    cohort: None,
                 });
             }
         }

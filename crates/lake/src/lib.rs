@@ -18,7 +18,7 @@ use std::sync::Arc;
 use parquet::basic::{LogicalType, Repetition, TimeUnit, Type as PhysicalType};
 use parquet::schema::types::Type;
 
-pub use columns::{Columns, Strings, Values};
+pub use columns::{Columns, NULL_CODE, Strings, Values};
 pub use read::{LakeFile, RawColumn, read_readings, row_count};
 pub use write::{
     DEFAULT_ROW_GROUP_ROWS, FileLayout, GroupWriter, ParquetWriter, encode, encode_readings,
@@ -43,8 +43,9 @@ const fn col(name: &'static str, glue_type: &'static str) -> Column {
     }
 }
 
-/// The data columns, in file and table order.
-pub const COLUMNS: [Column; 11] = [
+/// The data columns, in file and table order. A column added later goes at the end and
+/// is nullable: files written before it hold the columns before it, and read it as null.
+pub const COLUMNS: [Column; 12] = [
     col("reading_id", "string"),
     col("subject_id", "string"),
     col("device_id", "string"),
@@ -56,6 +57,10 @@ pub const COLUMNS: [Column; 11] = [
     col("received_at", "timestamp"),
     col("source", "string"),
     col("source_ref", "string"),
+    Column {
+        nullable: true,
+        ..col("cohort", "string")
+    },
 ];
 
 /// Hive partition keys (all Glue `string`, zero-padded), in path order.
@@ -144,6 +149,7 @@ mod tests {
             received_at: 1_795_342_531_000,
             source: Source::File,
             source_ref: "sha256:abc".into(),
+            cohort: None,
         }
     }
 
@@ -230,6 +236,7 @@ mod tests {
                     received_at: 1_700_000_000_000,
                     source: Source::File,
                     source_ref: format!("file:é{i}").into(),
+                    cohort: None,
                 }
             })
             .collect()
@@ -323,6 +330,7 @@ mod tests {
             received_at: &[1],
             source: Strings::Same("file"),
             source_ref: Strings::Each { bytes: b"x", ends },
+            cohort: Strings::Null,
         }
     }
 
@@ -353,6 +361,55 @@ mod tests {
             err.contains("subject_id") && err.contains("requires"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn cohorts_round_trip_with_rows_that_have_none() {
+        let rows: Vec<Reading<'static>> = (0..6)
+            .map(|i| Reading {
+                cohort: [Some("adult".into()), None, Some("neonatal".into())][i as usize % 3]
+                    .clone(),
+                ..reading(i)
+            })
+            .collect();
+        let back = read_readings(file_of(&rows, 4), Metric::HeartRate).unwrap();
+        assert_eq!(back, rows);
+    }
+
+    #[test]
+    fn a_file_from_before_the_cohort_column_reads_it_as_null_and_is_rewritten_whole() {
+        let rows: Vec<Reading<'static>> = (0..5).map(reading).collect();
+        let older = &COLUMNS[..COLUMNS.len() - 1];
+        let bytes = with_columns(&rows, |c| {
+            write::encode_with(
+                older,
+                &c.values()[..older.len()],
+                c.rows(),
+                FileLayout::default(),
+            )
+        })
+        .unwrap();
+        let file = LakeFile::open(Bytes::from(bytes), Metric::HeartRate).unwrap();
+        assert!(!file.has_every_column());
+        assert_eq!(file.all_rows().unwrap(), rows, "cohort None in every row");
+        // A rewrite (erasure, compaction) of its groups writes the lake's whole schema.
+        let mut w = GroupWriter::new(Vec::new(), FileLayout::default()).unwrap();
+        w.copy_group(&file, 0).unwrap();
+        let rewritten =
+            LakeFile::open(Bytes::from(w.finish().unwrap()), Metric::HeartRate).unwrap();
+        assert!(rewritten.has_every_column());
+        assert_eq!(rewritten.all_rows().unwrap(), rows);
+        // A file missing a column that is not nullable is no lake file.
+        let bytes = with_columns(&rows, |c| {
+            write::encode_with(
+                &COLUMNS[..10],
+                &c.values()[..10],
+                c.rows(),
+                FileLayout::default(),
+            )
+        })
+        .unwrap();
+        assert!(LakeFile::open(Bytes::from(bytes), Metric::HeartRate).is_err());
     }
 
     #[test]

@@ -93,6 +93,9 @@ impl ChunkReader for Window {
 /// An open lake file: its footer, and the bytes held of it.
 pub struct LakeFile {
     meta: Arc<ParquetMetaData>,
+    /// How many of [`COLUMNS`] the file holds: all, or those before the nullable ones
+    /// added after it was written (read as null).
+    present: usize,
     data: Arc<Window>,
     props: ReaderPropertiesPtr,
     metric: Metric,
@@ -138,7 +141,11 @@ impl LakeFile {
         let schema = meta.file_metadata().schema_descr();
         let names: Vec<&str> = schema.columns().iter().map(|c| c.name()).collect();
         let expected: Vec<&str> = COLUMNS.iter().map(|c| c.name).collect();
-        if names != expected {
+        let present = names.len();
+        let older = present < COLUMNS.len() && COLUMNS[present..].iter().all(|c| c.nullable);
+        if names[..] != expected[..present.min(expected.len())]
+            || !(present == COLUMNS.len() || older)
+        {
             return Err(bad("*", format!("unexpected columns {names:?}")));
         }
         for g in meta.row_groups() {
@@ -151,6 +158,7 @@ impl LakeFile {
         }
         Ok(LakeFile {
             meta: Arc::new(meta),
+            present,
             data: Arc::new(Window {
                 file_len,
                 start: 0,
@@ -159,6 +167,11 @@ impl LakeFile {
             props: Arc::new(ReaderProperties::builder().build()),
             metric,
         })
+    }
+
+    /// Whether the file holds every column of [`COLUMNS`] (else it predates some).
+    pub fn has_every_column(&self) -> bool {
+        self.present == COLUMNS.len()
     }
 
     pub(crate) fn metadata(&self) -> &ParquetMetaData {
@@ -289,6 +302,10 @@ impl LakeFile {
         let n = group.metadata().num_rows().max(0) as usize;
         let mut out = Vec::with_capacity(COLUMNS.len());
         for (c, column) in COLUMNS.iter().enumerate() {
+            if c >= self.present {
+                out.push(RawColumn::Text(vec![None; n]));
+                continue;
+            }
             let reader = group.get_column_reader(c)?;
             out.push(match (column.glue_type, reader) {
                 ("string", ColumnReader::ByteArrayColumnReader(mut r)) => {
@@ -327,7 +344,7 @@ impl LakeFile {
             }
         }
         // Text columns in COLUMNS order: reading_id, subject_id, device_id, sensor_id,
-        // unit, loinc, source, source_ref.
+        // unit, loinc, source, source_ref, cohort.
         let [
             ids,
             subjects,
@@ -337,7 +354,8 @@ impl LakeFile {
             _loinc,
             sources,
             refs,
-        ] = <[_; 8]>::try_from(texts).map_err(|_| bad("*", "unexpected column kinds".into()))?;
+            cohorts,
+        ] = <[_; 9]>::try_from(texts).map_err(|_| bad("*", "unexpected column kinds".into()))?;
         let (values, measured, received) = (&doubles[0], &millis[0], &millis[1]);
         let text = |col: &'static str, v: &Option<ByteArray>| -> Result<String, LakeError> {
             let v = v.as_ref().ok_or_else(|| bad(col, "null".into()))?;
@@ -365,6 +383,10 @@ impl LakeFile {
                 received_at: received[r].ok_or_else(|| bad("received_at", "null".into()))?,
                 source,
                 source_ref: text("source_ref", &refs[r])?.into(),
+                cohort: match &cohorts[r] {
+                    None => None,
+                    c => Some(text("cohort", c)?.into()),
+                },
             });
         }
         Ok(out)

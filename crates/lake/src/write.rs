@@ -22,7 +22,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use pulselake_domain::{Reading, ReadingId};
 
-use crate::columns::{Columns, Strings, Values, check};
+use crate::columns::{Columns, NULL_CODE, Strings, Values, check};
 use crate::footer::ColumnOrderSink;
 use crate::{COLUMNS, Column, LakeError, parquet_schema_of};
 
@@ -246,7 +246,12 @@ impl<'s, W: Write + Send> GroupWriter<'s, W> {
 
     /// Appends row group `g` of `source` as it is stored: its column chunks copied
     /// byte for byte (no decoding, no encoding), statistics included.
+    /// A group of a file that predates a column is decoded and written again instead,
+    /// with the column as nulls.
     pub fn copy_group(&mut self, source: &crate::LakeFile, g: usize) -> Result<(), LakeError> {
+        if !source.has_every_column() && self.schema.len() == COLUMNS.len() {
+            return self.write_batch(&source.batch(g)?);
+        }
         let (bytes, meta) = source.group_source(g);
         let rows = meta.num_rows().max(0) as u64;
         if rows == 0 {
@@ -301,9 +306,10 @@ impl Shared {
         match v {
             Values::Text(Strings::Same(s)) => Shared::Same(Arc::new(StringArray::from(vec![*s]))),
             Values::Text(Strings::Coded { codes, name }) => {
-                let max = codes.iter().copied().max().map_or(0, |m| m as usize + 1);
+                let real = || codes.iter().copied().filter(|&c| c != NULL_CODE);
+                let max = real().max().map_or(0, |m| m as usize + 1);
                 let mut used = vec![false; max];
-                for &c in *codes {
+                for c in real() {
                     used[c as usize] = true;
                 }
                 // Codes no row uses stay null: the writer sees only what rows reference.
@@ -368,7 +374,15 @@ impl Shared {
                 )
             }
             (Values::Text(Strings::Coded { codes, .. }), Shared::Symbols(symbols)) => {
-                let keys = UInt32Array::from(codes[start..end].to_vec());
+                let codes = &codes[start..end];
+                let keys = if codes.contains(&NULL_CODE) {
+                    codes
+                        .iter()
+                        .map(|&c| (c != NULL_CODE).then_some(c))
+                        .collect()
+                } else {
+                    UInt32Array::from(codes.to_vec())
+                };
                 Arc::new(
                     DictionaryArray::<UInt32Type>::try_new(keys, symbols.clone()).map_err(bad)?,
                 )
@@ -436,13 +450,13 @@ pub fn encode_readings(rows: &[Reading<'_>], layout: FileLayout) -> Result<Vec<u
 }
 
 /// Calls `f` with `rows` laid out as columns (strings interned once per batch).
-pub fn with_columns<T>(
-    rows: &[Reading<'_>],
+pub fn with_columns<'r, T>(
+    rows: &'r [Reading<'_>],
     f: impl FnOnce(&Columns<'_>) -> Result<T, LakeError>,
 ) -> Result<T, LakeError> {
     let mut names: Vec<&str> = Vec::new();
     let mut index: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
-    let mut coded: [Vec<u32>; 6] = Default::default();
+    let mut coded: [Vec<u32>; 7] = Default::default();
     let mut refs = Vec::new();
     let mut ref_ends = Vec::with_capacity(rows.len());
     for r in rows {
@@ -454,14 +468,18 @@ pub fn with_columns<T>(
             r.loinc(),
             r.source.as_str(),
         ];
-        for (i, t) in texts.into_iter().enumerate() {
+        let mut intern = |t: &'r str| {
             let next = names.len() as u32;
             let c = *index.entry(t).or_insert(next);
             if c == next {
                 names.push(t);
             }
-            coded[i].push(c);
+            c
+        };
+        for (i, t) in texts.into_iter().enumerate() {
+            coded[i].push(intern(t));
         }
+        coded[6].push(r.cohort.as_deref().map_or(NULL_CODE, &mut intern));
         refs.extend_from_slice(r.source_ref.as_bytes());
         ref_ends.push(u32::try_from(refs.len()).map_err(|_| LakeError::Column {
             column: "source_ref",
@@ -492,6 +510,7 @@ pub fn with_columns<T>(
             bytes: &refs,
             ends: &ref_ends,
         },
+        cohort: strings(6),
     };
     f(&columns)
 }

@@ -50,6 +50,7 @@ fn reading() -> impl Strategy<Value = Reading<'static>> {
                     received_at: received,
                     source: if stream { Source::Stream } else { Source::File },
                     source_ref: source_ref.into(),
+                    cohort: None,
                 }
             },
         )

@@ -188,6 +188,7 @@ mod tests {
             received_at: at + 5,
             source: Source::Stream,
             source_ref: Cow::Borrowed("shard:1"),
+            cohort: None,
         }
     }
 

@@ -278,6 +278,7 @@ mod tests {
             received_at: AT + i,
             source: Source::Stream,
             source_ref: Cow::Borrowed("x"),
+            cohort: None,
         }
     }
 

@@ -41,6 +41,7 @@ fn lake_files() -> Vec<Bytes> {
                         received_at: at + 1_500,
                         source: Source::Stream,
                         source_ref: Cow::Borrowed("shardId-000000000000:49590000000000000"),
+                        cohort: None,
                     }
                 })
                 .collect();

@@ -1,4 +1,4 @@
-//! Valid readings wait here, per lake partition, in compact form (interned strings, 48
+//! Valid readings wait here, per lake partition, in compact form (interned strings, 56
 //! bytes a row), at most `max_buffered_rows` of them across partitions; then a
 //! partition is sorted by subject then time, cleared of repeated readings, and encoded
 //! as one Parquet chunk. So memory stays bounded whatever the file size.
@@ -20,6 +20,8 @@ pub struct Row {
     pub subject: Sym,
     pub device: Sym,
     pub sensor: Sym,
+    /// [`pulselake_lake::NULL_CODE`] when the assignment names no cohort.
+    pub cohort: Sym,
     /// Line numbers of files up to 2 GB fit (a line is at least two bytes).
     pub line: u32,
     pub value: f64,
@@ -171,6 +173,7 @@ impl Chunks {
         let mut subjects = Vec::with_capacity(n);
         let mut devices = Vec::with_capacity(n);
         let mut sensors = Vec::with_capacity(n);
+        let mut cohorts = Vec::with_capacity(n);
         let mut values = Vec::with_capacity(n);
         let mut measured = Vec::with_capacity(n);
         let mut refs = Vec::with_capacity(n * (self.source_ref.len() + 7));
@@ -181,6 +184,7 @@ impl Chunks {
             subjects.push(r.subject);
             devices.push(r.device);
             sensors.push(r.sensor);
+            cohorts.push(r.cohort);
             values.push(r.value);
             measured.push(r.measured_at);
             refs.extend_from_slice(self.source_ref.as_bytes());
@@ -206,6 +210,7 @@ impl Chunks {
                 bytes: &refs,
                 ends: &ref_ends,
             },
+            cohort: coded(&cohorts),
         };
         pulselake_lake::encode(&columns, self.layout)
     }

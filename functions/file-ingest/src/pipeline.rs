@@ -28,6 +28,7 @@ use crate::formats::Format;
 use crate::intern::{Interner, Sym};
 use crate::report::{Report, RowRef};
 use crate::rows::{Block, Counts, Pending, Sink, reject};
+use pulselake_lake::NULL_CODE;
 use pulselake_rawfile::Records;
 use pulselake_rawfile::{Bounded, ByteLimits, GzMembers, Hashed, Tally};
 
@@ -127,8 +128,9 @@ pub enum Step {
 enum Slot {
     Unresolved,
     Unknown,
-    /// The record and, for each of its assignments, the interned subject.
-    Known(Arc<DeviceRecord>, Vec<Sym>),
+    /// The record and, for each of its assignments, the interned subject and cohort
+    /// ([`NULL_CODE`] for none).
+    Known(Arc<DeviceRecord>, Vec<(Sym, Sym)>),
 }
 
 enum Rows {
@@ -294,7 +296,13 @@ impl<'s> Pipeline<'s> {
                         let subjects = r
                             .assignments
                             .iter()
-                            .map(|a| self.strings.get(&a.subject_id))
+                            .map(|a| {
+                                let cohort = a.cohort.as_deref();
+                                (
+                                    self.strings.get(&a.subject_id),
+                                    cohort.map_or(NULL_CODE, |c| self.strings.get(c)),
+                                )
+                            })
                             .collect();
                         Slot::Known(r.clone(), subjects)
                     }
@@ -432,7 +440,7 @@ impl<'s> Pipeline<'s> {
         &self,
         p: &Pending,
         device: &DeviceRecord,
-        subjects: &[Sym],
+        subjects: &[(Sym, Sym)],
     ) -> Result<(Metric, Row), Rejection> {
         let raw = RawReading {
             sensor_id: Cow::Borrowed(self.strings.name(p.sensor)),
@@ -448,7 +456,7 @@ impl<'s> Pipeline<'s> {
         };
         let r = normalize(raw, device, prov, &self.spec.policy)?;
         // The assignment normalize found: its subject was interned when the device resolved.
-        let subject = device
+        let (subject, cohort) = device
             .assignment_index_at(r.measured_at)
             .and_then(|i| subjects.get(i).copied())
             .ok_or_else(|| {
@@ -460,6 +468,7 @@ impl<'s> Pipeline<'s> {
         let row = Row {
             id: r.reading_id,
             subject,
+            cohort,
             device: p.device,
             sensor: p.sensor,
             line: u32::try_from(p.line).unwrap_or(u32::MAX),

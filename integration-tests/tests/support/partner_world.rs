@@ -111,6 +111,7 @@ pub fn reading(
         received_at: at + 1_000,
         source: Source::Stream,
         source_ref: Cow::Borrowed("shard-0:1"),
+        cohort: None,
     }
 }
 
