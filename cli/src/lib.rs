@@ -4,8 +4,11 @@
 
 pub mod devices;
 pub mod erasure;
+pub mod lake_formation;
 pub mod partners;
+pub mod preview;
 pub mod stack;
+pub mod teams;
 
 pub use stack::StackNames;
 

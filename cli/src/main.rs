@@ -17,7 +17,7 @@ use pulselake_domain::time::parse_rfc3339_ms;
 #[derive(Parser)]
 #[command(
     name = "pulselake",
-    about = "Operate a pulselake stack: devices, partners and erasure requests."
+    about = "Operate a pulselake stack: devices, partners, team environments and erasure requests."
 )]
 struct Cli {
     /// The CloudFormation stack (its outputs name the resources).
@@ -41,6 +41,144 @@ enum Command {
     /// GDPR erasure requests: record one (the subject is tombstoned at once), list them.
     #[command(subcommand)]
     Erasure(ErasureCommand),
+    /// Team environments: internal teams query the lake through Lake Formation filters
+    /// compiled from their policy, each in an Athena workgroup of its own.
+    #[command(subcommand)]
+    Teams(TeamCommand),
+}
+
+#[derive(Subcommand)]
+enum TeamCommand {
+    /// Add a team: its policy (JSON, see docs/teams.md) becomes a data cells filter, grants
+    /// to the team's role, a workgroup and a budget alarm. Nothing is left if a step fails.
+    Add {
+        team: String,
+        #[arg(long)]
+        policy: PathBuf,
+    },
+    /// Replace a team's policy (filter, grants, limits and alarm follow).
+    UpdatePolicy {
+        team: String,
+        #[arg(long)]
+        policy: PathBuf,
+    },
+    /// Revoke a team's grant at once and disable its workgroup.
+    Suspend { team: String },
+    /// Let a suspended team back in (not once its policy has expired).
+    Reactivate { team: String },
+    /// Remove a team: grant, filter, workgroup and alarm.
+    Remove { team: String },
+    /// Suspend every team whose policy has expired (run daily).
+    Sweep,
+    /// Teams: status, scope, identifiers granted, spend against budget, expiry.
+    List,
+    /// What a team sees (local stack): its filter evaluated with DuckDB over the lake.
+    Preview { team: String },
+}
+
+async fn teams(
+    sdk: &aws_config::SdkConfig,
+    names: &StackNames,
+    command: TeamCommand,
+) -> Result<(), AdminError> {
+    use pulselake_adapters::{BucketAuditLog, DynamoTeams, S3Objects};
+    use pulselake_cli::lake_formation::AwsTeamControl;
+    use pulselake_cli::teams::{TeamAdmin, lake_table};
+    let records = DynamoTeams::from_config(sdk, &names.teams_table);
+    let control = AwsTeamControl {
+        lake_formation: aws_sdk_lakeformation::Client::new(sdk),
+        athena: aws_sdk_athena::Client::new(sdk),
+        cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
+        catalog_id: names.account.clone(),
+        database: names.lake_database.clone(),
+        table: names.lake_table.clone(),
+        results_bucket: names.results_bucket.clone(),
+        kms_key: names.kms_key.clone(),
+        ops_topic: names.ops_topic.clone(),
+        local: names.local,
+    };
+    let audit = BucketAuditLog {
+        writer: S3Objects::from_config(sdk),
+        bucket: names.audit_bucket.clone(),
+    };
+    let admin = TeamAdmin {
+        teams: &records,
+        control: &control,
+        audit: &audit,
+        table: lake_table()?,
+    };
+    let now = now_ms();
+    match command {
+        TeamCommand::Add { team, policy } => {
+            let c = admin.add(&team, &read(&policy)?, now).await?;
+            let identifiers = if c.identifiers.is_empty() {
+                String::new()
+            } else {
+                format!(", identifiers granted: {}", c.identifiers.join(", "))
+            };
+            println!(
+                "added team {team}: workgroup {}, results under s3://{}/{}, {} column(s){identifiers}",
+                c.name,
+                names.results_bucket,
+                c.results_prefix,
+                c.columns.len(),
+            );
+            println!("row filter: {}", c.row_filter);
+        }
+        TeamCommand::UpdatePolicy { team, policy } => {
+            let c = admin.update_policy(&team, &read(&policy)?, now).await?;
+            println!("{team}: policy replaced; row filter: {}", c.row_filter);
+        }
+        TeamCommand::Suspend { team } => {
+            admin.suspend(&team, now).await?;
+            println!("{team} suspended: grant revoked, workgroup disabled");
+        }
+        TeamCommand::Reactivate { team } => {
+            admin.reactivate(&team, now).await?;
+            println!("{team} active again");
+        }
+        TeamCommand::Remove { team } => {
+            admin.remove(&team, now).await?;
+            println!("{team} removed: grant, filter, workgroup and alarm");
+        }
+        TeamCommand::Sweep => {
+            let suspended = admin.sweep(now).await?;
+            println!(
+                "{} expired team(s) suspended {}",
+                suspended.len(),
+                suspended.join(", ")
+            );
+        }
+        TeamCommand::List => {
+            for line in admin.list(now).await? {
+                println!("{line}");
+            }
+        }
+        TeamCommand::Preview { team } => {
+            if !names.local {
+                return Err(AdminError::Refused(vec![
+                    "preview evaluates the filter over the local lake (--local); on AWS, query through the team's workgroup".into(),
+                ]));
+            }
+            let t = admin.get(&team).await?;
+            let dir = std::env::temp_dir()
+                .join(format!("pulselake-preview-{}-{now}", std::process::id()));
+            let s3 = pulselake_adapters::s3_client(sdk);
+            pulselake_cli::preview::copy_lake(&s3, &names.lake_bucket, &dir).await?;
+            let shown = pulselake_cli::preview::preview(
+                &pulselake_cli::preview::duckdb_python(),
+                &dir,
+                &t.row_filter,
+                &t.columns,
+                &admin.table,
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            for line in shown?.lines(&team) {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -279,6 +417,7 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
         Command::Devices(c) => c,
         Command::Partners(c) => return partners(&sdk, &names, c).await,
         Command::Erasure(c) => return erasure(&sdk, &names, c).await,
+        Command::Teams(c) => return teams(&sdk, &names, c).await,
     };
     let registry = DynamoRegistry::from_config(&sdk, &names.registry_table)
         .with_tombstones(&names.erasure_table);

@@ -6,7 +6,7 @@ use aws_config::SdkConfig;
 use crate::AdminError;
 
 /// The deployed stack's outputs the admin commands read (`template.yaml` declares them).
-pub const STACK_OUTPUTS: [&str; 7] = [
+pub const STACK_OUTPUTS: [&str; 13] = [
     "DeviceRegistryTableName",
     "SubjectAliasTableName",
     "DevicePolicyName",
@@ -14,6 +14,12 @@ pub const STACK_OUTPUTS: [&str; 7] = [
     "DataKeyArn",
     "ErasureTableName",
     "ErasurePassesTableName",
+    "TeamsTableName",
+    "LakeBucketName",
+    "LakeDatabaseName",
+    "AthenaResultsBucketName",
+    "AuditBucketName",
+    "OpsTopicArn",
 ];
 
 /// The resources the admin commands work on.
@@ -30,7 +36,24 @@ pub struct StackNames {
     pub erasure_table: String,
     /// Erasure passes and their progress.
     pub erasure_passes_table: String,
+    /// Team environments.
+    pub teams_table: String,
+    pub lake_bucket: String,
+    pub lake_database: String,
+    /// The readings table in the lake database.
+    pub lake_table: String,
+    /// Teams' query results go under `teams/<team>/` here.
+    pub results_bucket: String,
+    pub audit_bucket: String,
+    pub ops_topic: String,
+    /// The account owning the Glue catalog.
+    pub account: String,
+    /// Whether this is the local stack (moto), which lacks some team operations.
+    pub local: bool,
 }
+
+/// The account moto answers as.
+const LOCAL_ACCOUNT: &str = "123456789012";
 
 impl StackNames {
     /// The local stack's names for a stack called `stack` (the harness provisions them
@@ -45,6 +68,15 @@ impl StackNames {
             kms_key: None,
             erasure_table: format!("{stack}-erasure-requests"),
             erasure_passes_table: format!("{stack}-erasure-passes"),
+            teams_table: format!("{stack}-teams"),
+            lake_bucket: format!("{stack}-lake-{LOCAL_ACCOUNT}"),
+            lake_database: format!("{stack}_lake"),
+            lake_table: "readings".into(),
+            results_bucket: format!("{stack}-athena-results-{LOCAL_ACCOUNT}"),
+            audit_bucket: format!("{stack}-audit-{LOCAL_ACCOUNT}"),
+            ops_topic: format!("arn:aws:sns:eu-west-1:{LOCAL_ACCOUNT}:{stack}-ops"),
+            account: LOCAL_ACCOUNT.into(),
+            local: true,
         }
     }
 
@@ -79,6 +111,20 @@ impl StackNames {
             kms_key: Some(output("DataKeyArn")?),
             erasure_table: output("ErasureTableName")?,
             erasure_passes_table: output("ErasurePassesTableName")?,
+            teams_table: output("TeamsTableName")?,
+            lake_bucket: output("LakeBucketName")?,
+            lake_database: output("LakeDatabaseName")?,
+            lake_table: "readings".into(),
+            results_bucket: output("AthenaResultsBucketName")?,
+            audit_bucket: output("AuditBucketName")?,
+            ops_topic: output("OpsTopicArn")?,
+            // arn:aws:kms:<region>:<account>:key/<id>
+            account: output("DataKeyArn")?
+                .split(':')
+                .nth(4)
+                .unwrap_or_default()
+                .to_owned(),
+            local: false,
         })
     }
 }

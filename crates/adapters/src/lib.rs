@@ -28,6 +28,7 @@ pub mod s3_events;
 pub mod secrets;
 pub mod shared;
 pub mod signing;
+pub mod teams;
 pub mod uploads;
 pub mod versioned_memory;
 pub mod versions;
@@ -67,6 +68,7 @@ pub use registry::{
 pub use retry::{Backoff, RetryPolicy, with_retries};
 pub use secrets::{MemorySecrets, Secrets, SecretsAdmin, SecretsManager};
 pub use signing::{KmsSigner, TokenSigner};
+pub use teams::{DynamoTeams, MemoryTeams, Team, Teams};
 pub use uploads::{MIN_PART, ObjectUploads};
 pub use versioned_memory::MemoryVersioned;
 pub use versions::{DELETE_BATCH, ObjectVersion, VersionedObjects};
