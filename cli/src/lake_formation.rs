@@ -2,10 +2,11 @@
 //! (one workgroup per team) and CloudWatch (the budget alarm). Only the CLI links these
 //! clients; the functions never manage teams.
 //!
-//! moto (the local stack) stores LF-tags, grants, workgroups and alarms but has no data
-//! cells filters and no UpdateWorkGroup: with [`AwsTeamControl::local`] those calls are
-//! skipped (the team record holds the compiled filter, which `teams preview` evaluates with
-//! DuckDB). Their requests are tested against mocked clients instead.
+//! moto (the local stack) stores LF-tags, grants and workgroups but has no data cells
+//! filters, no UpdateWorkGroup, and does not speak the CBOR protocol this CloudWatch client
+//! uses: with [`AwsTeamControl::local`] those calls are skipped (the team record holds the
+//! compiled filter, which `teams preview` evaluates with DuckDB). Their requests are
+//! tested against mocked clients instead.
 
 use aws_sdk_athena::types::{
     EncryptionConfiguration, EncryptionOption, EngineVersion, ResultConfiguration,
@@ -61,12 +62,14 @@ where
     move |e| AwsError::from_sdk(op, e)
 }
 
-/// Whether `e` says the thing to delete or revoke is not there (already undone).
+/// Whether `e` says the thing to delete or revoke is not there (so it is already undone).
+/// Athena answers a missing workgroup with `InvalidRequestException` ("... is not found").
 fn absent(e: &AwsError) -> bool {
-    matches!(
-        e.code.as_deref(),
-        Some("EntityNotFoundException" | "ResourceNotFoundException" | "InvalidRequestException")
-    ) && (e.code.as_deref() != Some("InvalidRequestException") || e.message.contains("not found"))
+    match e.code.as_deref() {
+        Some("EntityNotFoundException" | "ResourceNotFoundException") => true,
+        Some("InvalidRequestException") => e.message.contains("not found"),
+        _ => false,
+    }
 }
 
 impl AwsTeamControl {
@@ -385,6 +388,9 @@ impl TeamControl for AwsTeamControl {
     }
 
     async fn put_budget_alarm(&self, team: &CompiledTeam) -> Result<(), AwsError> {
+        if self.local {
+            return Ok(());
+        }
         // Athena publishes ProcessedBytes per workgroup, query state and type: the alarm
         // adds the states of DML queries (what scans the lake) over a day.
         let series = |state: &str, id: &str| {
@@ -448,6 +454,9 @@ impl TeamControl for AwsTeamControl {
     }
 
     async fn delete_budget_alarm(&self, name: &str) -> Result<(), AwsError> {
+        if self.local {
+            return Ok(());
+        }
         self.cloudwatch
             .delete_alarms()
             .alarm_names(format!("{name}-budget"))
@@ -458,6 +467,9 @@ impl TeamControl for AwsTeamControl {
     }
 
     async fn month_bytes(&self, name: &str, now_ms: i64) -> Result<Option<u64>, AwsError> {
+        if self.local {
+            return Ok(None);
+        }
         use aws_smithy_types::DateTime;
         let d = pulselake_domain::time::Date::from_epoch_ms(now_ms);
         let start = pulselake_domain::time::Date { day: 1, ..d }.start_epoch_ms();
@@ -483,5 +495,204 @@ impl TeamControl for AwsTeamControl {
             }
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The requests Lake Formation, Athena and CloudWatch receive, on mocked clients (moto
+    //! has no data cells filters and no UpdateWorkGroup; AWS itself is not reachable here).
+    use aws_sdk_athena::operation::create_work_group::CreateWorkGroupOutput;
+    use aws_sdk_athena::operation::update_work_group::UpdateWorkGroupOutput;
+    use aws_sdk_cloudwatch::operation::put_metric_alarm::PutMetricAlarmOutput;
+    use aws_sdk_lakeformation::operation::create_data_cells_filter::CreateDataCellsFilterOutput;
+    use aws_sdk_lakeformation::operation::delete_data_cells_filter::DeleteDataCellsFilterOutput;
+    use aws_sdk_lakeformation::operation::grant_permissions::GrantPermissionsOutput;
+    use aws_sdk_lakeformation::operation::revoke_permissions::RevokePermissionsOutput;
+    use aws_sdk_lakeformation::operation::update_data_cells_filter::UpdateDataCellsFilterOutput;
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+    use pulselake_domain::team::{TeamPolicy, compile};
+
+    use super::*;
+    use crate::teams::lake_table;
+
+    const ROLE: &str = "arn:aws:iam::123456789012:role/pulselake-team-sepsis";
+
+    fn team() -> CompiledTeam {
+        let policy: TeamPolicy = serde_json::from_str(&format!(
+            r#"{{"metrics":["spo2"],"cohorts":["neonatal"],"columns":["value","measured_at"],
+            "earliest":"2026-01-01T00:00:00Z",
+            "purpose":"model","owner":"ml@example.org","expires":"2027-06-30T00:00:00Z","dua":"IRB-1",
+            "budget":{{"bytes_per_query":10000000000,"bytes_per_month":3000000000000}},"role_arn":"{ROLE}"}}"#
+        ))
+        .unwrap();
+        compile("sepsis", &policy, &lake_table().unwrap(), 1_796_000_000_000).unwrap()
+    }
+
+    fn control(lf: &[&Rule], athena: &[&Rule], cw: &[&Rule]) -> AwsTeamControl {
+        AwsTeamControl {
+            lake_formation: mock_client!(aws_sdk_lakeformation, RuleMode::MatchAny, lf),
+            athena: mock_client!(aws_sdk_athena, RuleMode::MatchAny, athena),
+            cloudwatch: mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, cw),
+            catalog_id: "123456789012".into(),
+            database: "pulselake_lake".into(),
+            table: "readings".into(),
+            results_bucket: "results".into(),
+            kms_key: Some("arn:aws:kms:eu-west-1:123456789012:key/k".into()),
+            ops_topic: "arn:aws:sns:eu-west-1:123456789012:ops".into(),
+            local: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn add_creates_the_filter_grants_it_creates_the_workgroup_and_the_alarm() {
+        let t = team();
+        let expected_filter = t.row_filter.clone();
+        let filter = mock!(aws_sdk_lakeformation::Client::create_data_cells_filter)
+            .match_requests(move |r| {
+                let f = r.table_data().unwrap();
+                f.name() == "pulselake-team-sepsis"
+                    && f.database_name() == "pulselake_lake"
+                    && f.table_name() == "readings"
+                    && f.row_filter().and_then(|r| r.filter_expression())
+                        == Some(expected_filter.as_str())
+                    && f.column_names()
+                        == ["value", "measured_at", "metric", "year", "month", "day"]
+            })
+            .then_output(|| CreateDataCellsFilterOutput::builder().build());
+        let select = mock!(aws_sdk_lakeformation::Client::grant_permissions)
+            .match_requests(|r| {
+                r.principal()
+                    .and_then(|p| p.data_lake_principal_identifier())
+                    == Some(ROLE)
+                    && r.permissions() == [Permission::Select]
+                    && r.resource()
+                        .and_then(|x| x.data_cells_filter())
+                        .and_then(|f| f.name())
+                        == Some("pulselake-team-sepsis")
+            })
+            .then_output(|| GrantPermissionsOutput::builder().build());
+        let describe = mock!(aws_sdk_lakeformation::Client::grant_permissions)
+            .match_requests(|r| {
+                r.permissions() == [Permission::Describe]
+                    && r.resource()
+                        .is_some_and(|x| x.database().is_some() || x.table().is_some())
+            })
+            .then_output(|| GrantPermissionsOutput::builder().build());
+        let workgroup = mock!(aws_sdk_athena::Client::create_work_group)
+            .match_requests(|r| {
+                let c = r.configuration().unwrap();
+                let results = c.result_configuration().unwrap();
+                r.name() == Some("pulselake-team-sepsis")
+                    && c.enforce_work_group_configuration() == Some(true)
+                    && c.publish_cloud_watch_metrics_enabled() == Some(true)
+                    && c.bytes_scanned_cutoff_per_query() == Some(10_000_000_000)
+                    && results.output_location() == Some("s3://results/teams/sepsis/")
+                    && results
+                        .encryption_configuration()
+                        .is_some_and(|e| e.encryption_option() == &EncryptionOption::SseKms)
+                    && r.tags()
+                        .iter()
+                        .any(|t| t.key() == Some("pulselake-team") && t.value() == Some("sepsis"))
+            })
+            .then_output(|| CreateWorkGroupOutput::builder().build());
+        let alarm = mock!(aws_sdk_cloudwatch::Client::put_metric_alarm)
+            .match_requests(|r| {
+                r.alarm_name() == Some("pulselake-team-sepsis-budget")
+                    && r.threshold() == Some(100_000_000_000.0)
+                    && r.alarm_actions() == ["arn:aws:sns:eu-west-1:123456789012:ops"]
+                    && r.metrics()
+                        .iter()
+                        .filter(|m| m.metric_stat().is_some())
+                        .count()
+                        == 3
+                    && r.metrics().iter().all(|m| {
+                        m.metric_stat().is_none_or(|s| {
+                            s.metric().is_some_and(|m| {
+                                m.dimensions().iter().any(|d| {
+                                    d.name() == Some("WorkGroup")
+                                        && d.value() == Some("pulselake-team-sepsis")
+                                })
+                            })
+                        })
+                    })
+            })
+            .then_output(|| PutMetricAlarmOutput::builder().build());
+        let c = control(&[&filter, &select, &describe], &[&workgroup], &[&alarm]);
+        c.create_workgroup(&t).await.unwrap();
+        c.put_filter(&t, false).await.unwrap();
+        c.grant(&t).await.unwrap();
+        c.put_budget_alarm(&t).await.unwrap();
+        assert_eq!(
+            [
+                filter.num_calls(),
+                select.num_calls(),
+                describe.num_calls(),
+                workgroup.num_calls(),
+                alarm.num_calls()
+            ],
+            [1, 1, 2, 1, 1]
+        );
+    }
+
+    #[tokio::test]
+    async fn update_replaces_the_filter_and_suspend_revokes_and_disables() {
+        let t = team();
+        let update = mock!(aws_sdk_lakeformation::Client::update_data_cells_filter)
+            .match_requests(|r| {
+                r.table_data()
+                    .is_some_and(|f| f.name() == "pulselake-team-sepsis")
+            })
+            .then_output(|| UpdateDataCellsFilterOutput::builder().build());
+        let revoke = mock!(aws_sdk_lakeformation::Client::revoke_permissions)
+            .match_requests(|r| {
+                r.principal()
+                    .and_then(|p| p.data_lake_principal_identifier())
+                    == Some(ROLE)
+            })
+            .then_output(|| RevokePermissionsOutput::builder().build());
+        let disable = mock!(aws_sdk_athena::Client::update_work_group)
+            .match_requests(|r| {
+                r.work_group() == Some("pulselake-team-sepsis")
+                    && r.state() == Some(&WorkGroupState::Disabled)
+                    && r.configuration_updates()
+                        .and_then(|u| u.bytes_scanned_cutoff_per_query())
+                        == Some(10_000_000_000)
+            })
+            .then_output(|| UpdateWorkGroupOutput::builder().build());
+        let c = control(&[&update, &revoke], &[&disable], &[]);
+        c.put_filter(&t, true).await.unwrap();
+        c.revoke(ROLE, &t.name).await.unwrap();
+        c.update_workgroup(&t, false).await.unwrap();
+        assert_eq!(
+            [update.num_calls(), revoke.num_calls(), disable.num_calls()],
+            [1, 3, 1]
+        );
+    }
+
+    #[tokio::test]
+    async fn remove_deletes_the_filter_and_takes_a_missing_one_as_removed() {
+        let deleted = mock!(aws_sdk_lakeformation::Client::delete_data_cells_filter)
+            .match_requests(|r| {
+                r.name() == Some("pulselake-team-sepsis") && r.table_name() == Some("readings")
+            })
+            .then_output(|| DeleteDataCellsFilterOutput::builder().build());
+        let c = control(&[&deleted], &[], &[]);
+        c.delete_filter("pulselake-team-sepsis").await.unwrap();
+        assert_eq!(deleted.num_calls(), 1);
+        let gone = mock!(aws_sdk_lakeformation::Client::delete_data_cells_filter).then_error(|| {
+            aws_sdk_lakeformation::operation::delete_data_cells_filter::DeleteDataCellsFilterError::EntityNotFoundException(
+                aws_sdk_lakeformation::types::error::EntityNotFoundException::builder()
+                    .message("filter not found")
+                    .meta(
+                        aws_smithy_types::error::ErrorMetadata::builder()
+                            .code("EntityNotFoundException")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+        let c = control(&[&gone], &[], &[]);
+        c.delete_filter("pulselake-team-sepsis").await.unwrap();
     }
 }

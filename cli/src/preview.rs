@@ -33,7 +33,7 @@ impl Preview {
         )];
         for (metric, rows, first, last) in &self.metrics {
             out.push(format!(
-                "  {metric:<12} {rows:>7} readings  {first} .. {last}"
+                "  {metric:<16} {rows:>7} readings  {first} .. {last}"
             ));
         }
         if self.metrics.is_empty() {

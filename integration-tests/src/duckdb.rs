@@ -18,7 +18,7 @@ root, sql = sys.argv[1], sys.argv[2]
 con = duckdb.connect()
 files = (root + "/readings/*/*/*/*/*").replace("'", "''")
 con.execute(
-    f"CREATE VIEW readings AS SELECT * FROM read_parquet('{files}', hive_partitioning = true, "
+    f"CREATE VIEW readings AS SELECT * FROM read_parquet('{files}', hive_partitioning = true, union_by_name = true, "
     "hive_types = {'metric': VARCHAR, 'year': VARCHAR, 'month': VARCHAR, 'day': VARCHAR})"
 )
 # Values come back as DuckDB renders them (no Python conversions, no pytz needed).

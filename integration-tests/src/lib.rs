@@ -28,6 +28,7 @@ pub mod pyarrow;
 pub mod scenario;
 pub mod simulator;
 pub mod sqs_esm;
+pub mod team_scenario;
 
 use std::time::Duration;
 

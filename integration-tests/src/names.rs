@@ -48,6 +48,8 @@ pub struct Names {
     pub erasure_passes_table: String,
     pub erasure_queue: String,
     pub erasure_dlq: String,
+    pub teams_table: String,
+    pub athena_results_bucket: String,
 }
 
 impl Default for Names {
@@ -92,6 +94,8 @@ impl Default for Names {
             erasure_passes_table: "pulselake-erasure-passes".into(),
             erasure_queue: "pulselake-erasure".into(),
             erasure_dlq: "pulselake-erasure-dlq".into(),
+            teams_table: "pulselake-teams".into(),
+            athena_results_bucket: "pulselake-athena-results-123456789012".into(),
         }
     }
 }

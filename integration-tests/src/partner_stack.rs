@@ -1,6 +1,7 @@
-//! The partner side of the local stack, as `template.yaml` creates it: the partners,
-//! export jobs, token claims and erasure tables, the exports and audit buckets, the export queue
-//! and its DLQ, and the KMS key that signs access tokens.
+//! The partner and team side of the local stack, as `template.yaml` creates it: the
+//! partners, export jobs, token claims, erasure and teams tables, the exports, audit and
+//! Athena results buckets, the export queue and its DLQ, the KMS key that signs access
+//! tokens, and Lake Formation's settings (no IAMAllowedPrincipals defaults).
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
@@ -18,7 +19,11 @@ pub const EXPORT_VISIBILITY_SECONDS: u32 = 5;
 /// Creates the partner access resources.
 pub async fn provision(sdk: &aws_config::SdkConfig, names: &Names) -> Result<()> {
     let s3 = pulselake_adapters::s3_client(sdk);
-    for bucket in [&names.exports_bucket, &names.audit_bucket] {
+    for bucket in [
+        &names.exports_bucket,
+        &names.audit_bucket,
+        &names.athena_results_bucket,
+    ] {
         s3.create_bucket()
             .bucket(bucket)
             .create_bucket_configuration(
@@ -46,6 +51,7 @@ pub async fn provision(sdk: &aws_config::SdkConfig, names: &Names) -> Result<()>
         (&names.partners_table, "client_id"),
         (&names.token_claims_table, "id"),
         (&names.erasure_table, "subject_id"),
+        (&names.teams_table, "team"),
     ] {
         dynamodb
             .create_table()
@@ -124,6 +130,26 @@ pub async fn provision(sdk: &aws_config::SdkConfig, names: &Names) -> Result<()>
     kms.create_alias()
         .alias_name(&names.token_signing_key)
         .target_key_id(key_id)
+        .send()
+        .await?;
+    // Lake Formation as the template's LakeFormationSettings leave it: new databases and
+    // tables get no IAMAllowedPrincipals grant (moto records it, and enforces nothing).
+    use aws_sdk_lakeformation::types::{DataLakePrincipal, DataLakeSettings};
+    aws_sdk_lakeformation::Client::new(sdk)
+        .put_data_lake_settings()
+        .data_lake_settings(
+            DataLakeSettings::builder()
+                .data_lake_admins(
+                    DataLakePrincipal::builder()
+                        .data_lake_principal_identifier(format!(
+                            "arn:aws:iam::{ACCOUNT}:role/pulselake-team-admin"
+                        ))
+                        .build(),
+                )
+                .set_create_database_default_permissions(Some(Vec::new()))
+                .set_create_table_default_permissions(Some(Vec::new()))
+                .build(),
+        )
         .send()
         .await?;
     Ok(())

@@ -14,6 +14,7 @@ use pulselake_local::scenario::{
     run_files, run_stream,
 };
 use pulselake_local::simulator::FleetConfig;
+use pulselake_local::team_scenario::{TeamsReport, run_teams};
 use pulselake_local::{LocalPlatform, Result};
 
 fn n(v: usize) -> String {
@@ -122,6 +123,13 @@ async fn run() -> Result<()> {
     print_partners(&partners);
 
     println!();
+    println!(
+        "Teams: internal ML and BI teams query the lake through Lake Formation filters, no copies"
+    );
+    let teams = run_teams(&platform, &mut |line| println!("  {line}")).await?;
+    print_teams(&teams);
+
+    println!();
     println!("Compaction: each partition's files rewritten sorted by subject, then time");
     let compacted = run_compaction(&platform, &mut |line| println!("  {line}")).await?;
     print_compaction(&compacted);
@@ -141,12 +149,44 @@ async fn run() -> Result<()> {
         || !catalog.adds_up()
         || !alerts.adds_up()
         || !partners.adds_up()
+        || !teams.adds_up()
         || !compacted.adds_up()
         || !erased.adds_up()
     {
         return Err("the counts do not add up: see above".into());
     }
     Ok(())
+}
+
+fn print_teams(r: &TeamsReport) {
+    let ok = |b: bool| if b { "ok" } else { "MISMATCH" };
+    println!();
+    println!("Team environments (what each team sees, DuckDB through its compiled filter)");
+    for (team, preview, expected) in &r.teams {
+        for line in preview.lines(team) {
+            println!("  {line}");
+        }
+        let seen: std::collections::BTreeMap<String, u64> =
+            preview.metrics.iter().map(|m| (m.0.clone(), m.1)).collect();
+        println!(
+            "  the lake read directly under {team}'s policy: {} readings: {}",
+            n(expected.values().sum::<u64>() as usize),
+            ok(seen == *expected)
+        );
+    }
+    for (what, why) in &r.refused {
+        println!("  refused: {what}: {why}");
+    }
+    println!(
+        "  Lake Formation grants {} (SELECT through each filter, DESCRIBE of database and table), workgroups {}, audit records {}: {}",
+        r.grants,
+        r.workgroups.join(", "),
+        r.audit_records,
+        ok(r.adds_up())
+    );
+    for line in &r.list {
+        println!("  {line}");
+    }
 }
 
 fn print_stream(r: &StreamReport) {
