@@ -67,9 +67,10 @@ impl Policy {
 
     pub fn validate(&self) -> Result<(), PolicyError> {
         use crate::access::{check_cohorts, check_dua, check_metrics, check_window};
-        check_metrics(&self.metrics).map_err(PolicyError)?;
-        check_cohorts(&self.cohorts).map_err(PolicyError)?;
-        check_window(self.earliest.as_deref(), self.latest.as_deref()).map_err(PolicyError)?;
+        let refused = |e: crate::access::Refusal| PolicyError(e.0);
+        check_metrics(&self.metrics).map_err(refused)?;
+        check_cohorts(&self.cohorts).map_err(refused)?;
+        check_window(self.earliest.as_deref(), self.latest.as_deref()).map_err(refused)?;
         if self.mode == Mode::SafeHarbor {
             for (name, t) in [
                 ("earliest", self.earliest_ms()),
@@ -84,7 +85,7 @@ impl Policy {
                 }
             }
         }
-        check_dua(&self.dua).map_err(PolicyError)?;
+        check_dua(&self.dua).map_err(refused)?;
         if let Some(f) = self.formats.iter().find(|f| *f != PARQUET) {
             return Err(PolicyError(format!("output format {f:?} is not offered")));
         }

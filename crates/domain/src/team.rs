@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::{check_cohorts, check_dua, check_metrics, check_window};
+use crate::access::{Refusal, check_cohorts, check_dua, check_metrics, check_window};
 use crate::time::{DAY_MS, Date, format_rfc3339_ms, parse_rfc3339_ms};
 
 /// One team's policy. Anything not listed is denied.
@@ -123,7 +123,7 @@ pub fn sensitivity_of(column: &str) -> Option<Sensitivity> {
 }
 
 /// A team name: the suffix of its workgroup, filter and results prefix.
-pub fn check_team_name(name: &str) -> Result<(), String> {
+pub fn check_team_name(name: &str) -> Result<(), Refusal> {
     let ok = (2..=32).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -133,9 +133,9 @@ pub fn check_team_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(Refusal(format!(
             "team name {name:?}: 2-32 characters of a-z, 0-9 and '-', starting with a letter, not ending with '-' (it names the team's Athena workgroup and data filter)"
-        ))
+        )))
     }
 }
 
@@ -167,9 +167,9 @@ pub fn compile(
     now_ms: i64,
 ) -> Result<CompiledTeam, Vec<String>> {
     let mut problems = Vec::new();
-    let mut note = |r: Result<(), String>| {
+    let mut note = |r: Result<(), Refusal>| {
         if let Err(e) = r {
-            problems.push(e);
+            problems.push(e.0);
         }
     };
     note(check_team_name(team));
@@ -197,7 +197,7 @@ pub fn compile(
     let (from, to) = match window {
         Ok(w) => w,
         Err(e) => {
-            problems.push(e);
+            problems.push(e.0);
             (None, None)
         }
     };
@@ -369,7 +369,7 @@ pub fn check_row_filter(filter: &str, table: &[TableColumn]) -> Result<(), Vec<S
         ));
     }
     match tokens(filter) {
-        Err(e) => problems.push(e),
+        Err(e) => problems.push(e.0),
         Ok(tokens) => {
             let mut p = Parser {
                 tokens: &tokens,
@@ -404,7 +404,7 @@ enum Token {
     Comma,
 }
 
-fn tokens(s: &str) -> Result<Vec<Token>, String> {
+fn tokens(s: &str) -> Result<Vec<Token>, Refusal> {
     let mut out = Vec::new();
     let mut chars = s.char_indices().peekable();
     while let Some(&(i, c)) = chars.peek() {
@@ -425,7 +425,9 @@ fn tokens(s: &str) -> Result<Vec<Token>, String> {
                 let mut text = String::new();
                 loop {
                     match chars.next() {
-                        None => return Err("a string in the row filter is not closed".into()),
+                        None => {
+                            return Err(Refusal("a string in the row filter is not closed".into()));
+                        }
                         Some((_, '\'')) if chars.peek().map(|x| x.1) == Some('\'') => {
                             chars.next();
                             text.push('\'');
@@ -442,7 +444,11 @@ fn tokens(s: &str) -> Result<Vec<Token>, String> {
                     .into_iter()
                     .find(|op| two.starts_with(op))
                     .or_else(|| ["=", "<", ">"].into_iter().find(|op| two.starts_with(op)))
-                    .ok_or_else(|| format!("operator {two:?} is not in Lake Formation's subset"))?;
+                    .ok_or_else(|| {
+                        Refusal(format!(
+                            "operator {two:?} is not in Lake Formation's subset"
+                        ))
+                    })?;
                 for _ in 0..op.len() {
                     chars.next();
                 }
@@ -473,9 +479,9 @@ fn tokens(s: &str) -> Result<Vec<Token>, String> {
                 out.push(Token::Word(w));
             }
             other => {
-                return Err(format!(
+                return Err(Refusal(format!(
                     "character {other:?} is not in Lake Formation's row filter subset"
-                ));
+                )));
             }
         }
     }
