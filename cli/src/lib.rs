@@ -5,6 +5,7 @@
 pub mod devices;
 pub mod erasure;
 pub mod lake_formation;
+pub mod migrate;
 pub mod partners;
 pub mod preview;
 pub mod stack;

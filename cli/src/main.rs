@@ -45,6 +45,137 @@ enum Command {
     /// compiled from their policy, each in an Athena workgroup of its own.
     #[command(subcommand)]
     Teams(TeamCommand),
+    /// Migration: reconcile a legacy source with the lake.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+#[derive(Subcommand)]
+enum MigrateCommand {
+    /// Compare a legacy source's readings per device and day with the lake's (counts and
+    /// a checksum of reading ids). Exits 3 when more readings differ than --threshold.
+    Reconcile {
+        /// A counts file: device_id,day,readings[,checksum].
+        #[arg(
+            long,
+            conflicts_with = "from_export",
+            required_unless_present = "from_export"
+        )]
+        source: Option<PathBuf>,
+        /// A legacy export in the generic CSV layout: its counts are computed here.
+        #[arg(long)]
+        from_export: Option<PathBuf>,
+        /// Write the source's counts here (to run the comparison later, or elsewhere).
+        #[arg(long)]
+        write_counts: Option<PathBuf>,
+        /// Readings that may differ (missing plus extra) before the command fails.
+        #[arg(long, default_value_t = 0)]
+        threshold: u64,
+    },
+}
+
+async fn migrate(
+    sdk: &aws_config::SdkConfig,
+    names: &StackNames,
+    command: MigrateCommand,
+) -> Result<(), AdminError> {
+    use pulselake_adapters::{AuditLog, BucketAuditLog, S3Objects};
+    use pulselake_cli::migrate::{audit_record, counts_of_export, lake_counts, report_lines};
+    use pulselake_domain::reconcile::{counts_csv, parse_counts, reconcile};
+    let MigrateCommand::Reconcile {
+        source,
+        from_export,
+        write_counts,
+        threshold,
+    } = command;
+    let (named, counts) = match (&source, &from_export) {
+        (Some(path), _) => (
+            path.display().to_string(),
+            parse_counts(&read(path)?).map_err(|e| AdminError::Refused(e.0))?,
+        ),
+        (None, Some(path)) => (path.display().to_string(), counts_of_export(&read(path)?)?),
+        (None, None) => {
+            return Err(AdminError::Refused(vec![
+                "give --source or --from-export".into(),
+            ]));
+        }
+    };
+    if let Some(path) = &write_counts {
+        std::fs::write(path, counts_csv(&counts))
+            .map_err(|e| AdminError::Setup(format!("cannot write {}: {e}", path.display())))?;
+    }
+    let days: std::collections::BTreeSet<_> = counts.keys().map(|k| k.1).collect();
+    let s3 = pulselake_adapters::s3_client(sdk);
+    let mut keys = Vec::new();
+    for day in &days {
+        for metric in pulselake_domain::Metric::all() {
+            let prefix = pulselake_domain::Partition { metric, date: *day }.prefix();
+            let mut pages = s3
+                .list_objects_v2()
+                .bucket(&names.lake_bucket)
+                .prefix(&prefix)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page =
+                    page.map_err(|e| AdminError::Setup(format!("cannot list the lake: {e}")))?;
+                keys.extend(
+                    page.contents()
+                        .iter()
+                        .filter_map(|o| o.key())
+                        .map(str::to_owned),
+                );
+            }
+        }
+    }
+    eprintln!(
+        "reading {} lake file(s) on {} day(s) named by the source",
+        keys.len(),
+        days.len()
+    );
+    let lake = lake_counts(&keys, &days, |key| {
+        let s3 = s3.clone();
+        let bucket = names.lake_bucket.clone();
+        async move {
+            let out = s3
+                .get_object()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| AdminError::Setup(format!("cannot read {key}: {e}")))?;
+            Ok(out
+                .body
+                .collect()
+                .await
+                .map_err(|e| AdminError::Setup(format!("cannot read {key}: {e}")))?
+                .into_bytes())
+        }
+    })
+    .await?;
+    let r = reconcile(&counts, &lake);
+    for line in report_lines(&r) {
+        println!("{line}");
+    }
+    let now = now_ms();
+    let audit = BucketAuditLog {
+        writer: S3Objects::from_config(sdk),
+        bucket: names.audit_bucket.clone(),
+    };
+    audit
+        .append(
+            "migration",
+            now,
+            &audit_record(&r, &named, &pulselake_domain::time::format_rfc3339_ms(now)),
+        )
+        .await?;
+    let differing =
+        r.missing() + r.extra() + r.differences.iter().filter(|d| d.missing() == 0).count() as u64;
+    if differing > threshold {
+        eprintln!("{differing} reading(s) differ, more than the threshold ({threshold})");
+        std::process::exit(3);
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -418,6 +549,7 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
         Command::Partners(c) => return partners(&sdk, &names, c).await,
         Command::Erasure(c) => return erasure(&sdk, &names, c).await,
         Command::Teams(c) => return teams(&sdk, &names, c).await,
+        Command::Migrate(c) => return migrate(&sdk, &names, c).await,
     };
     let registry = DynamoRegistry::from_config(&sdk, &names.registry_table)
         .with_tombstones(&names.erasure_table);

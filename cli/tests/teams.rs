@@ -20,7 +20,7 @@ fn policy(metrics: &str, cohorts: &str, columns: &str, role: &str) -> String {
 
 /// A day of heart rate and SpO2 in the lake: 40 readings, every other one neonatal.
 async fn fill_lake(p: &LocalPlatform) {
-    let at = 1_795_305_600_000; // 2026-11-23
+    let at = 1_795_305_600_000; // 2026-11-22
     for metric in [Metric::HeartRate, Metric::Spo2] {
         let rows: Vec<Reading<'static>> = (0..20)
             .map(|i| Reading {

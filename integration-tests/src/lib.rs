@@ -16,6 +16,7 @@ pub mod invoke;
 pub mod iot;
 pub mod lambda_watch;
 pub mod metrics;
+pub mod migration_scenario;
 pub mod moto;
 pub mod names;
 pub mod onboard;

@@ -179,37 +179,13 @@ impl FileScenarioReport {
     }
 }
 
-/// Uploads a batch of files to staging and lets file-ingest take them through the queue.
-pub async fn run_files(
-    platform: &LocalPlatform,
-    progress: &mut dyn FnMut(String),
-) -> Result<FileScenarioReport> {
-    use aws_sdk_s3::primitives::ByteStream;
-    use pulselake_domain::time::parse_rfc3339_ms;
-    let stack = &platform.stack;
-    let since = parse_rfc3339_ms("2026-01-01T00:00:00Z").unwrap_or_default();
-    let devices: Vec<DeviceRecord> = (0..20)
-        .map(|d| DeviceRecord {
-            device_id: format!("dev-file-{d:03}"),
-            assignments: vec![Assignment {
-                subject_id: format!("subj-f{d:03}"),
-                valid_from: since,
-                valid_to: None,
-                cohort: None,
-            }],
-        })
-        .collect();
-    stack.register_devices(&devices).await?;
-    stack
-        .register_aliases(&[("seed:P1", "subj-5eed0001")])
-        .await?;
-    let lake_before = inspect::lake(stack).await?;
-    let mut r = FileScenarioReport::default();
-
-    // A partner's export of 20 devices x 6 hours of heart rate and SpO2, once a minute.
+/// A partner's export of `devices` x 6 hours of heart rate and SpO2 on 1 November 2026,
+/// once a minute, in the generic CSV layout (also the legacy source the demo reconciles).
+pub fn partner_export(devices: &[DeviceRecord]) -> String {
     let mut export = String::from("device_id,sensor_id,metric,value,unit,measured_at\n");
-    let start = parse_rfc3339_ms("2026-11-01T00:00:00Z").unwrap_or_default();
-    for d in &devices {
+    let start =
+        pulselake_domain::time::parse_rfc3339_ms("2026-11-01T00:00:00Z").unwrap_or_default();
+    for d in devices {
         for m in 0..360 {
             let at = pulselake_domain::time::format_rfc3339_ms(start + m * 60_000);
             export.push_str(&format!(
@@ -224,6 +200,42 @@ pub async fn run_files(
             ));
         }
     }
+    export
+}
+
+/// The devices whose files the file scenario uploads.
+pub fn file_devices() -> Vec<DeviceRecord> {
+    let since =
+        pulselake_domain::time::parse_rfc3339_ms("2026-01-01T00:00:00Z").unwrap_or_default();
+    (0..20)
+        .map(|d| DeviceRecord {
+            device_id: format!("dev-file-{d:03}"),
+            assignments: vec![Assignment {
+                subject_id: format!("subj-f{d:03}"),
+                valid_from: since,
+                valid_to: None,
+                cohort: None,
+            }],
+        })
+        .collect()
+}
+
+/// Uploads a batch of files to staging and lets file-ingest take them through the queue.
+pub async fn run_files(
+    platform: &LocalPlatform,
+    progress: &mut dyn FnMut(String),
+) -> Result<FileScenarioReport> {
+    use aws_sdk_s3::primitives::ByteStream;
+    let stack = &platform.stack;
+    let devices = file_devices();
+    stack.register_devices(&devices).await?;
+    stack
+        .register_aliases(&[("seed:P1", "subj-5eed0001")])
+        .await?;
+    let lake_before = inspect::lake(stack).await?;
+    let mut r = FileScenarioReport::default();
+
+    let export = partner_export(&devices);
     let export_rows = devices.len() * 360 * 2;
     let mut bad = String::from("device_id,sensor_id,metric,value,unit,measured_at\n");
     bad.push_str("dev-file-000,hr-1,heart_rate,71,/min,2026-11-02T08:00:00Z\n");

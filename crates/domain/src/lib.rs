@@ -15,6 +15,7 @@ pub mod partner;
 pub mod quarantine;
 pub mod reading;
 pub mod reason;
+pub mod reconcile;
 pub mod registry;
 pub mod retention;
 pub mod silence;
