@@ -69,6 +69,8 @@ lint: $(STAMP) $(CHECKOV_STAMP)
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 
 demo: $(STAMP)
+	@echo "building the demo (the first build after make test compiles its own feature set: minutes)"
+	$(CARGO) build -p pulselake-local --bin demo
 	$(CARGO) run --quiet -p pulselake-local --bin demo -- $(ARGS)
 
 # The functions run with these glibc settings (template.yaml Globals), so the bench does too.
