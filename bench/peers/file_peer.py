@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 ID_DOMAIN = b"pulselake.reading.v2"
 COLUMNS = ["reading_id", "subject_id", "device_id", "sensor_id", "value", "unit", "loinc",
-           "measured_at", "received_at", "source", "source_ref"]
+           "measured_at", "received_at", "source", "source_ref", "cohort"]
 CONTROL = r"[\x00-\x1f\x7f-\x9f]"
 
 
@@ -79,7 +79,8 @@ def ingest(csv_path, out_dir, spec, registry, catalog):
                             pc.or_kleene(pc.is_null(assignment["valid_to"]), pc.less(at, assignment["valid_to"])))
     keep = pc.fill_null(pc.and_kleene(keep, covered), False)
     t = pa.table({
-        "subject_id": assignment["subject_id"], "device_id": t["device_id"], "sensor_id": t["sensor_id"],
+        "subject_id": assignment["subject_id"], "cohort": assignment["cohort"],
+        "device_id": t["device_id"], "sensor_id": t["sensor_id"],
         "value": value, "unit": conv["canonical_unit"], "loinc": conv["loinc"], "measured_at": at,
         "metric": t["metric"], "line": t["line"],
     }).filter(keep)
@@ -141,6 +142,7 @@ def tables(spec):
         "subject_id": [a["subject_id"] for r in reg for a in r["assignments"]],
         "valid_from": pa.array([a["valid_from"] for r in reg for a in r["assignments"]], pa.int64()),
         "valid_to": pa.array([a.get("valid_to") for r in reg for a in r["assignments"]], pa.int64()),
+        "cohort": pa.array([a.get("cohort") for r in reg for a in r["assignments"]], pa.string()),
     })
     rows = [(m["name"], u, s, o, m["unit"], m["loinc"], m["min"], m["max"])
             for m in spec["catalog"] for u, s, o in m["accepted"]]

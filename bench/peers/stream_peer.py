@@ -51,13 +51,13 @@ def reading_id(device, sensor, metric, at):
     return h.digest()[:16].hex()
 
 
-def subject_at(device, t):
+def assignment_at(device, t):
     best = None
     for a in device["assignments"]:
         if a["valid_from"] <= t and (a.get("valid_to") is None or t < a["valid_to"]):
             if best is None or a["valid_from"] > best["valid_from"]:
                 best = a
-    return best and best["subject_id"]
+    return best
 
 
 class Packer:
@@ -118,7 +118,8 @@ def handle(records, registry, catalog, policy):
                 at = parse_ms(r["measured_at"])
                 numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
                 value = round_micro(float(value) * conv[0] + conv[1]) if numeric else None
-                subject = subject_at(device, at)
+                assignment = assignment_at(device, at)
+                subject = assignment and assignment["subject_id"]
                 if value is None or not math.isfinite(value):
                     reason = "non_finite_value"
                 elif not spec["min"] <= value <= spec["max"]:
@@ -154,6 +155,7 @@ def handle(records, registry, catalog, policy):
                 "received_at": received_at,
                 "source": "stream",
                 "source_ref": source_ref,
+                "cohort": assignment.get("cohort"),
             }
             packer.push(json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
     return packer.finish(), quarantined

@@ -74,7 +74,8 @@ fn main() -> std::io::Result<()> {
                     subject_id: format!("subj-{:08x}", d * 2_654_435_761 % (1 << 32)),
                     valid_from: since,
                     valid_to: None,
-                    cohort: None,
+                    // Every third subject in a cohort, the others in none.
+                    cohort: (d % 3 == 0).then(|| "adult".to_owned()),
                 }],
             };
             (id, Arc::new(rec))

@@ -65,7 +65,8 @@ fn event() -> (Vec<u8>, Vec<DeviceRecord>) {
                 subject_id: format!("subj-{m:08x}"),
                 valid_from: NOW - 30 * DAY_MS,
                 valid_to: None,
-                cohort: None,
+                // Every third subject in a cohort, the others in none: both kinds of line.
+                cohort: (m % 3 == 0).then(|| "adult".to_owned()),
             }],
         });
     }
