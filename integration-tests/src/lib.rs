@@ -129,6 +129,7 @@ impl LocalPlatform {
     pub async fn stream_ingest(&self) -> Result<invoke::StreamIngestFn> {
         let names = &self.stack.names;
         let config = stream_ingest::Config {
+            trigger: stream_ingest::Trigger::Kinesis,
             delivery_stream: names.delivery_stream.clone(),
             quarantine_bucket: names.quarantine_bucket.clone(),
             registry_table: names.registry_table.clone(),

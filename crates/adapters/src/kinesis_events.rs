@@ -73,7 +73,8 @@ impl Default for Payload {
 const MAX_ENCODED_BYTES: usize = MAX_PAYLOAD_BYTES / 3 * 4 + 8;
 
 impl Payload {
-    fn decode(b64: &[u8]) -> Payload {
+    /// Decodes a transport's base64, refusing what exceeds the device contract.
+    pub fn decode(b64: &[u8]) -> Payload {
         let undecodable = |reason, detail: String| Payload::Undecodable {
             raw: String::from_utf8_lossy(b64).into_owned(),
             rejection: Rejection::new(reason, detail),

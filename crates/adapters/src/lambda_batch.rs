@@ -1,5 +1,6 @@
 //! The Lambda batch contracts the functions share: SQS messages in, and partial batch
-//! responses out (SQS items by message id, Kinesis items by sequence number).
+//! responses out (SQS items by message id, Kinesis items by sequence number, Kafka
+//! items by topic-partition and offset).
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
@@ -58,4 +59,37 @@ pub fn kinesis_response(failed_sequence_numbers: Vec<String>) -> KinesisEventRes
         })
         .collect();
     resp
+}
+
+/// The Kafka partial batch response (MSK and self-managed event source mappings with
+/// `ReportBatchItemFailures`): `aws_lambda_events` has no type for it. Each failed record
+/// is named by its `<topic>-<partition>` and offset; Lambda resumes each partition from
+/// the lowest offset named for it.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaBatchResponse {
+    pub batch_item_failures: Vec<KafkaBatchItemFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaBatchItemFailure {
+    pub item_identifier: KafkaItemIdentifier,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct KafkaItemIdentifier {
+    /// `<topic>-<partition>`, as the event's `records` are keyed.
+    pub partition: String,
+    pub offset: i64,
+}
+
+/// The Kafka partial batch response for the failed records.
+pub fn kafka_response(failed: Vec<KafkaItemIdentifier>) -> KafkaBatchResponse {
+    KafkaBatchResponse {
+        batch_item_failures: failed
+            .into_iter()
+            .map(|item_identifier| KafkaBatchItemFailure { item_identifier })
+            .collect(),
+    }
 }

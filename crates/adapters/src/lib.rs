@@ -15,6 +15,7 @@ pub mod firehose;
 pub mod glue;
 pub mod heartbeats;
 pub mod identity;
+pub mod kafka_events;
 pub mod kinesis_events;
 pub mod lambda_batch;
 pub mod notify;

@@ -121,6 +121,8 @@ impl<'de> Deserialize<'de> for Metric {
 pub enum Source {
     Stream,
     File,
+    /// A legacy platform's Kafka topic (Amazon MSK or Event Hubs), during the migration.
+    Kafka,
 }
 
 impl Source {
@@ -128,6 +130,7 @@ impl Source {
         match self {
             Source::Stream => "stream",
             Source::File => "file",
+            Source::Kafka => "kafka",
         }
     }
 }

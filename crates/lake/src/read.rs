@@ -369,6 +369,7 @@ impl LakeFile {
             let source = match text("source", &sources[r])?.as_str() {
                 "stream" => Source::Stream,
                 "file" => Source::File,
+                "kafka" => Source::Kafka,
                 other => return Err(bad("source", format!("unknown source {other:?}"))),
             };
             out.push(Reading {

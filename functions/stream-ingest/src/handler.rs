@@ -1,4 +1,4 @@
-//! The stream-ingest logic, generic over its ports: a Kinesis batch in; readings to
+//! The stream-ingest logic, generic over its ports: a Kinesis or Kafka batch in; readings to
 //! Firehose, rejects to quarantine, and the records that could not be finished back
 //! to Lambda as batch item failures. Nothing is lost and nothing panics on input.
 
@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use pulselake_adapters::kafka_events::KafkaBatch;
+use pulselake_adapters::lambda_batch::KafkaItemIdentifier;
 use pulselake_adapters::{
     AwsError, CachedRegistry, ObjectWriter, RecordSink, RegistryLookup, RetryPolicy, with_retries,
 };
@@ -14,12 +16,13 @@ use pulselake_domain::message::DeviceMessage;
 use pulselake_domain::time::{Date, format_rfc3339_ms};
 use pulselake_domain::{
     DeviceMappings, LineTail, Provenance, QuarantineEntry, ReadingId, Reason, RejectedReading,
-    Rejection, Source, TimePolicy, normalize,
+    Rejection, TimePolicy, normalize,
 };
 use tokio::time::Instant;
 
 use crate::delivery::{DeliveryReport, Packer, deliver};
-use crate::event::{Payload, StreamBatch, StreamRecord};
+use crate::event::{Payload, StreamBatch};
+use crate::record::{Delivered, kafka_records};
 
 /// Everything the handler needs, built once per cold start.
 pub struct Ingest<S, Q, R> {
@@ -129,7 +132,15 @@ impl From<IngestError> for lambda_runtime::Diagnostic {
     }
 }
 
+/// A Kafka batch's result: the records to report as failures, and the stats.
+#[derive(Debug)]
+pub struct KafkaOutcome {
+    pub failed: Vec<KafkaItemIdentifier>,
+    pub stats: Stats,
+}
+
 impl<S: RecordSink, Q: ObjectWriter, R: RegistryLookup> Ingest<S, Q, R> {
+    /// A Kinesis batch (devices through IoT Core).
     pub async fn handle(
         &self,
         batch: &StreamBatch,
@@ -137,15 +148,50 @@ impl<S: RecordSink, Q: ObjectWriter, R: RegistryLookup> Ingest<S, Q, R> {
         now_ms: i64,
     ) -> Result<Outcome, IngestError> {
         let records = &batch.records;
+        let (failed, stats) = self.handle_records(records, deadline, now_ms).await?;
+        let failed_sequence_numbers = failed
+            .iter()
+            .map(|&i| records[i as usize].kinesis.sequence_number.clone())
+            .filter(|s| !s.is_empty())
+            .collect();
+        Ok(Outcome {
+            failed_sequence_numbers,
+            stats,
+        })
+    }
+
+    /// A Kafka batch (a legacy platform's topic, from MSK or a self-managed cluster).
+    pub async fn handle_kafka(
+        &self,
+        batch: &KafkaBatch,
+        deadline: Instant,
+        now_ms: i64,
+    ) -> Result<KafkaOutcome, IngestError> {
+        let records = kafka_records(batch);
+        let (failed, stats) = self.handle_records(&records, deadline, now_ms).await?;
+        Ok(KafkaOutcome {
+            failed: failed
+                .iter()
+                .map(|&i| records[i as usize].item_identifier())
+                .collect(),
+            stats,
+        })
+    }
+
+    /// The one path for every stream: the indices of the records that could not be
+    /// finished, and the stats.
+    async fn handle_records<T: Delivered>(
+        &self,
+        records: &[T],
+        deadline: Instant,
+        now_ms: i64,
+    ) -> Result<(BTreeSet<u32>, Stats), IngestError> {
         let mut stats = Stats {
             records: records.len(),
             ..Stats::default()
         };
         if records.is_empty() {
-            return Ok(Outcome {
-                failed_sequence_numbers: Vec::new(),
-                stats,
-            });
+            return Ok((BTreeSet::new(), stats));
         }
 
         // 1. Map payloads (decoded from base64 as the event was read) to device messages.
@@ -184,7 +230,7 @@ impl<S: RecordSink, Q: ObjectWriter, R: RegistryLookup> Ingest<S, Q, R> {
                 }
             };
             let total = message.readings.len();
-            if let Err(rej) = message.check_publisher(record.publisher()) {
+            if let Err(rej) = record.check_publisher(&message) {
                 *stats.quarantined_readings.entry(rej.reason).or_default() += total;
                 quarantined.push((index, entry_for(record, Some(rej), Some(total), Vec::new())));
                 continue;
@@ -198,9 +244,9 @@ impl<S: RecordSink, Q: ObjectWriter, R: RegistryLookup> Ingest<S, Q, R> {
                 quarantined.push((index, entry_for(record, Some(rej), Some(total), Vec::new())));
                 continue;
             };
-            let source_ref = format!("{}:{}", record.shard_id(), record.kinesis.sequence_number);
+            let source_ref = record.reference();
             let prov = Provenance {
-                source: Source::Stream,
+                source: record.source(),
                 source_ref: &source_ref,
                 received_at,
             };
@@ -257,7 +303,7 @@ impl<S: RecordSink, Q: ObjectWriter, R: RegistryLookup> Ingest<S, Q, R> {
         );
         let quarantine_result = quarantine_result.and(unattributed_result);
 
-        // 5. Whatever could not be finished goes back to Lambda by sequence number.
+        // 5. Whatever could not be finished goes back to Lambda (by sequence number or offset).
         let mut failed: BTreeSet<u32> = BTreeSet::new();
         self.account_delivery(&packer, &report, &mut stats, &mut failed);
         scratch.buf = packer.into_buffer();
@@ -275,15 +321,7 @@ impl<S: RecordSink, Q: ObjectWriter, R: RegistryLookup> Ingest<S, Q, R> {
                 cause: causes.join("; "),
             });
         }
-        let failed_sequence_numbers = failed
-            .iter()
-            .map(|&i| records[i as usize].kinesis.sequence_number.clone())
-            .filter(|s| !s.is_empty())
-            .collect();
-        Ok(Outcome {
-            failed_sequence_numbers,
-            stats,
-        })
+        Ok((failed, stats))
     }
 
     fn account_delivery(
@@ -331,12 +369,12 @@ impl<S: RecordSink, Q: ObjectWriter, R: RegistryLookup> Ingest<S, Q, R> {
 }
 
 fn entry_for(
-    record: &StreamRecord,
+    record: &impl Delivered,
     whole: Option<Rejection>,
     readings_total: Option<usize>,
     rejected: Vec<RejectedReading>,
 ) -> QuarantineEntry {
-    let (payload, payload_base64) = match &record.kinesis.data {
+    let (payload, payload_base64) = match record.payload() {
         Payload::Decoded(bytes) => match std::str::from_utf8(bytes) {
             Ok(text) => (Some(text.to_owned()), None),
             Err(_) => (None, Some(STANDARD.encode(bytes))),
@@ -349,8 +387,8 @@ fn entry_for(
         None => (None, None),
     };
     QuarantineEntry {
-        source: Source::Stream.as_str().into(),
-        reference: format!("{}:{}", record.shard_id(), record.kinesis.sequence_number),
+        source: record.source().as_str().into(),
+        reference: record.reference(),
         received_at: format_rfc3339_ms(record.arrival_ms()),
         reason,
         detail,
@@ -378,23 +416,21 @@ pub const QUARANTINE_PREFIX: &str = "stream/";
 /// years (the bucket's lifecycle rule for this prefix).
 pub const UNATTRIBUTED_PREFIX: &str = "stream-unattributed/";
 
-/// `<prefix>year=YYYY/month=MM/day=DD/<shard>/<first seq>-<last seq>.ndjson`:
-/// deterministic for a batch, so Lambda retrying the same batch overwrites rather than
-/// duplicates; shard and sequence numbers only, no identifier of a device or patient.
-pub fn quarantine_key(prefix: &str, records: &[StreamRecord]) -> String {
+/// `<prefix>year=YYYY/month=MM/day=DD/<folder>/<first>-<last>.ndjson`, the folder a
+/// Kinesis shard or `kafka-<cluster>-<topic>-<partition>`: deterministic for a batch, so
+/// Lambda retrying the same batch overwrites rather than duplicates; stream positions
+/// only, no identifier of a device or patient.
+pub fn quarantine_key<T: Delivered>(prefix: &str, records: &[T]) -> String {
     let first = records.first();
-    let date = Date::from_epoch_ms(first.map_or(0, StreamRecord::arrival_ms));
-    let shard = first.map_or("unknown-shard", StreamRecord::shard_id);
-    let seq = |r: Option<&StreamRecord>| {
-        r.map_or("0", |r| r.kinesis.sequence_number.as_str())
-            .to_owned()
-    };
+    let date = Date::from_epoch_ms(first.map_or(0, Delivered::arrival_ms));
+    let folder = first.map_or_else(|| "unknown-shard".to_owned(), Delivered::folder);
+    let position = |r: Option<&T>| r.map_or_else(|| "0".to_owned(), Delivered::position);
     format!(
-        "{prefix}year={:04}/month={:02}/day={:02}/{shard}/{}-{}.ndjson",
+        "{prefix}year={:04}/month={:02}/day={:02}/{folder}/{}-{}.ndjson",
         date.year,
         date.month,
         date.day,
-        seq(first),
-        seq(records.last())
+        position(first),
+        position(records.last())
     )
 }

@@ -1,11 +1,16 @@
 //! stream-ingest: Kinesis (device messages from IoT Core) -> canonical readings ->
 //! Firehose -> the lake. Bad records go to quarantine with a reason; records that
 //! could not be finished are reported back as batch item failures.
+//!
+//! The same binary, deployed a second time with `TRIGGER=kafka`, takes a legacy
+//! platform's Kafka topic (Amazon MSK, or Event Hubs' Kafka endpoint) during the
+//! migration, through the same path.
 
 pub mod config;
 pub mod delivery;
 pub mod event;
 pub mod handler;
+pub mod record;
 
 use std::time::Duration;
 
@@ -17,9 +22,11 @@ use pulselake_adapters::{
 };
 use pulselake_domain::DeviceMappings;
 
-pub use config::Config;
+pub use config::{Config, Trigger};
 pub use event::StreamBatch;
-pub use handler::{Ingest, IngestError, Outcome, Stats};
+pub use handler::{Ingest, IngestError, KafkaOutcome, Outcome, Stats};
+pub use pulselake_adapters::kafka_events::KafkaBatch;
+pub use pulselake_adapters::lambda_batch::{KafkaBatchResponse, kafka_response};
 
 /// The production wiring: SDK adapters built from one shared configuration.
 pub type AwsIngest = Ingest<FirehoseSink, S3Objects, DynamoRegistry>;
@@ -56,13 +63,39 @@ pub async fn function_handler<S: RecordSink, Q: ObjectWriter, R: RegistryLookup>
     ingest: &Ingest<S, Q, R>,
 ) -> Result<KinesisEventResponse, IngestError> {
     let now_ms = now_ms();
-    let left = Duration::from_millis((event.context.deadline as i64 - now_ms).max(0) as u64);
-    let deadline = tokio::time::Instant::now() + left;
+    let deadline = deadline_of(&event.context, now_ms);
     let result = ingest.handle(&event.payload, deadline, now_ms).await;
-    match &result {
-        Ok(outcome) => {
-            emit(&outcome.stats);
-            let s = &outcome.stats;
+    report(
+        result.as_ref().map(|o| &o.stats),
+        event.payload.records.len(),
+    );
+    Ok(response(result?.failed_sequence_numbers))
+}
+
+/// One Kafka invocation: as [`function_handler`], answering with the failed
+/// topic-partitions and offsets.
+pub async fn kafka_handler<S: RecordSink, Q: ObjectWriter, R: RegistryLookup>(
+    event: LambdaEvent<KafkaBatch>,
+    ingest: &Ingest<S, Q, R>,
+) -> Result<KafkaBatchResponse, IngestError> {
+    let now_ms = now_ms();
+    let deadline = deadline_of(&event.context, now_ms);
+    let result = ingest.handle_kafka(&event.payload, deadline, now_ms).await;
+    let records = event.payload.records.values().map(Vec::len).sum();
+    report(result.as_ref().map(|o| &o.stats), records);
+    Ok(kafka_response(result?.failed))
+}
+
+fn deadline_of(context: &lambda_runtime::Context, now_ms: i64) -> tokio::time::Instant {
+    let left = Duration::from_millis((context.deadline as i64 - now_ms).max(0) as u64);
+    tokio::time::Instant::now() + left
+}
+
+/// Metrics and one summary log line for the invocation.
+fn report(result: Result<&Stats, &IngestError>, records: usize) {
+    match result {
+        Ok(s) => {
+            emit(s);
             tracing::info!(
                 records = s.records,
                 delivered = s.readings_delivered,
@@ -77,13 +110,11 @@ pub async fn function_handler<S: RecordSink, Q: ObjectWriter, R: RegistryLookup>
         Err(e) => {
             let mut m = Metrics::new("stream-ingest");
             m.count("BatchesFailed", 1)
-                .count("RecordsReceived", event.payload.records.len() as u64);
+                .count("RecordsReceived", records as u64);
             m.flush();
-            tracing::error!(error = %e, records = event.payload.records.len(), "batch failed");
+            tracing::error!(error = %e, records, "batch failed");
         }
     }
-    let outcome = result?;
-    Ok(response(outcome.failed_sequence_numbers))
 }
 
 pub use pulselake_adapters::lambda_batch::kinesis_response as response;
