@@ -217,10 +217,18 @@ fn every_function_has_its_own_role_an_encrypted_log_group_with_retention_and_jso
     }
 }
 
+/// A policy's statements, those under `!If` (a conditional permission) included.
 fn statements(doc: &Value) -> Vec<&Value> {
     doc["Statement"]
         .as_sequence()
-        .map(|s| s.iter().collect())
+        .map(|s| {
+            s.iter()
+                .map(|st| match st {
+                    Value::Tagged(t) if t.tag == "!If" => &t.value[1],
+                    st => st,
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -232,8 +240,13 @@ fn actions(statement: &Value) -> Vec<String> {
 }
 
 /// Actions IAM authorizes on `Resource: "*"` only (the Service Authorization Reference
-/// lists no resource type for them): Lake Formation's own grants scope its actions.
-const NO_RESOURCE_TYPES: [&str; 2] = ["lakeformation:", "cloudwatch:GetMetricStatistics"];
+/// lists no resource type for them): Lake Formation's own grants scope its actions; EC2's
+/// Describe calls (the Kafka pollers finding the MSK cluster's subnets).
+const NO_RESOURCE_TYPES: [&str; 3] = [
+    "lakeformation:",
+    "cloudwatch:GetMetricStatistics",
+    "ec2:Describe",
+];
 
 #[test]
 fn no_role_allows_a_wildcard_action_and_wildcard_resources_only_for_list_calls() {

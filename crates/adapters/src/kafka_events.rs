@@ -88,14 +88,13 @@ fn value<'de, D: Deserializer<'de>>(d: D) -> Result<Payload, D::Error> {
 /// Where a batch came from: the MSK cluster's name, or the first bootstrap server's host.
 /// Part of every record's reference, so two clusters' offsets never collide.
 pub fn cluster_name(batch: &KafkaBatch) -> &str {
-    if let Some(arn) = &batch.event_source_arn {
-        if let Some(name) = arn
-            .split(":cluster/")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-        {
-            return name;
-        }
+    if let Some(name) = batch
+        .event_source_arn
+        .as_deref()
+        .and_then(|arn| arn.split(":cluster/").nth(1))
+        .and_then(|rest| rest.split('/').next())
+    {
+        return name;
     }
     batch
         .bootstrap_servers
