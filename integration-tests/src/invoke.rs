@@ -85,6 +85,19 @@ impl Invoker for StreamIngestFn {
     }
 }
 
+/// stream-ingest on the Kafka trigger (legacy-stream-ingest), in process.
+pub struct LegacyStreamIngestFn(pub StreamIngestFn);
+
+impl Invoker for LegacyStreamIngestFn {
+    async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
+        let f = &self.0;
+        in_process(event, f.timeout, f.metrics_scope, |e| {
+            stream_ingest::kafka_handler(e, &f.ingest)
+        })
+        .await
+    }
+}
+
 /// file-ingest, in process.
 pub struct FileIngestFn {
     pub ingest: file_ingest::AwsFileIngest,

@@ -19,7 +19,7 @@ use pulselake_domain::{Assignment, DeviceMappings, DeviceRecord, Metric, TimePol
 use pulselake_domain::{LineTail, Provenance, ReadingId, Source, normalize};
 use serde_json::json;
 use stream_ingest::delivery::Packer;
-use stream_ingest::{Ingest, StreamBatch};
+use stream_ingest::{Ingest, KafkaBatch, StreamBatch};
 
 const READINGS: usize = 10_000;
 const PER_MESSAGE: usize = 30;
@@ -74,6 +74,27 @@ fn event() -> (Vec<u8>, Vec<DeviceRecord>) {
         serde_json::to_vec(&json!({ "Records": records })).unwrap(),
         devices,
     )
+}
+
+/// The Kinesis event's messages as an MSK batch: one topic-partition, keyed by device.
+fn kafka_event(raw: &[u8]) -> Vec<u8> {
+    let v: serde_json::Value = serde_json::from_slice(raw).unwrap();
+    let records: Vec<_> = v["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            json!({"topic": "vitals", "partition": 0, "offset": i, "timestamp": NOW,
+                   "timestampType": "CREATE_TIME",
+                   "key": STANDARD.encode(r["kinesis"]["partitionKey"].as_str().unwrap()),
+                   "value": r["kinesis"]["data"], "headers": []})
+        })
+        .collect();
+    serde_json::to_vec(&json!({"eventSource": "aws:kafka",
+        "eventSourceArn": "arn:aws:kafka:eu-west-1:123456789012:cluster/legacy/0b7e",
+        "records": {"vitals-0": records}}))
+    .unwrap()
 }
 
 fn main() {
@@ -145,9 +166,26 @@ fn main() {
         per_s(&invocation),
         invocation.median().as_secs_f64() * 1e3
     );
+    // The same messages from a legacy Kafka topic (legacy-stream-ingest), event included.
+    let kafka_raw = kafka_event(&raw);
+    let kafka = Timings::measure(20, Duration::from_secs(3), || {
+        let b: KafkaBatch = serde_json::from_slice(&kafka_raw).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let out = rt
+            .block_on(ingest.handle_kafka(&b, deadline, NOW + 500))
+            .unwrap();
+        assert_eq!(out.stats.readings_delivered, READINGS);
+        black_box(ingest.sink.take());
+    });
+    println!(
+        "  kafka       {:.2} M readings/s  ({:.2} ms, the same messages as an MSK batch, its deserialization included)",
+        per_s(&kafka),
+        kafka.median().as_secs_f64() * 1e3
+    );
     let readings_m = READINGS as f64 / 1e6;
     bench.rate("handler", readings_m, "M/s", &handler);
     bench.rate("invocation", readings_m, "M/s", &invocation);
+    bench.rate("kafka_invocation", readings_m, "M/s", &kafka);
     phases(&raw, &ingest.mappings, &devices, &mut bench);
     peer(&raw, &devices, &delivered, &handler, &mut bench);
     println!("  peak RSS    {peak_mb:.1} MB (whole process, including the event)");
